@@ -1,0 +1,46 @@
+"""Atomic file writes: write to a temporary file in the same folder, fsync, then rename."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import polars as pl
+
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_write_parquet"]
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    """Call ``write(tmp_path)`` then atomically move ``tmp_path`` onto ``path``.
+
+    A reader sees either the old file or the complete new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write UTF-8 text atomically."""
+    atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes atomically."""
+    atomic_write(path, lambda p: p.write_bytes(data))
+
+
+def atomic_write_parquet(frame: pl.DataFrame, path: Path) -> None:
+    """Write a polars frame as Parquet atomically."""
+    atomic_write(path, lambda p: frame.write_parquet(p))

@@ -1,0 +1,145 @@
+"""Train / validation / test splits. A split is saved and reloadable, so two runs share it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, ConfigDict, model_validator
+
+from genrec._io import atomic_write_text
+from genrec.data.interactions import Columns, Dataset, EvalSet, Interactions
+
+__all__ = ["SplitConfig", "Split", "split", "fingerprint"]
+
+U, T = Columns.user, Columns.timestamp
+
+
+class SplitConfig(BaseModel):
+    """How to split a dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["leave_one_out", "temporal", "random"] = "leave_one_out"
+    """leave_one_out: per user, last = test, second last = valid, rest = train (users with
+    fewer than 3 interactions stay in train). temporal: global time cut-offs. random: each
+    interaction assigned at random."""
+    valid_ratio: float = 0.1
+    """Share of interactions (temporal, random) that goes to validation."""
+    test_ratio: float = 0.1
+    """Share of interactions (temporal, random) that goes to test."""
+    seed: int = 42
+    """Seed of the random split."""
+
+    @model_validator(mode="after")
+    def _ratios(self) -> SplitConfig:
+        if not (0 <= self.valid_ratio < 1 and 0 < self.test_ratio < 1
+                and self.valid_ratio + self.test_ratio < 1):
+            raise ValueError("valid_ratio and test_ratio must be in [0, 1) and sum below 1")
+        return self
+
+
+def fingerprint(inter: Interactions) -> str:
+    """A short content hash of an interaction table (detects a split/dataset mismatch)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(inter.users).tobytes())
+    h.update(np.ascontiguousarray(inter.items).tobytes())
+    h.update(f"{inter.n_users},{inter.n_items}".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class Split:
+    """Three interaction tables over one id space.
+
+    Attributes:
+        train: Training interactions.
+        valid: Validation targets (history = train).
+        test: Test targets (history = train + valid).
+        config: The split recipe.
+        dataset_fingerprint: :func:`fingerprint` of the dataset it was made from.
+    """
+
+    train: Interactions
+    valid: Interactions
+    test: Interactions
+    config: SplitConfig = field(default_factory=SplitConfig)
+    dataset_fingerprint: str = ""
+
+    @property
+    def n_users(self) -> int:
+        """Size of the user id space."""
+        return self.train.n_users
+
+    @property
+    def n_items(self) -> int:
+        """Size of the item id space."""
+        return self.train.n_items
+
+    def valid_set(self) -> EvalSet:
+        """Validation users: history = train, targets = valid."""
+        return EvalSet.build(self.train, self.valid)
+
+    def test_set(self) -> EvalSet:
+        """Test users: history = train + valid, targets = test."""
+        return EvalSet.build(self.train.concat(self.valid), self.test)
+
+    def save(self, path: Path) -> None:
+        """Write the three tables and the recipe (each file atomic)."""
+        path = Path(path)
+        for name in ("train", "valid", "test"):
+            getattr(self, name).save(path / name)
+        atomic_write_text(path / "split.json", json.dumps(
+            {"config": self.config.model_dump(), "dataset_fingerprint": self.dataset_fingerprint},
+            indent=2))
+
+    @classmethod
+    def load(cls, path: Path, dataset: Dataset | None = None) -> Split:
+        """Read a split; if ``dataset`` is given, check that the split was made from it.
+
+        Raises:
+            ValueError: If the split does not belong to ``dataset``.
+        """
+        path = Path(path)
+        meta = json.loads((path / "split.json").read_text())
+        if dataset is not None and meta["dataset_fingerprint"] != fingerprint(dataset.interactions):
+            raise ValueError(f"split at {path} was made from a different dataset than "
+                             f"{dataset.name!r} (fingerprint mismatch)")
+        return cls(*(Interactions.load(path / n) for n in ("train", "valid", "test")),
+                   SplitConfig(**meta["config"]), meta["dataset_fingerprint"])
+
+
+def split(ds: Dataset, cfg: SplitConfig | None = None) -> Split:
+    """Split ``ds`` according to ``cfg``.
+
+    Raises:
+        ValueError: For a temporal split of data that only has sequence positions.
+    """
+    cfg = cfg or SplitConfig()
+    inter = ds.interactions
+    frame = inter.frame
+    if cfg.kind == "leave_one_out":
+        n = pl.len().over(U)
+        from_end = n - 1 - pl.int_range(pl.len()).over(U)
+        part = (pl.when(n < 3).then(0).when(from_end == 0).then(2)
+                .when(from_end == 1).then(1).otherwise(0))
+        labels = frame.select(part.alias("p"))["p"].to_numpy()
+    elif cfg.kind == "temporal":
+        if ds.order != "timestamp":
+            raise ValueError(f"{ds.name}: a temporal split needs timestamps, but this dataset "
+                             "only has sequence order; use leave_one_out")
+        t = frame[T].to_numpy()
+        t1, t2 = np.quantile(t, [1 - cfg.valid_ratio - cfg.test_ratio, 1 - cfg.test_ratio])
+        labels = np.where(t >= t2, 2, np.where(t >= t1, 1, 0))
+    else:
+        r = np.random.default_rng(cfg.seed).random(frame.height)
+        labels = np.where(r < cfg.test_ratio, 2,
+                          np.where(r < cfg.test_ratio + cfg.valid_ratio, 1, 0))
+    parts = [Interactions(frame.filter(pl.Series(labels == k)), inter.n_users, inter.n_items)
+             for k in range(3)]
+    return Split(*parts, config=cfg, dataset_fingerprint=fingerprint(inter))

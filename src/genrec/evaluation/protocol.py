@@ -1,0 +1,67 @@
+"""The evaluation protocol: everything that decides what a number means, saved with it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from genrec.data.splits import SplitConfig
+from genrec.evaluation.metrics import METRICS
+
+__all__ = ["Protocol"]
+
+
+class Protocol(BaseModel):
+    """How results are produced. It is written into every ``results.json`` and printed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    """The train / valid / test split."""
+    candidates: Literal["full", "sampled"] = "full"
+    """full: rank every item. sampled: rank the targets among ``n_negatives`` sampled items."""
+    n_negatives: int = Field(100, ge=1)
+    """Sampled negatives per user (sampled candidates only)."""
+    negative_sampling: Literal["uniform", "popularity"] = "uniform"
+    """How sampled negatives are drawn (sampled candidates only)."""
+    exclude_seen: bool = True
+    """Items already in the user's history are never recommended."""
+    cutoffs: list[int] = Field(default_factory=lambda: [5, 10, 20])
+    """The K of every metric@K."""
+    metrics: list[str] = Field(default_factory=lambda: ["recall", "ndcg", "mrr", "map",
+                                                        "precision", "hit"])
+    """Metric names (see ``genrec.evaluation.metrics.METRICS``)."""
+    max_history_length: int | None = None
+    """Model input is each user's most recent N items (seen-item masking uses all of them)."""
+    valid_metric: str = "ndcg@10"
+    """Metric used for model selection and early stopping, on validation only."""
+    seed: int = 42
+    """Seed of every random choice (split, negatives, model initialisation)."""
+
+    @field_validator("cutoffs")
+    @classmethod
+    def _cutoffs(cls, v: list[int]) -> list[int]:
+        if not v or min(v) < 1:
+            raise ValueError("cutoffs must be a non-empty list of positive integers")
+        return sorted(set(v))
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        unknown = set(v) - set(METRICS)
+        if unknown:
+            raise ValueError(f"unknown metrics {sorted(unknown)}; known: {sorted(METRICS)}")
+        return v
+
+    def describe(self) -> str:
+        """One line that says how the numbers were produced."""
+        cand = ("full ranking" if self.candidates == "full" else
+                f"{self.n_negatives} {self.negative_sampling}-sampled negatives")
+        split = self.split.kind.replace("_", "-")
+        if self.split.kind != "leave_one_out":
+            split += f" (valid {self.split.valid_ratio}, test {self.split.test_ratio})"
+        hist = "all" if self.max_history_length is None else f"last {self.max_history_length}"
+        return (f"split={split}; candidates={cand}; seen items "
+                f"{'excluded' if self.exclude_seen else 'kept'}; K={self.cutoffs}; "
+                f"history={hist}; selection on valid {self.valid_metric}; seed={self.seed}")

@@ -1,0 +1,50 @@
+"""The model registry: one literal mapping from names to classes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from genrec.models.base import ModelConfig, Recommender
+from genrec.models.ease import EASE, EASEConfig
+from genrec.models.itemknn import ItemKNN, ItemKNNConfig
+from genrec.models.pop import PopConfig, Popularity
+
+__all__ = ["MODELS", "AnyModelConfig", "build_model", "model_config", "load_model"]
+
+MODELS: dict[str, type[Recommender[Any]]] = {
+    "pop": Popularity,
+    "itemknn": ItemKNN,
+    "ease": EASE,
+}
+
+AnyModelConfig = Annotated[PopConfig | ItemKNNConfig | EASEConfig, Field(discriminator="kind")]
+"""Discriminated union of every model config (the ``kind`` field picks the class)."""
+
+
+def model_config(kind: str, **params: Any) -> ModelConfig:
+    """Validated config of model ``kind``.
+
+    Raises:
+        ValueError: For an unknown model name.
+    """
+    if kind not in MODELS:
+        raise ValueError(f"unknown model {kind!r}; known: {', '.join(MODELS)}")
+    return MODELS[kind].config_cls.model_validate({"kind": kind, **params})
+
+
+def build_model(cfg: ModelConfig) -> Recommender[Any]:
+    """An unfitted model from its config."""
+    return MODELS[cfg.kind](cfg)
+
+
+def load_model(path: Any) -> Recommender[Any]:
+    """Load a saved model of any kind (the kind is read from ``config.json``)."""
+    import json
+    from pathlib import Path
+
+    kind = json.loads((Path(path) / "config.json").read_text())["kind"]
+    if kind not in MODELS:
+        raise ValueError(f"{path}: unknown model kind {kind!r}")
+    return MODELS[kind].load(Path(path))
