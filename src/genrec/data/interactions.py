@@ -289,7 +289,13 @@ class EvalSet:
 
     @classmethod
     def build(cls, history: Interactions, targets: Interactions) -> EvalSet:
-        """Users with at least one target; history from ``history``, targets from ``targets``."""
+        """Users with at least one target; history from ``history``, targets from ``targets``.
+
+        Repeated targets of a user count once.
+        """
+        targets = Interactions(targets.frame.unique([Columns.user, Columns.item], keep="first",
+                                                    maintain_order=True),
+                               targets.n_users, targets.n_items)
         tgt_counts = np.bincount(targets.users, minlength=targets.n_users)
         users = np.flatnonzero(tgt_counts)
         hist = history.histories(users)
