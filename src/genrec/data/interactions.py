@@ -149,7 +149,7 @@ class Histories:
             ``scores``, modified in place.
         """
         rows = torch.from_numpy(np.repeat(np.arange(len(self)), self.lengths))
-        cols = torch.from_numpy(self.items)
+        cols = torch.from_numpy(self.items.copy())  # polars hands out read-only arrays
         if items is not None:
             pos = np.full(self.n_items, -1, dtype=np.int64)
             pos[items] = np.arange(len(items))

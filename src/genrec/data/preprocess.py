@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Literal
 
@@ -39,7 +40,8 @@ def _record(ds: Dataset, frame: pl.DataFrame, step: str, reason: str, **params: 
     entry = {"step": step, "kept": frame.height, "dropped": before - frame.height,
              "reason": reason, "params": params}
     _log.info("%s: kept %d, dropped %d (%s)", step, frame.height, before - frame.height, reason)
-    out = ds.subset(frame) if frame.height != before else ds
+    # A step that drops nothing still returns a new Dataset: the caller's log must not change.
+    out = ds.subset(frame) if frame.height != before else dataclasses.replace(ds)
     if frame.height == 0:
         raise ValueError(f"{ds.name}: {step} dropped every interaction ({reason})")
     out.log = [*ds.log, entry]
@@ -86,7 +88,9 @@ def k_core(ds: Dataset, min_user: int, min_item: int) -> Dataset:
 def max_history(ds: Dataset, n: int) -> Dataset:
     """Keep each user's ``n`` most recent interactions (the table is sorted by time)."""
     frame = ds.interactions.frame
-    kept = frame.filter(pl.int_range(pl.len()).over(U) >= pl.len().over(U) - n)
+    # pl.len() is UInt32: cast before subtracting, or users with fewer than n events wrap
+    # around to a huge bound and lose their whole history.
+    kept = frame.filter(pl.int_range(pl.len()).over(U) >= pl.len().over(U).cast(pl.Int64) - n)
     return _record(ds, kept, "max_history", f"older than the user's last {n}", n=n)
 
 

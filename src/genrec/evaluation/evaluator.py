@@ -37,7 +37,8 @@ class EvalResult:
         users: Dense ids of the evaluated users, shape ``(U,)``.
         per_user: ``"ndcg@10"`` -> values per user, shape ``(U,)``.
         seconds: Wall time of the evaluation.
-        top_items: The top-``max(cutoffs)`` items per user, shape ``(U, K)``.
+        top_items: The top-``max(cutoffs)`` items per user, shape ``(U, K)``; ``-1`` where
+            fewer than ``K`` candidates remain (seen or non-sampled items are never listed).
     """
 
     users: np.ndarray
@@ -131,7 +132,8 @@ def evaluate(model: Scorer, data: EvalSet, protocol: Protocol, *,
                 for c in protocol.cutoffs:
                     chunks[f"{m}@{c}"].append(METRICS[m](hits, n_rel, c).cpu())
             if keep_top_items:
-                tops.append(top.indices.cpu().numpy())
+                # Masked (-inf) positions are not recommendations: -1, as in RecList.
+                tops.append(torch.where(torch.isfinite(top.values), top.indices, -1).cpu().numpy())
     per_user = {name: torch.cat(v).numpy() if v else np.zeros(0) for name, v in chunks.items()}
     seconds = time.perf_counter() - start
     _log.info("evaluated %d users in %.2fs", len(data), seconds)

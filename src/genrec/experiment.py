@@ -1,0 +1,172 @@
+"""One experiment, end to end: load, preprocess, split, fit, evaluate, write results.
+
+``results.json`` shape::
+
+    {"protocol": {...}, "protocol_text": "...", "dataset": {"name", "users", "items",
+     "interactions"}, "results": [{"model", "params", "fit_seconds", "eval_seconds",
+     "peak_rss_mb", "valid": {...}, "test": {...}}], "environment": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import platform
+import resource
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from genrec._io import atomic_write_text
+from genrec.config import DataConfig, ExperimentConfig
+from genrec.data.interactions import Dataset
+from genrec.data.preprocess import preprocess
+from genrec.data.splits import Split, split
+from genrec.evaluation.evaluator import EvalResult, evaluate
+from genrec.evaluation.protocol import Protocol
+from genrec.models.registry import build_model
+
+__all__ = ["load_data", "make_split", "run_experiment", "format_results", "TEST_COLUMNS"]
+
+_log = logging.getLogger(__name__)
+
+TEST_COLUMNS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "mrr@10", "map@10", "recall@20",
+                "ndcg@20"]
+"""Test metrics shown in results.md (all metrics are in results.json)."""
+
+
+def load_data(cfg: DataConfig) -> Dataset:
+    """Load a recipe or a custom file, then preprocess it as configured."""
+    from genrec.data import readers
+    from genrec.data.recipes import load_dataset
+
+    if cfg.path is None:
+        ds = load_dataset(cfg.name, data_dir=cfg.data_dir)
+    else:
+        if cfg.format is None:
+            raise ValueError("dataset.format is required with dataset.path")
+        path = Path(cfg.path)
+        match cfg.format:
+            case "csv":
+                ds = readers.read_csv(path, columns=cfg.columns, sep=cfg.sep)
+            case "parquet":
+                ds = readers.read_parquet(path, columns=cfg.columns)
+            case "recbole":
+                ds = readers.read_recbole_atomic(path)
+            case "p5":
+                ds = readers.read_p5(path)
+            case "sequences":
+                ds = readers.read_sequences(path)
+            case "ml-100k":
+                ds = readers.read_ml100k(path)
+            case "ml-1m":
+                ds = readers.read_ml1m(path)
+        ds.name = cfg.name
+    return preprocess(ds, cfg.preprocess)
+
+
+def make_split(ds: Dataset, protocol: Protocol, split_path: str | None) -> Split:
+    """Reuse a saved split (checked against ``ds``) or make a new one."""
+    if split_path is not None:
+        sp = Split.load(Path(split_path), ds)
+        if sp.config != protocol.split:
+            raise ValueError(f"split at {split_path} was made with {sp.config}, "
+                             f"but the protocol asks for {protocol.split}")
+        return sp
+    return split(ds, protocol.split)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 6) for k, v in metrics.items()}
+
+
+def run_experiment(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Run every model of ``cfg`` under its protocol and write the results folder.
+
+    Returns:
+        The ``results.json`` content.
+    """
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
+                                                          sort_keys=False))
+    torch.manual_seed(cfg.protocol.seed)
+    np.random.seed(cfg.protocol.seed)
+    ds = load_data(cfg.dataset)
+    sp = make_split(ds, cfg.protocol, cfg.split_path)
+    sp.save(out / "split")
+    valid_set, test_set = sp.valid_set(), sp.test_set()
+    popularity = sp.train.item_counts()
+    _log.info("%r; protocol: %s", ds, cfg.protocol.describe())
+
+    rows = []
+    for mcfg in cfg.models:
+        model = build_model(mcfg)
+        _log.info("fitting %r", model)
+        t0 = time.perf_counter()
+        model.fit(sp.train, valid_set)
+        fit_s = time.perf_counter() - t0
+        kw: dict[str, Any] = dict(item_popularity=popularity, batch_size=cfg.eval_batch_size,
+                                  progress=progress)
+        valid: EvalResult = evaluate(model, valid_set, cfg.protocol, **kw)
+        test: EvalResult = evaluate(model, test_set, cfg.protocol, **kw)
+        if cfg.save_models:
+            model.save(out / "models" / mcfg.kind)
+        rows.append({
+            "model": mcfg.kind,
+            "params": mcfg.model_dump(exclude={"kind"}),
+            "fit_seconds": round(fit_s, 3),
+            "eval_seconds": round(test.seconds, 3),
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "valid": _rounded(valid.summary()),
+            "test": _rounded(test.summary()),
+        })
+        _log.info("%s: fit %.2fs, test eval %.2fs, test %s=%.4f", mcfg.kind, fit_s,
+                  test.seconds, cfg.protocol.valid_metric,
+                  test.summary().get(cfg.protocol.valid_metric, float("nan")))
+    results = {
+        "protocol": cfg.protocol.model_dump(mode="json"),
+        "protocol_text": cfg.protocol.describe(),
+        "dataset": {"name": ds.name, "users": ds.n_users, "items": ds.n_items,
+                    "interactions": len(ds.interactions),
+                    "eval_users": {"valid": len(valid_set), "test": len(test_set)},
+                    "preprocessing": ds.log},
+        "results": rows,
+        "environment": {"python": platform.python_version(), "torch": torch.__version__,
+                        "machine": platform.machine(), "cpu_threads": torch.get_num_threads()},
+    }
+    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(out / "results.md", format_results(results))
+    return results
+
+
+def format_results(results: dict[str, Any]) -> str:
+    """Markdown: the protocol first, then one row per model with test metrics."""
+    d = results["dataset"]
+    vm = results["protocol"]["valid_metric"]
+    cols = [c for c in TEST_COLUMNS if any(c in r["test"] for r in results["results"])]
+    lines = [
+        f"# Results: {d['name']}",
+        "",
+        f"**Protocol**: {results['protocol_text']}",
+        "",
+        f"**Dataset**: {d['users']:,} users, {d['items']:,} items, "
+        f"{d['interactions']:,} interactions",
+        "",
+        "| model | fit s | eval s | valid " + vm + " | " + " | ".join(f"test {c}" for c in cols)
+        + " |",
+        "|---" * (4 + len(cols)) + "|",
+    ]
+    for r in results["results"]:
+        vals = " | ".join(f"{r['test'].get(c, float('nan')):.4f}" for c in cols)
+        lines.append(f"| {r['model']} | {r['fit_seconds']:.2f} | {r['eval_seconds']:.2f} | "
+                     f"{r['valid'].get(vm, float('nan')):.4f} | {vals} |")
+    return "\n".join(lines) + "\n"
