@@ -54,7 +54,7 @@ def print_results(results: dict[str, Any]) -> None:
 
     from genrec.experiment import TEST_COLUMNS
 
-    console = Console()
+    console = Console(width=max(Console().width, 140))
     d = results["dataset"]
     console.print(f"[bold]{d['name']}[/]: {d['users']:,} users, {d['items']:,} items, "
                   f"{d['interactions']:,} interactions")

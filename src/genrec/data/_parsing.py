@@ -1,0 +1,557 @@
+"""Machinery shared by the readers: file checks, decoding, row validation and read reports.
+
+Every reader follows the same path: :func:`read_text` turns a file into text (or raises one
+clear :class:`DataError`), a vectorised polars step splits it into string columns, and
+:class:`ReadReport` drops malformed rows while counting them by reason. Nothing is dropped
+silently: the counts end up in ``Dataset.log`` and in the ``logging`` output.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import io
+import json
+import logging
+import math
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from genrec.data.interactions import Columns, Dataset
+
+__all__ = ["DataError", "ReadReport", "PathLike"]
+
+# The private reader modules log under the public module name, so that one logger
+# (``genrec.data.readers``) shows or silences every read report.
+_log = logging.getLogger("genrec.data.readers")
+
+PathLike = str | Path
+USER, ITEM, TIME, RATING = Columns.user, Columns.item, Columns.timestamp, Columns.rating
+
+
+class DataError(ValueError):
+    """A data file is missing, unreadable, or holds no usable rows.
+
+    Attributes:
+        path: The file or folder concerned (``None`` if not about one file).
+        problem: What is wrong, in words.
+    """
+
+    # Public home: tracebacks and pickles name genrec.data.readers.DataError.
+    __module__ = "genrec.data.readers"
+
+    def __init__(self, path: PathLike | None, problem: str) -> None:
+        self.path = None if path is None else Path(path)
+        self.problem = problem
+        super().__init__(problem if path is None else f"{path}: {problem}")
+
+    def __reduce__(self) -> tuple[type[DataError], tuple[Path | None, str]]:
+        return type(self), (self.path, self.problem)
+
+
+@dataclass
+class ReadReport:
+    """Counts of the rows of one file that were kept and dropped, by reason."""
+
+    path: Path
+    dropped: dict[str, int] = field(default_factory=dict)
+    first_line: dict[str, int] = field(default_factory=dict)
+
+    def add(self, reason: str, n: int, line: int | None = None) -> None:
+        """Record ``n`` dropped rows for ``reason``."""
+        if n:
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(n)
+            if line is not None and reason not in self.first_line:
+                self.first_line[reason] = int(line)
+
+    def drop(self, frame: pl.DataFrame, bad: pl.Expr, reason: str) -> pl.DataFrame:
+        """Remove the rows where ``bad`` holds (null counts as bad) and count them.
+
+        Args:
+            frame: The rows.
+            bad: Boolean expression, true on a malformed row.
+            reason: The reason recorded for those rows.
+        """
+        mask = frame.select(bad.fill_null(True).alias("_bad"))["_bad"]
+        if not mask.any():
+            return frame
+        bad_rows = frame.filter(mask)
+        line = int(bad_rows["lineno"][0]) if "lineno" in frame.columns else None
+        self.add(reason, bad_rows.height, line)
+        return frame.filter(~mask)
+
+    def describe(self) -> str:
+        """The drop counts in words, e.g. ``wrong field count: 3 (first at line 7)``."""
+        parts = []
+        for reason, n in self.dropped.items():
+            at = f" (first at line {self.first_line[reason]})" if reason in self.first_line else ""
+            parts.append(f"{reason}: {n}{at}")
+        return "; ".join(parts)
+
+    def finish(self, kept: int, what: str = "rows", *, allow_empty: bool = False) -> dict[str, Any]:
+        """Check that something is left, log the counts and return the ``dataset.log`` entry.
+
+        Raises:
+            DataError: If every row was malformed (or nothing was kept, unless
+                ``allow_empty``).
+        """
+        n_dropped = sum(self.dropped.values())
+        if kept == 0 and (n_dropped or not allow_empty):
+            detail = self.describe() or "no data rows"
+            raise DataError(self.path, f"no valid {what}: every row is malformed ({detail})")
+        if n_dropped:
+            _log.warning("%s: kept %d %s, dropped %d malformed (%s)", self.path, kept, what,
+                         n_dropped, self.describe())
+        else:
+            _log.info("%s: read %d %s", self.path, kept, what)
+        return {"step": "read", "file": str(self.path), "kept": int(kept),
+                "dropped": int(n_dropped), "reason": dict(self.dropped)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and text
+
+
+def require_file(path: PathLike, what: str = "file") -> Path:
+    """Return ``path`` as a Path if it is an existing file.
+
+    Raises:
+        DataError: If it does not exist or is not a file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, f"{what} not found")
+    if not path.is_file():
+        raise DataError(path, f"{what} is not a regular file")
+    return path
+
+
+def read_bytes(path: PathLike) -> bytes:
+    """The content of ``path``, gunzipped when the name ends in ``.gz``.
+
+    Raises:
+        DataError: If the file is missing, unreadable or a broken gzip file.
+    """
+    path = require_file(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(path, f"cannot read the file ({e.strerror or e})") from e
+    if path.suffix == ".gz":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DataError(path, f"not a valid gzip file ({e})") from e
+    return data
+
+
+def read_text(path: PathLike, encoding: str = "utf-8") -> str:
+    """Decode a whole file (gzip-aware) and check that it is not empty.
+
+    Raises:
+        DataError: If the file is missing or empty, or not valid text in ``encoding`` (the
+            message gives the byte offset and line and suggests ``encoding=``).
+    """
+    path = Path(path)
+    data = read_bytes(path)
+    if encoding.lower().replace("_", "-") in ("utf-8", "utf8") and data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]  # a UTF-8 byte-order mark is not content
+    try:
+        text = data.decode(encoding)
+    except LookupError as e:
+        raise DataError(path, f"unknown encoding {encoding!r}") from e
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        where = " of the decompressed data" if path.suffix == ".gz" else ""
+        raise DataError(
+            path,
+            f"not valid {encoding} text: byte 0x{data[e.start]:02x} at byte offset {e.start}"
+            f"{where} (line {line}) cannot be decoded. If the file uses another encoding, pass "
+            f"it, e.g. encoding='iso-8859-1' (GroupLens files) or encoding='cp1252'",
+        ) from e
+    if not text.strip():
+        raise DataError(path, "file is empty")
+    return text
+
+
+def lines_frame(text: str) -> pl.DataFrame:
+    r"""Non-blank lines of ``text`` with their 1-based line numbers (``lineno``, ``line``).
+
+    Splits on ``\n`` only (``str.splitlines`` would also split on characters such as
+    ``\x85`` that are ordinary letters in ISO-8859-1 files) and strips a trailing ``\r``.
+    """
+    frame = pl.DataFrame({"line": text.split("\n")}).with_row_index("lineno", offset=1)
+    return frame.with_columns(pl.col("line").str.strip_chars_end("\r")).filter(
+        pl.col("line").str.strip_chars().str.len_bytes() > 0
+    )
+
+
+def split_fields(lines: pl.DataFrame, sep: str, names: list[str],
+                 report: ReadReport) -> pl.DataFrame:
+    """Split each line on ``sep`` into the string columns ``names``.
+
+    Lines with another number of fields are dropped as ``wrong field count``. Fields are
+    stripped of surrounding whitespace; empty fields become null.
+    """
+    frame = lines.with_columns(pl.col("line").str.split(sep).alias("_f"))
+    frame = report.drop(frame, pl.col("_f").list.len() != len(names), "wrong field count")
+    cols = [pl.col("_f").list.get(i).str.strip_chars().alias(n) for i, n in enumerate(names)]
+    frame = frame.select("lineno", *cols)
+    return frame.with_columns(
+        [pl.when(pl.col(n).str.len_bytes() > 0).then(pl.col(n)).alias(n) for n in names]
+    )
+
+
+def read_delimited(path: PathLike, sep: str, names: list[str], *,
+                   encoding: str = "utf-8") -> tuple[pl.DataFrame, ReadReport]:
+    """Read a header-less delimited file whose lines hold exactly ``len(names)`` fields."""
+    path = Path(path)
+    report = ReadReport(path)
+    return split_fields(lines_frame(read_text(path, encoding)), sep, names, report), report
+
+
+# ---------------------------------------------------------------------------------------------
+# Values
+
+
+def int_expr(col: str) -> pl.Expr:
+    """A string or numeric column as Int64 (null where it is not an integer)."""
+    return pl.col(col).cast(pl.Int64, strict=False)
+
+
+def _time_expr(col: str, dtype: pl.DataType) -> pl.Expr:
+    """Unix-time (or position) Int64 from strings, integers, integral floats or datetimes."""
+    c = pl.col(col)
+    if dtype.is_integer():
+        return c.cast(pl.Int64)
+    if isinstance(dtype, pl.Datetime):
+        return c.dt.epoch("s")
+    if isinstance(dtype, pl.Date):
+        return c.cast(pl.Int64) * 86_400
+    as_float = c.cast(pl.Float64, strict=False)
+    integral = as_float.is_finite() & (as_float == as_float.floor())
+    from_float = pl.when(integral).then(as_float.cast(pl.Int64, strict=False))
+    if dtype.is_float():
+        return from_float
+    return pl.coalesce(c.cast(pl.Int64, strict=False), from_float)
+
+
+def clean_interactions(frame: pl.DataFrame, report: ReadReport, *,
+                       int_ids: bool = False) -> pl.DataFrame:
+    """Validate an interaction table of raw values and drop (and count) malformed rows.
+
+    Args:
+        frame: Columns ``user``, ``item`` and optionally ``rating``, ``timestamp`` (strings or
+            already typed), plus optionally ``lineno``.
+        report: Where drops are counted.
+        int_ids: Ids must be integers (GroupLens, P5 files); they are written canonically
+            (``"007"`` becomes ``"7"``) so that feature tables keyed by integers match.
+
+    Returns:
+        The valid rows: ``user``/``item`` String, ``rating`` Float32, ``timestamp`` Int64.
+    """
+    for col in (USER, ITEM):
+        if frame[col].dtype != pl.String:
+            frame = frame.with_columns(pl.col(col).cast(pl.String))
+        frame = report.drop(frame, pl.col(col).is_null() | (pl.col(col).str.len_bytes() == 0),
+                            f"missing {col} id")
+        if int_ids:
+            frame = report.drop(frame, int_expr(col).is_null(), f"non-integer {col} id")
+            frame = frame.with_columns(int_expr(col).cast(pl.String))
+    if RATING in frame.columns:
+        frame = frame.with_columns(pl.col(RATING).cast(pl.Float32, strict=False))
+        frame = report.drop(frame, ~pl.col(RATING).is_finite(), "rating not a number")
+    if TIME in frame.columns:
+        frame = frame.with_columns(_time_expr(TIME, frame[TIME].dtype).alias(TIME))
+        frame = report.drop(frame, pl.col(TIME).is_null(), "timestamp not an integer")
+    return frame
+
+
+def int_ids(frame: pl.DataFrame, col: str, report: ReadReport) -> pl.DataFrame:
+    """Drop rows whose ``col`` is not an integer and write the rest canonically as strings."""
+    frame = report.drop(frame, int_expr(col).is_null(), f"non-integer {col} id")
+    return frame.with_columns(int_expr(col).cast(pl.String))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence files: "user item item ..."
+
+
+def read_token_sequences(path: PathLike, *, encoding: str = "utf-8",
+                         integer_ids: bool = False) -> tuple[pl.DataFrame, ReadReport]:
+    """Read a ``user item_1 ... item_n`` file into one row per (user, item), in file order.
+
+    Tokens are separated by any run of whitespace. A line with a user but no items is
+    dropped as ``line without items``; with ``integer_ids``, non-integer tokens are dropped
+    (a bad user id drops every item of its line).
+
+    Returns:
+        Columns ``lineno``, ``user``, ``item`` (String) and the report; the report counts
+        interactions (or lines, for lines that hold none).
+    """
+    path = Path(path)
+    report = ReadReport(path)
+    lines = lines_frame(read_text(path, encoding))
+    tokens = pl.col("line").str.strip_chars().str.replace_all(r"\s+", " ").str.split(" ")
+    frame = lines.select("lineno", tokens.alias("_t"))
+    frame = report.drop(frame, pl.col("_t").list.len() < 2, "line without items")
+    frame = frame.select(
+        "lineno", pl.col("_t").list.first().alias(USER), pl.col("_t").list.slice(1).alias(ITEM)
+    ).explode(ITEM)
+    if integer_ids:
+        frame = int_ids(frame, USER, report)
+        frame = int_ids(frame, ITEM, report)
+    return frame, report
+
+
+# ---------------------------------------------------------------------------------------------
+# Item and user feature records (JSON lines, Python dict literals)
+
+_KNOWN_TYPES: dict[str, pl.DataType] = {
+    "title": pl.String(), "brand": pl.String(), "categories": pl.List(pl.String()),
+    "price": pl.Float64(), "genres": pl.List(pl.String()), "year": pl.Int64(),
+    "sales_rank": pl.Float64(), "sales_type": pl.String(), "description": pl.String(),
+    "s3rec_attributes": pl.List(pl.String()), "p5_item_id": pl.Int64(),
+}
+#: Fields that are never item text: IDGenRec's textual ids are generated by a model.
+_DROPPED_FIELDS = frozenset({"idgenrec_textual_id"})
+_RENAMES = {"salesRank": "sales_rank", "category": "categories"}
+
+
+def _flatten_str(value: Any) -> list[str]:
+    """Flatten nested lists of names into one list of unique strings, in order."""
+    out: list[str] = []
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, (list, tuple)):
+            stack.extend(reversed(v))
+        elif v is not None and str(v).strip():
+            out.append(str(v).strip())
+    return list(dict.fromkeys(out))
+
+
+def _to_float(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, str):
+        try:
+            f = float(value.strip().lstrip("$").replace(",", ""))
+        except ValueError:
+            return None
+        return f if math.isfinite(f) else None
+    return None
+
+
+def _to_int(value: Any) -> int | None:
+    f = _to_float(value)
+    return int(f) if f is not None and f == int(f) else None
+
+
+def normalize_record(rec: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """Bring one item/user record to the column conventions of genrec.
+
+    ``title``/``brand`` strings, ``categories``/``genres`` flat string lists, ``price`` and
+    ``sales_rank`` floats (an Amazon ``salesRank`` dict gives ``sales_rank`` and
+    ``sales_type``), ``year`` int. Other fields keep their name; dicts become JSON text.
+    """
+    out: dict[str, Any] = {"item": str(rec[key])}
+    for name, value in rec.items():
+        if name == key or name in _DROPPED_FIELDS:
+            continue
+        name = _RENAMES.get(name, name)
+        if name == "sales_rank" and isinstance(value, dict):
+            first = next(iter(value.items()), (None, None))
+            out["sales_type"], value = first
+        kind = _KNOWN_TYPES.get(name)
+        if kind is None:
+            if isinstance(value, dict):
+                value = json.dumps(value, ensure_ascii=False)
+            elif isinstance(value, (list, tuple)):
+                value = _flatten_str(value)
+        elif isinstance(kind, pl.List):
+            value = _flatten_str(value) if isinstance(value, (list, tuple)) else (
+                [] if value is None else _flatten_str([value]))
+        elif kind == pl.String():
+            value = None if value is None else str(value)
+        elif kind == pl.Float64():
+            value = _to_float(value)
+        else:
+            value = _to_int(value)
+        out[name] = value
+    return out
+
+
+def parse_record(line: str, allow_python: bool) -> Any:
+    """Parse one JSON object, or a Python dict literal when ``allow_python`` (never ``eval``)."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        if not allow_python:
+            raise
+    try:
+        return ast.literal_eval(line)
+    except (ValueError, SyntaxError, MemoryError, RecursionError) as e:
+        raise json.JSONDecodeError(str(e), line, 0) from e
+
+
+def records_frame(lines: Iterable[tuple[int, str]], report: ReadReport, *,
+                  keys: tuple[str, ...] = ("item", "asin", "business_id", "item_id"),
+                  allow_python: bool = False) -> pl.DataFrame:
+    """Parse JSON-object lines into a normalised feature frame keyed by ``item``.
+
+    The key is the first of ``keys`` found in a record. Lines that do not parse, are not
+    objects, or lack a key are dropped and counted.
+    """
+    rows: list[dict[str, Any]] = []
+    for lineno, line in lines:
+        try:
+            rec = parse_record(line, allow_python)
+        except json.JSONDecodeError:
+            report.add("invalid JSON", 1, lineno)
+            continue
+        if not isinstance(rec, dict):
+            report.add("not a JSON object", 1, lineno)
+            continue
+        key = next((k for k in keys if rec.get(k) not in (None, "")), None)
+        if key is None:
+            report.add("missing item id", 1, lineno)
+            continue
+        rows.append(normalize_record(rec, key))
+    if not rows:
+        return pl.DataFrame()
+    names = list(dict.fromkeys(n for r in rows for n in r))
+    overrides = {n: _KNOWN_TYPES[n] for n in names if n in _KNOWN_TYPES}
+    try:
+        return pl.from_dicts(rows, schema_overrides=overrides, infer_schema_length=None)
+    except (pl.exceptions.PolarsError, TypeError, ValueError):
+        # Unknown fields with mixed types across records: keep them as text.
+        fixed = [{n: (v if n in overrides or v is None or isinstance(v, list) else str(v))
+                  for n, v in r.items()} for r in rows]
+        return pl.from_dicts(fixed, schema_overrides=overrides, infer_schema_length=None)
+
+
+_STR_LIST = pl.List(pl.String())
+
+
+def _clean_names(expr: pl.Expr) -> pl.Expr:
+    """Strip the names of a list[str] column, drop empty ones and repeats (order kept)."""
+    names = pl.element().str.strip_chars()
+    return expr.list.eval(names.filter(names.str.len_bytes() > 0)).list.unique(
+        maintain_order=True)
+
+
+def _fast_records(text: str, keys: tuple[str, ...]) -> pl.DataFrame | None:
+    """Vectorised parse of well-formed JSON lines into the frame :func:`records_frame` builds.
+
+    Returns None whenever a line or value needs the careful per-line path (a parse error, a
+    missing key, nested objects, prices written as text, ...).
+    """
+    try:
+        frame = pl.read_ndjson(io.BytesIO(text.encode("utf-8")), infer_schema_length=None)
+    except (pl.exceptions.PolarsError, ValueError):
+        return None
+    key = next((k for k in keys if k in frame.columns), None)
+    if key is None or frame[key].null_count() or frame.height == 0:
+        return None
+    frame = frame.drop([c for c in _DROPPED_FIELDS if c in frame.columns])
+    frame = frame.rename({k: v for k, v in _RENAMES.items() if k in frame.columns})
+    exprs = [pl.col(key).cast(pl.String).alias("item")]
+    for name, dtype in frame.schema.items():
+        if name == key:
+            continue
+        c, kind = pl.col(name), _KNOWN_TYPES.get(name)
+        if isinstance(dtype, (pl.Struct, pl.Object)) or (
+                isinstance(dtype, pl.List) and not isinstance(kind, pl.List)
+                and dtype != _STR_LIST):
+            return None
+        if kind is None or dtype == pl.Null:
+            expr = c if dtype != pl.Null or kind is None else pl.lit(None, kind)
+        elif isinstance(kind, pl.List):
+            if dtype == _STR_LIST:
+                expr = _clean_names(c)
+            elif dtype == pl.List(_STR_LIST):
+                expr = _clean_names(c.list.eval(pl.element().explode()))
+            elif dtype == pl.String:
+                expr = _clean_names(pl.concat_list(c).list.drop_nulls())
+            else:
+                return None
+        elif kind == pl.String():
+            expr = c.cast(pl.String)
+        elif dtype.is_numeric():
+            f = c.cast(pl.Float64)
+            finite = pl.when(f.is_finite()).then(f)
+            expr = finite if kind == pl.Float64() else pl.when(f == f.floor()).then(
+                finite.cast(pl.Int64, strict=False))
+        else:
+            return None
+        exprs.append(expr.alias(name))
+    frame = frame.select(exprs)
+    # Empty lists where a record had no value, as the per-line path gives.
+    return frame.with_columns([pl.col(n).fill_null([]) for n, t in frame.schema.items()
+                               if t == _STR_LIST and isinstance(_KNOWN_TYPES.get(n), pl.List)])
+
+
+def read_jsonl_items(path: PathLike, *, encoding: str = "utf-8",
+                     allow_python: bool = False) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Read an item feature file with one JSON object per line.
+
+    Well-formed files are parsed in one vectorised pass; otherwise every line is parsed on
+    its own so that bad lines can be dropped and counted.
+
+    Returns:
+        The feature frame (``item`` first) and its ``dataset.log`` entry.
+    """
+    path = Path(path)
+    report = ReadReport(path)
+    text = read_text(path, encoding)
+    keys = ("item", "asin", "business_id", "item_id")
+    frame = _fast_records(text, keys)
+    if frame is None:
+        lines = lines_frame(text)
+        frame = records_frame(lines.select("lineno", "line").iter_rows(), report, keys=keys,
+                              allow_python=allow_python)
+    entry = report.finish(frame.height, "records")
+    return frame, entry
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the dataset
+
+
+FeatureTable = tuple[pl.DataFrame, str] | None
+
+
+def build_dataset(name: str, frame: pl.DataFrame, log: list[dict[str, Any]], *,
+                  items: FeatureTable = None, users: FeatureTable = None,
+                  order: str = "timestamp") -> Dataset:
+    """``Dataset.from_raw`` plus a log entry per feature table saying how many rows matched.
+
+    Args:
+        name: Dataset name.
+        frame: Clean interactions (raw ids).
+        log: The read entries so far.
+        items: ``(frame keyed by raw "item", source file)`` or None.
+        users: ``(frame keyed by raw "user", source file)`` or None.
+        order: ``"timestamp"`` or ``"position"``.
+    """
+    keep = [c for c in (USER, ITEM, TIME, RATING) if c in frame.columns]
+    ds = Dataset.from_raw(name, frame.select(keep), items[0] if items else None,
+                          users[0] if users else None, order=order, log=log)
+    for table, attached, n_ids, col in ((items, ds.items, ds.n_items, ITEM),
+                                        (users, ds.users, ds.n_users, USER)):
+        if table is None:
+            continue
+        entry = {"step": "attach", "table": f"{col}s", "file": table[1],
+                 "rows": table[0].height, "attached": attached.height,
+                 "rows_unused": table[0].height - attached.height,
+                 f"{col}s_without_features": n_ids - attached.height}
+        _log.info("%s: %d of %d %ss have features from %s", name, attached.height, n_ids, col,
+                  table[1])
+        ds.log.append(entry)
+    return ds

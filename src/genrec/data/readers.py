@@ -1,0 +1,431 @@
+"""Readers: one function per file format, each returning a :class:`Dataset`.
+
+Every reader validates what it reads. Malformed rows (wrong field count, non-integer id or
+time, missing or non-numeric rating, ...) are dropped and counted by reason; the counts go to
+``dataset.log`` as ``{"step": "read", "file": ..., "kept": n, "dropped": m, "reason": {...}}``
+and to ``logging``. A file that cannot be used at all (missing, empty, wrong encoding, missing
+column, every row malformed) raises one :class:`DataError` naming the file and the problem.
+
+Item features follow fixed names so that text templates work on any dataset: ``title`` (str),
+``brand`` (str), ``categories`` (list[str]), ``price`` (float), ``genres`` (list[str]),
+``year`` (int); other fields keep their names.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from genrec.data._amazon import read_amazon2014, read_amazon_meta_jsonl
+from genrec.data._movielens import read_ml1m, read_ml100k
+from genrec.data._parsing import (
+    ITEM,
+    RATING,
+    TIME,
+    USER,
+    DataError,
+    FeatureTable,
+    PathLike,
+    ReadReport,
+    build_dataset,
+    clean_interactions,
+    lines_frame,
+    read_jsonl_items,
+    read_text,
+    read_token_sequences,
+    require_file,
+    split_fields,
+)
+from genrec.data.interactions import Dataset
+
+__all__ = [
+    "DataError",
+    "read_ml100k",
+    "read_ml1m",
+    "read_recbole_atomic",
+    "read_p5",
+    "read_yelp",
+    "read_sequences",
+    "read_amazon_meta_jsonl",
+    "read_amazon2014",
+    "read_csv",
+    "read_parquet",
+]
+
+_log = logging.getLogger(__name__)
+
+
+def _item_table(path: PathLike | None, log: list[dict[str, Any]]) -> FeatureTable:
+    """Read an optional JSON-lines item feature file and log it."""
+    if path is None:
+        return None
+    frame, entry = read_jsonl_items(path)
+    log.append(entry)
+    return frame, str(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# RecBole atomic files
+
+_RECBOLE_TYPES = ("token", "token_seq", "float", "float_seq")
+_RECBOLE_INTER = {"user_id": USER, "item_id": ITEM, "rating": RATING, "timestamp": TIME}
+# RecBole field names that have a genrec convention name.
+_RECBOLE_RENAMES = {"movie_title": "title", "release_year": "year", "class": "genres",
+                    "zip_code": "zip"}
+
+
+def _recbole_table(path: Path, sep: str,
+                   encoding: str) -> tuple[pl.DataFrame, dict[str, str], ReadReport]:
+    """Rows of one atomic file as string columns, and the declared type of each field."""
+    lines = lines_frame(read_text(path, encoding))
+    types: dict[str, str] = {}
+    for spec in lines["line"][0].split(sep):
+        name, colon, kind = spec.strip().partition(":")
+        if not colon or kind not in _RECBOLE_TYPES:
+            raise DataError(path, f"header field {spec.strip()!r} is not 'name:type' with type "
+                                  f"in {list(_RECBOLE_TYPES)} (is this a RecBole atomic file?)")
+        if name in types:
+            raise DataError(path, f"header names field {name!r} twice")
+        types[name] = kind
+    report = ReadReport(path)
+    return split_fields(lines.slice(1), sep, list(types), report), types, report
+
+
+def _recbole_features(path: Path, key: str, out_key: str, sep: str, seq_sep: str,
+                      encoding: str, log: list[dict[str, Any]]) -> FeatureTable:
+    frame, types, report = _recbole_table(path, sep, encoding)
+    if key not in types:
+        raise DataError(path, f"missing required column {key!r} (header has {list(types)})")
+    exprs = [pl.col(key).alias(out_key)]
+    for col, kind in types.items():
+        if col == key:
+            continue
+        name = _RECBOLE_RENAMES.get(col, col)
+        c = pl.col(col)
+        if name == "title":
+            expr = c  # a title is text even when RecBole declares it a token sequence
+        elif name == "year":
+            expr = c.cast(pl.Float64, strict=False).cast(pl.Int64, strict=False)
+        elif kind == "token_seq":
+            expr = c.str.split(seq_sep).list.eval(
+                pl.element().filter(pl.element().str.len_bytes() > 0))
+        elif kind == "float":
+            expr = c.cast(pl.Float64, strict=False)
+        elif kind == "float_seq":
+            expr = c.str.split(seq_sep).list.eval(
+                pl.element().filter(pl.element().str.len_bytes() > 0)
+                .cast(pl.Float64, strict=False))
+        elif name in ("categories", "genres"):
+            expr = pl.concat_list(c).list.drop_nulls()
+        else:
+            expr = c
+        exprs.append(expr.alias(name))
+    frame = frame.select("lineno", *exprs)
+    frame = report.drop(frame, pl.col(out_key).is_null(), f"missing {out_key} id")
+    log.append(report.finish(frame.height))
+    return frame.drop("lineno"), str(path)
+
+
+def _recbole_prefix(folder_or_prefix: PathLike) -> Path:
+    p = Path(folder_or_prefix)
+    if p.suffix in (".inter", ".item", ".user"):
+        return p.with_suffix("")
+    if p.is_dir():
+        named = p / p.name
+        if Path(f"{named}.inter").is_file():
+            return named
+        inters = sorted(p.glob("*.inter"))
+        if len(inters) == 1:
+            return inters[0].with_suffix("")
+        if not inters:
+            raise DataError(p, "no RecBole .inter file in this folder")
+        raise DataError(p, f"several .inter files {[f.name for f in inters]}: pass one prefix")
+    return p
+
+
+def read_recbole_atomic(folder_or_prefix: PathLike, *, name: str | None = None,
+                        encoding: str = "utf-8", sep: str = "\t",
+                        seq_sep: str = " ") -> Dataset:
+    """Read RecBole atomic files ``<name>.inter`` (+ optional ``.item``, ``.user``).
+
+    Files are tab-separated with a ``field:type`` header (types ``token``, ``token_seq``,
+    ``float``, ``float_seq``). ``user_id``, ``item_id``, ``rating`` and ``timestamp`` of the
+    ``.inter`` file become the interaction columns. Fields of ``.item``/``.user`` become
+    feature columns: ``token_seq`` is split on spaces into lists, ``float`` is Float64, and
+    ``movie_title``/``release_year``/``class``/``zip_code`` become
+    ``title`` (str)/``year`` (int)/``genres``/``zip``.
+
+    Args:
+        folder_or_prefix: A folder with one ``.inter`` file, a path prefix such as
+            ``.../ml-100k/ml-100k``, or the ``.inter`` file itself.
+        name: Dataset name (default: the file stem).
+        encoding: Text encoding.
+        sep: Field separator.
+        seq_sep: Separator inside ``token_seq``/``float_seq`` fields.
+
+    Returns:
+        The dataset; ``order="timestamp"`` if the ``.inter`` file has a timestamp field.
+
+    Raises:
+        DataError: If the ``.inter`` file is missing, malformed, or lacks user_id/item_id.
+    """
+    prefix = _recbole_prefix(folder_or_prefix)
+    inter_path = Path(f"{prefix}.inter")
+    require_file(inter_path, "RecBole .inter file")
+    frame, types, report = _recbole_table(inter_path, sep, encoding)
+    missing = [c for c in ("user_id", "item_id") if c not in types]
+    if missing:
+        raise DataError(inter_path, f"missing required column(s) {missing} "
+                                    f"(header has {list(types)})")
+    frame = frame.select("lineno", *[pl.col(c).alias(_RECBOLE_INTER[c])
+                                     for c in _RECBOLE_INTER if c in types])
+    frame = clean_interactions(frame, report)
+    log = [report.finish(frame.height)]
+    tables: dict[str, FeatureTable] = {}
+    for ext, key, out_key in ((".item", "item_id", ITEM), (".user", "user_id", USER)):
+        path = Path(f"{prefix}{ext}")
+        tables[ext] = (_recbole_features(path, key, out_key, sep, seq_sep, encoding, log)
+                       if path.is_file() else None)
+    order = "timestamp" if TIME in frame.columns else "position"
+    return build_dataset(name or prefix.name, frame, log, items=tables[".item"],
+                         users=tables[".user"], order=order)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence files (S3-Rec, P5, GRAM)
+
+
+def read_sequences(path: PathLike, *, integer_ids: bool = False,
+                   item_meta: PathLike | None = None, name: str | None = None,
+                   encoding: str = "utf-8") -> Dataset:
+    """Read a ``user item_1 ... item_n`` file (one user per line, items oldest first).
+
+    This is the layout of S3-Rec's ``LastFM.txt``/``Beauty.txt`` and of
+    ``user_sequence_asin.txt``. There are no times: ``order="position"``.
+
+    Args:
+        path: The sequence file.
+        integer_ids: Ids must be integers (malformed tokens are dropped and counted).
+        item_meta: Optional JSON-lines item feature file keyed by the same raw ids (e.g.
+            ``item_meta.jsonl`` keyed by ASIN), read with :func:`read_amazon_meta_jsonl`.
+        name: Dataset name (default: the file stem).
+        encoding: Text encoding.
+
+    Returns:
+        The dataset.
+
+    Raises:
+        DataError: If a file is missing, empty, undecodable or without a valid line.
+    """
+    path = Path(path)
+    frame, report = read_token_sequences(path, encoding=encoding, integer_ids=integer_ids)
+    log = [report.finish(frame.height, "interactions")]
+    items = _item_table(item_meta, log)
+    return build_dataset(name or path.stem, frame, log, items=items, order="position")
+
+
+def _datamaps(path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """``id2user`` and ``id2item`` of a P5 ``datamaps.json`` (inverting ``user2id`` if needed)."""
+    try:
+        maps = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise DataError(path, f"not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from e
+    if not isinstance(maps, dict):
+        raise DataError(path, "expected a JSON object with id2user and id2item")
+    out = []
+    for kind in ("user", "item"):
+        if isinstance(maps.get(f"id2{kind}"), dict):
+            out.append({str(k): str(v) for k, v in maps[f"id2{kind}"].items()})
+        elif isinstance(maps.get(f"{kind}2id"), dict):
+            out.append({str(v): str(k) for k, v in maps[f"{kind}2id"].items()})
+        else:
+            raise DataError(path, f"missing required key 'id2{kind}' (or '{kind}2id')")
+    return out[0], out[1]
+
+
+def read_p5(folder: PathLike, *, item_meta: PathLike | None = None, name: str | None = None,
+            encoding: str = "utf-8") -> Dataset:
+    """Read the P5 / S3-Rec layout: ``sequential_data.txt`` plus ``datamaps.json``.
+
+    ``sequential_data.txt`` holds ``user item_1 ... item_n`` with integer ids, in time order.
+    When ``datamaps.json`` is present its ``id2user``/``id2item`` turn the integers back into
+    the original ids (reviewerIDs and ASINs for Amazon, Yelp user and business ids), so that
+    metadata keyed by those ids can be attached; ids missing from the maps are dropped and
+    counted. Without it the integer ids are kept.
+
+    Args:
+        folder: The folder with ``sequential_data.txt`` (or its parent, if the files are in a
+            ``p5_format/`` sub-folder).
+        item_meta: Optional JSON-lines item feature file keyed by the original ids.
+        name: Dataset name (default: the folder name).
+        encoding: Text encoding.
+
+    Returns:
+        The dataset, ``order="position"``.
+
+    Raises:
+        DataError: If a file is missing, empty, undecodable or without a valid line.
+    """
+    folder = Path(folder)
+    if not (folder / "sequential_data.txt").is_file() and (
+            folder / "p5_format" / "sequential_data.txt").is_file():
+        folder = folder / "p5_format"
+    frame, report = read_token_sequences(folder / "sequential_data.txt", encoding=encoding,
+                                         integer_ids=True)
+    datamaps = folder / "datamaps.json"
+    if datamaps.is_file():
+        id2user, id2item = _datamaps(datamaps)
+        frame = frame.with_columns(pl.col(USER).replace_strict(id2user, default=None),
+                                   pl.col(ITEM).replace_strict(id2item, default=None))
+        frame = report.drop(frame, pl.col(USER).is_null(), "user id not in datamaps.json")
+        frame = report.drop(frame, pl.col(ITEM).is_null(), "item id not in datamaps.json")
+    else:
+        _log.info("%s not found: keeping the integer ids", datamaps)
+    log = [report.finish(frame.height, "interactions")]
+    items = _item_table(item_meta, log)
+    default = folder.parent.name if folder.name == "p5_format" else folder.name
+    return build_dataset(name or default, frame, log, items=items, order="position")
+
+
+def read_yelp(folder: PathLike, *, name: str = "yelp", encoding: str = "utf-8") -> Dataset:
+    """Read the P5 Yelp layout.
+
+    The files are ``sequential_data.txt``, ``datamaps.json`` and, when present,
+    ``item_categories.jsonl`` (``business_id`` -> ``categories``).
+
+    Args:
+        folder: The folder with the files.
+        name: Dataset name.
+        encoding: Text encoding.
+
+    Returns:
+        The dataset (business ids as raw item ids, ``categories`` features).
+
+    Raises:
+        DataError: As :func:`read_p5`.
+    """
+    folder = Path(folder)
+    categories = folder / "item_categories.jsonl"
+    if not categories.is_file():
+        _log.warning("%s not found: items have no categories", categories)
+    return read_p5(folder, item_meta=categories if categories.is_file() else None, name=name,
+                   encoding=encoding)
+
+
+# ---------------------------------------------------------------------------------------------
+# Generic tables
+
+_DEFAULT_COLUMNS = {USER: USER, ITEM: ITEM, TIME: TIME, RATING: RATING}
+
+
+def _mapping(columns: Mapping[str, str] | None, available: list[str],
+             path: Path) -> dict[str, str]:
+    """Our column name -> file column name, checked against the file's columns."""
+    if columns is None:
+        mapping = {k: v for k, v in _DEFAULT_COLUMNS.items() if k in (USER, ITEM) or v in available}
+    else:
+        unknown = set(columns) - set(_DEFAULT_COLUMNS)
+        if unknown:
+            raise ValueError(f"columns keys must be among {list(_DEFAULT_COLUMNS)}, "
+                             f"got {sorted(unknown)}")
+        mapping = {USER: USER, ITEM: ITEM} | dict(columns)
+    missing = [v for v in mapping.values() if v not in available]
+    if missing:
+        raise DataError(path, f"missing required column(s) {missing}; the file has {available}")
+    return mapping
+
+
+def _csv_slow(text: str, sep: str, report: ReadReport) -> pl.DataFrame:
+    """Python csv parse that drops (and counts) rows with the wrong number of fields."""
+    reader = csv.reader(io.StringIO(text), delimiter=sep)
+    header: list[str] | None = None
+    rows: list[list[str]] = []
+    for row in reader:
+        if not any(f.strip() for f in row):
+            continue
+        if header is None:
+            header = row
+        elif len(row) != len(header):
+            report.add("wrong field count", 1, reader.line_num)
+        else:
+            rows.append(row)
+    assert header is not None  # read_text rejected blank files
+    if len(set(header)) != len(header):
+        raise DataError(report.path, f"the header names a column twice: {header}")
+    return pl.DataFrame(rows, schema=header, orient="row")
+
+
+def _finish_table(path: Path, frame: pl.DataFrame, mapping: dict[str, str],
+                  report: ReadReport, name: str | None) -> Dataset:
+    frame = frame.select([pl.col(src).alias(dst) for dst, src in mapping.items()])
+    frame = clean_interactions(frame, report)
+    log = [report.finish(frame.height)]
+    order = "timestamp" if TIME in frame.columns else "position"
+    return build_dataset(name or path.stem, frame, log, order=order)
+
+
+def read_csv(path: PathLike, columns: Mapping[str, str] | None = None, *, sep: str = ",",
+             encoding: str = "utf-8", name: str | None = None) -> Dataset:
+    """Read a delimited file with a header row.
+
+    Args:
+        path: The file.
+        columns: Our column -> the file's column, e.g. ``{"user": "uid", "item": "iid",
+            "timestamp": "ts", "rating": "r"}``; every column named here is required. By
+            default ``user`` and ``item`` are required and ``timestamp``/``rating`` are used
+            when present. Without a timestamp the file order gives the order
+            (``order="position"``).
+        sep: Field separator (one character).
+        encoding: Text encoding.
+        name: Dataset name (default: the file stem).
+
+    Returns:
+        The dataset.
+
+    Raises:
+        DataError: If the file is missing, empty, undecodable, lacks a column, or every row
+            is malformed.
+    """
+    path = Path(path)
+    if len(sep) != 1:
+        raise ValueError(f"sep must be one character, got {sep!r}")
+    text = read_text(path, encoding)
+    report = ReadReport(path)
+    try:
+        frame = pl.read_csv(io.BytesIO(text.encode("utf-8")), separator=sep, infer_schema=False)
+    except pl.exceptions.PolarsError:
+        _log.info("%s: ragged rows, parsing line by line", path)
+        frame = _csv_slow(text, sep, report)
+    return _finish_table(path, frame, _mapping(columns, frame.columns, path), report, name)
+
+
+def read_parquet(path: PathLike, columns: Mapping[str, str] | None = None, *,
+                 name: str | None = None) -> Dataset:
+    """Read a Parquet interaction table (see :func:`read_csv` for ``columns``).
+
+    Datetime timestamps become unix seconds.
+
+    Raises:
+        DataError: If the file is missing, not Parquet, empty, lacks a column, or every row
+            is malformed.
+    """
+    path = require_file(path)
+    try:
+        available = list(pl.read_parquet_schema(path))
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise DataError(path, f"not a readable Parquet file ({e})") from e
+    mapping = _mapping(columns, available, path)
+    try:
+        frame = pl.read_parquet(path, columns=list(dict.fromkeys(mapping.values())))
+    except (pl.exceptions.PolarsError, OSError) as e:
+        raise DataError(path, f"not a readable Parquet file ({e})") from e
+    if frame.height == 0:
+        raise DataError(path, "file is empty (no rows)")
+    return _finish_table(path, frame, mapping, ReadReport(path), name)
