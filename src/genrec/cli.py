@@ -83,7 +83,7 @@ def run(
     candidates: Annotated[str | None, typer.Option(
         help="protocol.candidates: full or sampled")] = None,
     cutoffs: Annotated[str | None, typer.Option(help="protocol.cutoffs, e.g. 5,10,20")] = None,
-    seed: Annotated[int | None, typer.Option(help="protocol.seed")] = None,
+    seed: Annotated[int | None, typer.Option(help="protocol.seed and protocol.split.seed")] = None,
     split_path: Annotated[str | None, typer.Option(help="split_path")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any config key: --set protocol.exclude_seen=false")] = None,
@@ -99,15 +99,11 @@ def run(
         overrides = list(set_ or [])
         flags = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir,
                  "protocol.split.kind": split, "protocol.candidates": candidates,
-                 "protocol.seed": seed, "split_path": split_path,
+                 "protocol.seed": seed, "protocol.split.seed": seed, "split_path": split_path,
                  "protocol.cutoffs": f"[{cutoffs}]" if cutoffs else None}
         overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + overrides
-        cfg = load_config(config, overrides)
-        if models:
-            known = {m.kind: m for m in cfg.models}
-            chosen = [m.strip() for m in models.split(",") if m.strip()]
-            raw = [known[k].model_dump() if k in known else {"kind": k} for k in chosen]
-            cfg = cfg.model_validate(cfg.model_dump() | {"models": raw})
+        chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        cfg = load_config(config, overrides, models=chosen)
         if not cfg.models:
             raise ValueError("no models: pass --models pop,itemknn,ease or list them in the config")
         return run_experiment(cfg, progress=not quiet and sys.stderr.isatty()), cfg.output
@@ -149,6 +145,161 @@ def list_models() -> None:
     for name, cls in MODELS.items():
         fields = {k: v.default for k, v in cls.config_cls.model_fields.items() if k != "kind"}
         typer.echo(f"{name:10s} {cls.__name__:12s} {fields}")
+
+
+@app.command("export")
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="Output folder of `genrec run`.")],
+    out: Annotated[Path, typer.Option(help="Bundle folder to create.")],
+    model: Annotated[str | None, typer.Option(
+        help="Model kind under RUN_DIR/models (optional if the run saved one).")] = None,
+    name: Annotated[str | None, typer.Option(help="Name to serve it under.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle.")] = False,
+) -> None:
+    """Make a servable bundle (model + id maps + titles + histories + checksums) from a run."""
+    _setup_logging(quiet=True)
+
+    def go() -> Path:
+        from genrec.serving.bundle import export_run
+
+        return export_run(run_dir, out, model=model, data_dir=data_dir, name=name,
+                          overwrite=overwrite)
+
+    dest = _run_guarded(go)
+    typer.echo(f"bundle written to {dest}; serve it with: genrec serve {dest}")
+
+
+@app.command("serve")
+def serve(
+    model_dirs: Annotated[list[str], typer.Argument(
+        help="Bundle folders (DIR or NAME=DIR), made by `genrec export`; the first is the "
+             "default model.")],
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    feedback_db: Annotated[str, typer.Option(
+        help="Feedback store: a SQLite file, or a postgresql:// URL.",
+        envvar="GENREC_FEEDBACK_URL")] = "genrec-feedback.db",
+    admin_token: Annotated[str | None, typer.Option(
+        help="Require this bearer token on POST /admin/reload.",
+        envvar="GENREC_ADMIN_TOKEN")] = None,
+    threads: Annotated[int | None, typer.Option(help="torch threads for scoring.")] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
+) -> None:
+    """Serve models over HTTP (FastAPI + uvicorn); reload them with POST /admin/reload or SIGHUP.
+
+    Endpoints: /health, /models, /recommend, /similar, /feedback, /metrics, /playground,
+    /docs (OpenAPI).
+    """
+    _setup_logging(quiet=False)
+
+    def go() -> Any:
+        import torch
+
+        from genrec.serving.app import ServeSettings, create_app
+        from genrec.serving.feedback import StoreUnavailableError
+
+        if threads is not None:
+            torch.set_num_threads(threads)
+        try:
+            return create_app(model_dirs, settings=ServeSettings(
+                feedback_url=feedback_db, admin_token=admin_token))
+        except StoreUnavailableError as e:
+            raise ValueError(str(e)) from e
+
+    server_app = _run_guarded(go)
+    import uvicorn
+
+    uvicorn.run(server_app, host=host, port=port, access_log=access_log, log_level="info")
+
+
+@app.command("recommend")
+def recommend(
+    model: Annotated[Path, typer.Option(help="Bundle folder (from `genrec export`).")],
+    out: Annotated[Path, typer.Option(help="Parquet file to write.")],
+    users: Annotated[Path | None, typer.Option(
+        help="Users: a text file (one raw id per line) or CSV/Parquet with a 'user' column; "
+             "all known users when omitted.")] = None,
+    k: Annotated[int, typer.Option(min=1, help="Items per user.")] = 100,
+    exclude_seen: Annotated[bool, typer.Option(help="Skip items already seen.")] = True,
+    chunk_size: Annotated[int, typer.Option(min=1, help="Users scored at once.")] = 1024,
+    quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+) -> None:
+    """Batch inference: top-k per user with raw ids, written to Parquet chunk by chunk."""
+    _setup_logging(quiet=True)
+
+    def go() -> Any:
+        from genrec.serving.batch import read_users, recommend_batch
+        from genrec.serving.bundle import load_bundle
+
+        bundle = load_bundle(model)
+        wanted = read_users(users) if users is not None else None
+        return recommend_batch(bundle, wanted, out, k=k, exclude_seen=exclude_seen,
+                               chunk_size=chunk_size, progress=not quiet and sys.stderr.isatty())
+
+    summary = _run_guarded(go)
+    typer.echo(f"{summary.rows:,} rows for {summary.users:,} users "
+               f"({summary.cold_start:,} cold start) written to {summary.path}")
+
+
+
+@app.command()
+def compare(
+    config: Annotated[Path | None, typer.Argument(help="YAML experiment config.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset.name")] = None,
+    models: Annotated[str | None, typer.Option(help="models: comma-separated kinds")] = None,
+    output: Annotated[str | None, typer.Option(help="output")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
+    k: Annotated[int, typer.Option(min=1, help="Cutoff of beyond-accuracy metrics.")] = 10,
+    n_boot: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 1000,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config key: --set protocol.cutoffs=[5,10,20]")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
+) -> None:
+    """Run several models under one protocol; write results and the holistic report."""
+    _setup_logging(quiet)
+
+    def go() -> tuple[dict[str, Any], str]:
+        from genrec.config import load_config
+        from genrec.evaluation.compare import HolisticOptions, run_comparison
+
+        flags = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir}
+        overrides = [f"{key}={v}" for key, v in flags.items() if v is not None] + list(set_ or [])
+        cfg = load_config(config, overrides)
+        if models:
+            known = {m.kind: m for m in cfg.models}
+            chosen = [m.strip() for m in models.split(",") if m.strip()]
+            raw = [known[c].model_dump() if c in known else {"kind": c} for c in chosen]
+            cfg = cfg.model_validate(cfg.model_dump() | {"models": raw})
+        if not cfg.models:
+            raise ValueError("no models: pass --models pop,itemknn,ease or list them in the config")
+        opts = HolisticOptions(k=k, n_boot=n_boot)
+        return run_comparison(cfg, opts, progress=not quiet and sys.stderr.isatty()), cfg.output
+
+    results, out = _run_guarded(go)
+    print_results(results)
+    typer.echo(f"report written to {out}/report.html and {out}/report.md")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A folder written by genrec compare or run.")],
+    k: Annotated[int | None, typer.Option(min=1, help="Override the beyond-accuracy K.")] = None,
+    n_boot: Annotated[int | None, typer.Option(min=10, help="Bootstrap resamples.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings.")] = False,
+) -> None:
+    """Write a self-contained report.html and report.md (with plots/) for a run folder."""
+    _setup_logging(quiet)
+
+    def go() -> tuple[Path, Path]:
+        from genrec.evaluation.report import load_run, write_report
+
+        opts = load_run(run_dir).options
+        changes = {key: v for key, v in {"k": k, "n_boot": n_boot}.items() if v is not None}
+        return write_report(run_dir, opts.model_copy(update=changes) if changes else None)
+
+    html_path, md_path = _run_guarded(go)
+    typer.echo(f"report written to {html_path} and {md_path}")
 
 
 if __name__ == "__main__":

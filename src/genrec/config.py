@@ -90,22 +90,44 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
         key, value = item.split("=", 1)
         node: Any = raw
         parts = key.strip().split(".")
-        for part in parts[:-1]:
+        try:
+            if any(p.isdigit() for p in parts) and not _indexes_lists(raw, parts):
+                raise ValueError
+            for part in parts[:-1]:
+                node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
             if isinstance(node, list):
-                node = node[int(part)]
+                node[int(parts[-1])] = parse_value(value)
             else:
-                node = node.setdefault(part, {})
-        last = parts[-1]
-        if isinstance(node, list):
-            node[int(last)] = parse_value(value)
-        else:
-            node[last] = parse_value(value)
+                node[parts[-1]] = parse_value(value)
+        except (IndexError, ValueError, TypeError, AttributeError):
+            raise ValueError(f"--set {item}: no such place in the config "
+                             "(list items must exist, e.g. from --models)") from None
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None
-                ) -> ExperimentConfig:
-    """Read a YAML config (or start from defaults), apply overrides, validate.
+def _indexes_lists(raw: Any, parts: list[str]) -> bool:
+    """True when every numeric part of the path indexes an existing list."""
+    node = raw
+    for part in parts[:-1]:
+        if part.isdigit():
+            if not isinstance(node, list) or int(part) >= len(node):
+                return False
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            node = node.get(part, {})
+    last = parts[-1]
+    return not last.isdigit() or (isinstance(node, list) and int(last) < len(node))
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                models: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML config (or start from defaults), pick models, apply overrides, validate.
+
+    Args:
+        path: YAML file; None starts from the defaults.
+        overrides: ``key=value`` strings applied after ``models``.
+        models: Model kinds to run (the ``--models`` flag); a kind the file already lists
+            keeps its parameters there.
 
     Raises:
         ValueError: If the file is not a YAML mapping.
@@ -117,4 +139,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config must be a YAML mapping")
         raw = loaded or {}
+    if models is not None:
+        listed = {m.get("kind"): m for m in raw.get("models") or [] if isinstance(m, dict)}
+        raw["models"] = [listed.get(k, {"kind": k}) for k in models]
     return ExperimentConfig.model_validate(apply_overrides(raw, overrides or []))

@@ -1,0 +1,55 @@
+"""Config: YAML + overrides + validation."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from genrec.config import ExperimentConfig, apply_overrides, load_config
+
+
+def test_defaults_validate() -> None:
+    cfg = ExperimentConfig()
+    assert cfg.protocol.candidates == "full" and cfg.protocol.exclude_seen
+    assert cfg.protocol.split.kind == "leave_one_out"
+
+
+def test_yaml_models_and_overrides(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: {name: ml-100k}\nmodels:\n  - {kind: ease, l2: 10}\n")
+    cfg = load_config(path, ["models.0.l2=20", "protocol.cutoffs=[10, 5]"])
+    assert cfg.models[0].l2 == 20.0
+    assert cfg.protocol.cutoffs == [5, 10]
+
+
+def test_models_flag_keeps_params_of_listed_kinds(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("models:\n  - {kind: ease, l2: 10}\n")
+    cfg = load_config(path, ["models.1.k=5"], models=["ease", "itemknn"])
+    assert [m.kind for m in cfg.models] == ["ease", "itemknn"]
+    assert cfg.models[0].l2 == 10.0 and cfg.models[1].k == 5
+
+
+@pytest.mark.parametrize("override", ["protocol.nope=1", "models.0.l2=-1", "protocol.cutoffs=[0]"])
+def test_bad_values_are_rejected(override: str) -> None:
+    with pytest.raises(ValidationError):
+        load_config(None, [override], models=["ease"])
+
+
+def test_override_into_missing_list_item_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="no such place"):
+        apply_overrides({}, ["models.0.l2=1"])
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides({}, ["models"])
+
+
+def test_duplicate_model_kinds_rejected() -> None:
+    with pytest.raises(ValidationError):
+        load_config(None, models=["ease", "ease"])
+
+
+def test_non_mapping_yaml(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(path)
