@@ -184,6 +184,9 @@ def serve(
         help="Require this bearer token on POST /admin/reload.",
         envvar="GENREC_ADMIN_TOKEN")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads for scoring.")] = None,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Server processes (each loads every model); use more than one on machines "
+                    "with spare cores.")] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request.")] = False,
 ) -> None:
     """Serve models over HTTP (FastAPI + uvicorn); reload them with POST /admin/reload or SIGHUP.
@@ -207,10 +210,46 @@ def serve(
         except StoreUnavailableError as e:
             raise ValueError(str(e)) from e
 
+    if workers > 1:
+        _serve_workers(model_dirs, host=host, port=port, workers=workers, threads=threads,
+                       settings={"feedback_url": feedback_db, "admin_token": admin_token},
+                       access_log=access_log)
+        return
     server_app = _run_guarded(go)
     import uvicorn
 
     uvicorn.run(server_app, host=host, port=port, access_log=access_log, log_level="info")
+
+
+def _serve_workers(model_dirs: list[str], *, host: str, port: int, workers: int,
+                   threads: int | None, settings: dict[str, Any], access_log: bool) -> None:
+    """Run ``workers`` uvicorn processes; each builds the app from a JSON spec in the env."""
+    import os
+    import tempfile
+
+    import uvicorn
+
+    from genrec.serving.app import SPEC_ENV, parse_model_arg
+    from genrec.serving.bundle import verify_bundle
+    from genrec.serving.feedback import StoreUnavailableError, open_store
+
+    def check() -> list[list[str | None]]:
+        models = [parse_model_arg(m) for m in model_dirs]
+        for _, path in models:
+            verify_bundle(path)  # fail here, once, rather than in every worker
+        try:
+            open_store(settings["feedback_url"]).close()
+        except StoreUnavailableError as e:
+            raise ValueError(str(e)) from e
+        return [[name, str(path)] for name, path in models]
+
+    models = _run_guarded(check)
+    with tempfile.TemporaryDirectory(prefix="genrec-metrics-") as metrics_dir:
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # workers sum their metrics here
+        os.environ[SPEC_ENV] = json.dumps({"models": models, "threads": threads,
+                                           "settings": settings | {"multiprocess": True}})
+        uvicorn.run("genrec.serving.app:create_app_from_env", factory=True, workers=workers,
+                    host=host, port=port, access_log=access_log, log_level="info")
 
 
 @app.command("recommend")
@@ -265,12 +304,8 @@ def compare(
 
         flags = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir}
         overrides = [f"{key}={v}" for key, v in flags.items() if v is not None] + list(set_ or [])
-        cfg = load_config(config, overrides)
-        if models:
-            known = {m.kind: m for m in cfg.models}
-            chosen = [m.strip() for m in models.split(",") if m.strip()]
-            raw = [known[c].model_dump() if c in known else {"kind": c} for c in chosen]
-            cfg = cfg.model_validate(cfg.model_dump() | {"models": raw})
+        chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        cfg = load_config(config, overrides, models=chosen)
         if not cfg.models:
             raise ValueError("no models: pass --models pop,itemknn,ease or list them in the config")
         opts = HolisticOptions(k=k, n_boot=n_boot)
@@ -300,6 +335,218 @@ def report(
 
     html_path, md_path = _run_guarded(go)
     typer.echo(f"report written to {html_path} and {md_path}")
+
+
+# -- LLM layer: rerank, explain, chat, simulate -------------------------------------------
+
+_LLMUrl = Annotated[str | None, typer.Option(
+    "--llm-url", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8080/v1")]
+_LLMName = Annotated[str | None, typer.Option("--llm-model", help="Model name sent to the API.")]
+_LLMGguf = Annotated[Path | None, typer.Option(
+    "--llm-gguf", help="Start a local llama.cpp server (xllamacpp) on this GGUF file.")]
+_LLMCache = Annotated[str | None, typer.Option("--llm-cache", help="Response cache folder.")]
+_LLMKey = Annotated[str, typer.Option("--api-key-env", help="Env var holding the API key.")]
+
+
+@app.command("rerank")
+def llm_rerank(
+    dataset: Annotated[str, typer.Option(help="Recipe name, e.g. ml-100k.")],
+    model: Annotated[str, typer.Option(help="Candidate model kind.")] = "ease",
+    model_path: Annotated[Path | None, typer.Option(help="A saved model folder.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Datasets folder.")] = None,
+    users: Annotated[int, typer.Option(min=1, help="Test users to rerank.")] = 50,
+    top_n: Annotated[int, typer.Option(min=1, help="Candidates shown to the LLM.")] = 20,
+    k: Annotated[int | None, typer.Option(min=1, help="Length of the final list.")] = None,
+    permutations: Annotated[int, typer.Option(min=1, help="Shuffled prompts per user.")] = 1,
+    structured: Annotated[bool, typer.Option(help="Ask for schema-bound JSON.")] = True,
+    llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
+    llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
+    output: Annotated[Path | None, typer.Option(help="Folder for rerank.json.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings.")] = False,
+) -> None:
+    """Rerank a model's top-N with an LLM; print the raw LLM error rates (grounded output)."""
+    _setup_logging(quiet)
+
+    def go() -> dict[str, Any]:
+        from genrec.llm.rerank import RerankConfig
+        from genrec.llm.runner import llm_client, prepare, run_rerank
+
+        if llm_url is None and llm_gguf is None:
+            raise ValueError("rerank needs an LLM: pass --llm-url or --llm-gguf")
+        p = prepare(dataset, model, model_path=model_path, data_dir=data_dir)
+        cfg = RerankConfig(n_candidates=top_n, k=k, permutations=permutations,
+                           structured=structured)
+        with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
+                        api_key_env=api_key_env) as client:
+            return run_rerank(p, client, users=users, config=cfg)
+
+    res = _run_guarded(go)
+    rates = {k_: v for k_, v in res["llm"].items() if k_.endswith("_rate")}
+    typer.echo(json.dumps({k_: v for k_, v in res.items() if k_ not in ("llm", "examples")}
+                          | {"raw_rates": rates}, indent=2))
+    if output is not None:
+        from genrec._io import atomic_write_text
+
+        atomic_write_text(output / "rerank.json", json.dumps(res, indent=2))
+        typer.echo(f"written to {output / 'rerank.json'}")
+
+
+@app.command("explain")
+def llm_explain(
+    dataset: Annotated[str, typer.Option(help="Recipe name, e.g. ml-100k.")],
+    model: Annotated[str, typer.Option(help="Candidate model kind.")] = "ease",
+    model_path: Annotated[Path | None, typer.Option(help="A saved model folder.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Datasets folder.")] = None,
+    user: Annotated[str | None, typer.Option(help="Raw user id (default: first test user).")]
+    = None,
+    k: Annotated[int, typer.Option(min=1, help="Recommendations to explain.")] = 5,
+    llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
+    llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Recommend and explain from metadata + history (template; LLM if configured), checked."""
+    _setup_logging(quiet=True)
+
+    def go() -> list[dict[str, Any]]:
+        from genrec.llm.explain import Explainer
+        from genrec.llm.runner import find_user, history_of, llm_client, prepare
+
+        p = prepare(dataset, model, model_path=model_path, data_dir=data_dir)
+        row = find_user(p, user)
+        hist = history_of(p, row)
+        recs = p.model.recommend(p.test.histories.slice(row, row + 1), k).items[0]
+        with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
+                        api_key_env=api_key_env) as client:
+            ex = Explainer(p.catalog, client)
+            return [e.to_dict(p.catalog) for e in ex.explain_many(recs, hist)]
+
+    out = _run_guarded(go)
+    if as_json:
+        typer.echo(json.dumps(out, indent=2))
+        return
+    for r, e in enumerate(out, 1):
+        g = e["grounding"]
+        typer.echo(f"{r}. {e['title']}\n   {e['text']}\n   [{e['source']}; grounded "
+                   f"{g['score']:.0%} of {g['n_claims']} claims, {g['n_contradictions']} "
+                   f"contradictions]")
+
+
+@app.command("chat")
+def llm_chat(
+    dataset: Annotated[str, typer.Option(help="Recipe name, e.g. ml-100k.")],
+    model: Annotated[str, typer.Option(help="Candidate model kind.")] = "ease",
+    model_path: Annotated[Path | None, typer.Option(help="A saved model folder.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Datasets folder.")] = None,
+    user: Annotated[str | None, typer.Option(help="Raw user id (default: first test user).")]
+    = None,
+    k: Annotated[int, typer.Option(min=1, help="Items per reply.")] = 5,
+    state: Annotated[Path | None, typer.Option(
+        help="Session file: restored if it exists, saved after every turn.")] = None,
+    llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
+    llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
+) -> None:
+    """Talk to the recommender in the terminal (critiques like "no OPI, under $10").
+
+    Type /state to see what it understood, /save FILE to save, /quit (or EOF) to leave.
+    With an LLM configured, each reply is reranked by it (grounded).
+    """
+    _setup_logging(quiet=True)
+
+    def go() -> None:
+        from genrec.llm.conversation import ConversationalRecommender
+        from genrec.llm.critique import CritiqueParser
+        from genrec.llm.embeddings import default_encoder
+        from genrec.llm.rerank import LLMReranker
+        from genrec.llm.runner import find_user, history_of, llm_client, prepare
+
+        p = prepare(dataset, model, model_path=model_path, data_dir=data_dir)
+        with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
+                        api_key_env=api_key_env) as client:
+            rr = LLMReranker(client, p.catalog, k=k) if client is not None else None
+            eng = ConversationalRecommender(p.model, p.catalog,
+                                            CritiqueParser(p.catalog, default_encoder()),
+                                            k=k, reranker=rr)
+            if state is not None and state.is_file():
+                session = eng.restore(state)
+                typer.echo(f"(restored {state}: turn {session.state.turn})")
+            else:
+                row = find_user(p, user)
+                session = eng.start(history_of(p, row), user=int(p.test.histories.users[row]))
+                typer.echo(session.respond().text)
+            while True:
+                try:
+                    line = input("> ").strip()
+                except EOFError:
+                    break
+                if line in ("/quit", "/exit"):
+                    break
+                if line == "/state":
+                    typer.echo(json.dumps(session.summary(), indent=2))
+                    continue
+                if line.startswith("/save"):
+                    target = Path(line[5:].strip() or (state or "session.json"))
+                    session.save(target)
+                    typer.echo(f"(saved to {target})")
+                    continue
+                typer.echo(session.respond(line).text)
+                if state is not None:
+                    session.save(state)
+
+    _run_guarded(go)
+
+
+@app.command("simulate")
+def llm_simulate(
+    dataset: Annotated[str, typer.Option(help="Recipe name, e.g. amazon-beauty.")],
+    model: Annotated[str, typer.Option(help="Candidate model kind.")] = "ease",
+    turns: Annotated[int, typer.Option(min=1, help="Turns per conversation.")] = 5,
+    output: Annotated[Path, typer.Option(help="Folder for results.json.")] = Path("runs/simulate"),
+    model_path: Annotated[Path | None, typer.Option(help="A saved model folder.")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="Datasets folder.")] = None,
+    users: Annotated[int, typer.Option(min=1, help="Test users simulated (seeded sample).")]
+    = 500,
+    k: Annotated[int, typer.Option(min=1, help="Items per reply.")] = 10,
+    baseline: Annotated[bool, typer.Option(
+        help="Also run without critiques (the model's ranking, paged).")] = True,
+    phrasing: Annotated[str, typer.Option(help="template or llm (needs an LLM).")] = "template",
+    rerank: Annotated[bool, typer.Option(help="LLM-rerank every reply (needs an LLM).")]
+    = False,
+    seed: Annotated[int, typer.Option(help="Seed of the user sample and phrasing.")] = 0,
+    llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
+    llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
+    quiet: Annotated[bool, typer.Option(help="Only warnings.")] = False,
+) -> None:
+    """Simulated users with hidden targets: success within T turns, turns, recall@K per turn."""
+    _setup_logging(quiet)
+
+    def go() -> dict[str, Any]:
+        from genrec._io import atomic_write_text
+        from genrec.llm.runner import llm_client, prepare, run_simulation
+
+        if phrasing not in ("template", "llm"):
+            raise ValueError("--phrasing must be template or llm")
+        p = prepare(dataset, model, model_path=model_path, data_dir=data_dir)
+        with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
+                        api_key_env=api_key_env) as client:
+            if client is None and (phrasing == "llm" or rerank):
+                raise ValueError("--phrasing llm and --rerank need --llm-url or --llm-gguf")
+            res = run_simulation(p, turns=turns, users=users, k=k, baseline=baseline,
+                                 seed=seed, client=client, phrasing=phrasing, rerank=rerank)
+            if client is not None and getattr(client, "usage", None) is not None:
+                res["usage"] = client.usage.to_dict()  # type: ignore[attr-defined]
+        atomic_write_text(output / "results.json", json.dumps(res, indent=2))
+        return res
+
+    res = _run_guarded(go)
+    for key in ("with_critiques", "without_critiques"):
+        if key in res:
+            r = res[key]
+            mt = r["mean_turns_to_success"]
+            typer.echo(f"{key:18s} success@{turns}={r['success_rate']:.3f}  mean turns="
+                       f"{'-' if mt is None else f'{mt:.2f}'}  recall@10 per turn="
+                       f"{[round(x, 3) for x in r['recall']['@10']]}  overhead p50="
+                       f"{r['overhead_ms_per_turn'].get('p50', 0):.2f} ms")
+    typer.echo(f"results written to {output / 'results.json'}")
 
 
 if __name__ == "__main__":

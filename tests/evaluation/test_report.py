@@ -1,0 +1,129 @@
+"""`genrec compare` and `genrec report` on ML-100K: files, content, and a headless render."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from genrec.cli import app
+from genrec.evaluation.beyond import catalog_coverage, gini_index
+from genrec.evaluation.report import analyse, load_run
+
+pytestmark = pytest.mark.slow
+
+MODELS = ["pop", "itemknn", "ease"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("compare") / "ml100k"
+    res = CliRunner().invoke(app, [
+        "compare", "--dataset", "ml-100k", "--data-dir", str(data_dir), "--models",
+        ",".join(MODELS), "--output", str(out), "--n-boot", "200", "--quiet",
+        "--set", "save_models=false"])
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_compare_writes_results_per_user_data_and_report(run_dir: Path) -> None:
+    for name in ("results.json", "results.md", "report.html", "report.md", "config.yaml"):
+        assert (run_dir / name).is_file(), name
+    for name in ("metric_curves", "accuracy_vs_popularity", "exposure_lorenz", "group_bars"):
+        assert (run_dir / "plots" / f"{name}.png").stat().st_size > 5_000
+    results = json.loads((run_dir / "results.json").read_text())
+    assert [r["model"] for r in results["results"]] == MODELS
+    assert results["holistic"]["k"] == 10 and results["holistic"]["category_column"] == "genres"
+
+
+def test_markdown_has_protocol_first_then_tables_marks_and_plots(run_dir: Path) -> None:
+    md = (run_dir / "report.md").read_text()
+    heads = re.findall(r"^## (.+)$", md, flags=re.M)
+    assert heads[:2] == ["Protocol", "Results"]
+    for h in ("Accuracy with confidence intervals", "Beyond accuracy", "Item-side exposure",
+              "User groups", "Significance"):
+        assert h in heads
+    assert "split=leave-one-out; candidates=full ranking" in md.split("## Results")[0]
+    assert "**" in md and "†" in md                          # best and significance marks
+    for grouping in ("activity", "gender", "age"):
+        assert f"ndcg@10 by {grouping}" in md
+    assert "![" in md and "(plots/metric_curves.png)" in md
+
+
+def test_html_is_self_contained(run_dir: Path) -> None:
+    html = (run_dir / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4
+    assert not re.search(r"""(src|href)=["']?(https?:|//|file:)""", html)
+    assert html.index("Protocol") < html.index("Beyond accuracy")
+
+
+def test_report_numbers_agree_with_evaluator_and_recbole_formulas(run_dir: Path) -> None:
+    run = load_run(run_dir)
+    rep = analyse(run)
+    results = json.loads((run_dir / "results.json").read_text())
+    for row in results["results"]:
+        for m in ("recall", "ndcg"):
+            for k in (5, 10, 20):   # curves rebuilt from the top lists = evaluator's means
+                assert rep.curves[m][row["model"]][k - 1] == pytest.approx(
+                    row["test"][f"{m}@{k}"], abs=1e-6)
+    n_items = len(run.context["item_counts"])  # type: ignore[index]
+    table = {(r["model"], r["metric"]): r["mean"] for r in rep.beyond.iter_rows(named=True)}
+    for model, data in run.models.items():
+        top = data["top_items"][:, :10]
+        assert (top >= 0).all()
+        assert table[(model, "coverage@10")] == pytest.approx(len(np.unique(top)) / n_items)
+        assert table[(model, "gini@10")] == pytest.approx(gini_index(top, n_items, 10))
+        assert table[(model, "coverage@10")] == pytest.approx(catalog_coverage(top, n_items, 10))
+    assert table[("pop", "aplt@10")] == 0.0 and table[("pop", "serendipity@10")] == 0.0
+    assert rep.marks[("ease", "ndcg@10")] == "best"
+    assert rep.marks[("pop", "ndcg@10")] == "worse"
+
+
+def test_report_command_rerenders_at_another_k(run_dir: Path) -> None:
+    res = CliRunner().invoke(app, ["report", str(run_dir), "--k", "5", "--n-boot", "50",
+                                   "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "coverage@5" in (run_dir / "report.md").read_text()
+    bad = CliRunner().invoke(app, ["report", str(run_dir), "--k", "50", "--quiet"])
+    assert bad.exit_code == 2 and "exceeds" in bad.output
+
+
+def test_report_of_a_plain_run_folder(run_dir: Path, tmp_path: Path) -> None:
+    shutil.copy(run_dir / "results.json", tmp_path / "results.json")
+    res = CliRunner().invoke(app, ["report", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "report.md").read_text()
+    assert "## Results" in md and "Beyond accuracy" not in md
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nope"), "--quiet"])
+    assert missing.exit_code == 2
+
+
+def _chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(_chromium() is None, reason="chromium is not installed "
+                    "(apt-get install -y chromium; .ci/run installs it)")
+def test_html_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> None:
+    import matplotlib.image as mpimg
+
+    png = tmp_path / "report.png"
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+           "--no-first-run", "--disable-background-networking", "--disable-component-update",
+           "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={png}",
+           "--window-size=1200,2000", (run_dir / "report.html").resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert png.is_file(), proc.stderr[-2000:]
+    img = mpimg.imread(png)[..., :3]                                         # (H, W, 3) in [0, 1]
+    assert img.shape[:2] == (2000, 1200)
+    non_white = (img < 0.9).any(axis=2).mean()
+    colourful = (img.max(axis=2) - img.min(axis=2) > 0.3).mean()          # plot lines, marks
+    assert img.std() > 0.05, "rendered page is blank"
+    assert 0.03 < non_white < 0.9
+    assert colourful > 0.001, "no coloured plot pixels in the rendered page"
