@@ -1,0 +1,205 @@
+"""Explanations of recommendations built only from item metadata and the user's history.
+
+Retrieval first: the history items that share the most attributes with the recommended item
+are the evidence. Then either a template writes the text (default, no LLM) or an LLM does,
+from a prompt that holds only that evidence. Every text is checked by
+:class:`~genrec.llm.grounding.GroundingChecker`; an LLM text with an ungrounded claim or a
+contradiction is replaced by the template (and counted).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from genrec.llm.catalog import Attribute, ItemCatalog
+from genrec.llm.client import LLMClient, LLMError
+from genrec.llm.grounding import GroundingChecker, GroundingReport
+from genrec.llm.parsing import parse_json_object
+from genrec.llm.prompts import explain_messages, explain_schema
+
+__all__ = ["ExplainConfig", "ExplainStats", "Explainer", "Explanation"]
+
+_log = logging.getLogger(__name__)
+
+
+class ExplainConfig(BaseModel):
+    """Explanation settings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    evidence: int = Field(2, ge=0)
+    """History items cited at most."""
+    history_len: int = Field(50, ge=1)
+    """Most recent history items searched for evidence."""
+    max_chars: int = Field(300, ge=40)
+    """Longest LLM explanation."""
+    max_tokens: int = Field(96, ge=8)
+    """Completion budget of an LLM explanation."""
+    title_chars: int = Field(80, ge=8)
+    """Titles longer than this are cut in LLM prompts (templates quote titles in full, so
+    the grounding check can recognise them)."""
+    fallback: bool = True
+    """Replace an LLM text that fails the checks by the template text."""
+
+
+@dataclass
+class Explanation:
+    """One explanation.
+
+    Attributes:
+        item: The explained item.
+        text: The text shown to the user.
+        evidence: History items cited, with the attributes they share with ``item``.
+        source: ``template``, ``llm``, or ``fallback`` (LLM text rejected, template used).
+        report: Grounding report of ``text``.
+        llm_report: Report of the rejected LLM text, for ``fallback``.
+        raw: Raw LLM output, if any.
+    """
+
+    item: int
+    text: str
+    evidence: list[tuple[int, list[Attribute]]]
+    source: Literal["template", "llm", "fallback"]
+    report: GroundingReport
+    llm_report: GroundingReport | None = None
+    raw: str | None = None
+
+    def to_dict(self, catalog: ItemCatalog) -> dict[str, Any]:
+        """Plain dict with raw ids."""
+        return {"item": catalog.raw_ids[self.item], "title": catalog.title(self.item),
+                "text": self.text, "source": self.source,
+                "evidence": [{"item": catalog.raw_ids[h], "shared": [a.key for a in s]}
+                             for h, s in self.evidence],
+                "grounding": self.report.to_dict(),
+                "llm_grounding": self.llm_report.to_dict() if self.llm_report else None}
+
+
+@dataclass
+class ExplainStats:
+    """Counts over explanations (LLM texts, rejected ones, grounding scores)."""
+
+    explanations: int = 0
+    llm_texts: int = 0
+    llm_failures: int = 0
+    llm_rejected: int = 0
+    llm_ungrounded_claims: int = 0
+    llm_contradictions: int = 0
+    llm_claims: int = 0
+    final_ungrounded: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def rates(self) -> dict[str, float]:
+        """LLM rejection, ungrounded-claim and contradiction rates."""
+        n = max(self.llm_texts, 1)
+        return {"llm_rejection_rate": self.llm_rejected / n,
+                "llm_ungrounded_claim_rate": self.llm_ungrounded_claims / max(self.llm_claims, 1),
+                "llm_contradiction_rate": self.llm_contradictions / n,
+                "final_ungrounded_rate": self.final_ungrounded / max(self.explanations, 1)}
+
+
+def _join(values: list[str]) -> str:
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
+
+
+class Explainer:
+    """Explain recommended items to a user.
+
+    Args:
+        catalog: The catalogue.
+        client: Optional chat model; templates only when None.
+        config: Settings; defaults to :class:`ExplainConfig`.
+        **overrides: Fields that replace those of ``config``.
+    """
+
+    def __init__(self, catalog: ItemCatalog, client: LLMClient | None = None,
+                 config: ExplainConfig | None = None, **overrides: Any) -> None:
+        merged = (config or ExplainConfig()).model_dump() | overrides
+        self.config = ExplainConfig.model_validate(merged)
+        self.catalog = catalog
+        self.client = client
+        self.checker = GroundingChecker(catalog)
+        self.stats_ = ExplainStats()
+
+    def evidence(self, item: int, history: Sequence[int]) -> list[tuple[int, list[Attribute]]]:
+        """History items sharing the most attributes with ``item`` (most recent wins ties)."""
+        recent = list(dict.fromkeys(reversed(list(history)[-self.config.history_len:])))
+        scored = [(h, self.catalog.shared(item, h)) for h in recent if h != item]
+        scored = [(h, s) for h, s in scored if s]
+        scored.sort(key=lambda x: -len(x[1]))  # stable: recency order breaks ties
+        return scored[: self.config.evidence]
+
+    def template(self, item: int, evidence: list[tuple[int, list[Attribute]]]) -> str:
+        """The template text: item facts, then the history items it shares attributes with."""
+        cat, tc = self.catalog, None
+        facts = []
+        if brand := cat.values(item, "brand"):
+            facts.append(f"by {brand[0]}")
+        kinds = cat.values(item, "categories") or cat.values(item, "genres")
+        if kinds:
+            facts.append(f"in {_join(kinds[-2:])}")
+        head = f'"{cat.title(item, tc)}"' + (f" is {' '.join(facts)}" if facts else "")
+        if not evidence:
+            return head + ". It ranks high among items that users with histories like yours chose."
+        reasons = []
+        for h, shared in evidence:
+            by_field: dict[str, list[str]] = {}
+            for a in shared:
+                by_field.setdefault(a.field, []).append(a.value)
+            what = "; ".join(f"{'the same ' + f if len(v) == 1 and f in cat.single_valued else f}"
+                             f" {_join(v[-2:])}" for f, v in by_field.items())
+            reasons.append(f'"{cat.title(h, tc)}" ({what})')
+        return head + f". You chose {' and '.join(reasons)}, which share these attributes."
+
+    def _llm_text(self, item: int, evidence: list[tuple[int, list[Attribute]]]) -> str | None:
+        assert self.client is not None
+        cfg = self.config
+        msgs = explain_messages(self.catalog, item, [h for h, _ in evidence],
+                                title_chars=cfg.title_chars)
+        try:
+            out = self.client.chat(msgs, schema=explain_schema(cfg.max_chars),
+                                   max_tokens=cfg.max_tokens)
+        except LLMError as e:
+            _log.warning("explanation request failed; using the template (%s)", e)
+            self.stats_.llm_failures += 1
+            return None
+        obj = parse_json_object(out.text)
+        text = obj.get("explanation") if obj else None
+        return str(text).strip() if isinstance(text, str) and text.strip() else out.text.strip()
+
+    def explain(self, item: int, history: Sequence[int]) -> Explanation:
+        """Explain ``item`` to a user with ``history`` (dense ids, oldest first)."""
+        ev = self.evidence(item, history)
+        self.stats_.explanations += 1
+        text = self.template(item, ev)
+        if self.client is None:
+            rep = self.checker.check(text, item, history)
+            self.stats_.final_ungrounded += not rep.ok
+            return Explanation(item, text, ev, "template", rep)
+        raw = self._llm_text(item, ev)
+        if raw is None:
+            rep = self.checker.check(text, item, history)
+            self.stats_.final_ungrounded += not rep.ok
+            return Explanation(item, text, ev, "fallback", rep)
+        llm_rep = self.checker.check(raw, item, list(history))
+        s = self.stats_
+        s.llm_texts += 1
+        s.llm_claims += len(llm_rep.claims)
+        s.llm_ungrounded_claims += len(llm_rep.ungrounded)
+        s.llm_contradictions += bool(llm_rep.contradictions)
+        # An empty or claim-free text explains nothing: treat it as a failure too.
+        if llm_rep.ok and llm_rep.claims or not self.config.fallback:
+            s.final_ungrounded += not llm_rep.ok
+            return Explanation(item, raw, ev, "llm", llm_rep, raw=raw)
+        s.llm_rejected += 1
+        rep = self.checker.check(text, item, history)
+        s.final_ungrounded += not rep.ok
+        return Explanation(item, text, ev, "fallback", rep, llm_report=llm_rep, raw=raw)
+
+    def explain_many(self, items: Sequence[int], history: Sequence[int]) -> list[Explanation]:
+        """Explain each of ``items`` to one user."""
+        return [self.explain(int(i), history) for i in items if i >= 0]

@@ -1,0 +1,229 @@
+"""End-to-end runs of the LLM layer behind the CLI and the benchmark.
+
+``prepare`` loads a dataset, splits it (leave-one-out), builds the catalogue and fits (or
+loads) a candidate model on train + valid; ``run_rerank`` and ``run_simulation`` return
+plain dicts ready for ``results.json``; ``llm_client`` opens a client for a URL or starts a
+local llama.cpp server for a GGUF file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genrec.data.interactions import Dataset, EvalSet
+from genrec.llm.catalog import ItemCatalog
+from genrec.llm.client import LLMClient, OpenAIClient
+from genrec.llm.conversation import ConversationalRecommender
+from genrec.llm.critique import CritiqueParser
+from genrec.llm.embeddings import TextEncoder, default_encoder
+from genrec.llm.rerank import LLMReranker, RerankConfig
+from genrec.llm.simulator import SimulationConfig, simulate
+from genrec.models.base import RecList, Recommender
+
+__all__ = ["Prepared", "find_user", "llm_client", "prepare", "run_rerank", "run_simulation"]
+
+_log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A dataset ready for the LLM layer.
+
+    Attributes:
+        dataset: The dataset.
+        test: Test users (history = train + valid, target = the last item).
+        catalog: Its catalogue.
+        model: The fitted candidate model.
+        model_name: The model's kind.
+        fit_seconds: Time to fit (0 when loaded).
+    """
+
+    dataset: Dataset
+    test: EvalSet
+    catalog: ItemCatalog
+    model: Recommender[Any]
+    model_name: str
+    fit_seconds: float
+
+
+def prepare(dataset: str, model: str = "ease", *, model_path: str | Path | None = None,
+            data_dir: str | Path | None = None, params: dict[str, Any] | None = None) -> Prepared:
+    """Load ``dataset``, split it, build its catalogue and fit or load ``model``.
+
+    Args:
+        dataset: A recipe name (``ml-100k``, ``amazon-beauty``, ...).
+        model: A registry kind (used when ``model_path`` is None).
+        model_path: A folder written by ``Recommender.save``, fitted on the same split.
+        data_dir: Where the datasets lie.
+        params: Hyperparameters of ``model``.
+
+    Returns:
+        The prepared bundle.
+    """
+    from genrec.data.recipes import load_dataset
+    from genrec.data.splits import split
+    from genrec.models.registry import build_model, load_model, model_config
+
+    ds = load_dataset(dataset, data_dir=data_dir)
+    sp = split(ds)
+    t0 = time.perf_counter()
+    if model_path is not None:
+        m = load_model(model_path)
+        if m.n_items_ != ds.n_items:
+            raise ValueError(f"{model_path}: model has {m.n_items_} items, {dataset} has "
+                             f"{ds.n_items}")
+        fit_s, name = 0.0, m.config.kind
+    else:
+        m = build_model(model_config(model, **(params or {}))).fit(sp.train.concat(sp.valid))
+        fit_s, name = time.perf_counter() - t0, model
+    return Prepared(ds, sp.test_set(), ItemCatalog.from_dataset(ds), m, name, fit_s)
+
+
+@contextlib.contextmanager
+def llm_client(url: str | None = None, model: str | None = None, *, gguf: str | Path | None = None,
+               cache_dir: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
+               timeout_s: float = 60.0) -> Iterator[LLMClient | None]:
+    """A client for ``url``, or for a local llama.cpp server on ``gguf``; None for neither.
+
+    Yields:
+        The client (closed on exit; a local server is stopped).
+    """
+    if gguf is None and url is None:
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        if gguf is not None:
+            from genrec.llm.local import LocalLlamaServer
+
+            server = stack.enter_context(LocalLlamaServer(gguf, n_ctx=4096, threads=1))
+            url, model = server.base_url, model or server.alias
+        client = stack.enter_context(OpenAIClient(base_url=url, model=model or "default",
+                                                  cache_dir=cache_dir, api_key_env=api_key_env,
+                                                  timeout_s=timeout_s))
+        yield client
+
+
+def find_user(p: Prepared, raw_user: str | None) -> int:
+    """Row of ``raw_user`` in the test set (the first test user when None).
+
+    Raises:
+        KeyError: If the user is unknown or has no test item.
+    """
+    if raw_user is None:
+        return 0
+    dense = int(p.dataset.user_map.to_index([raw_user])[0])
+    rows = np.flatnonzero(p.test.histories.users == dense)
+    if dense < 0 or not len(rows):
+        raise KeyError(f"user {raw_user!r} is not a test user of {p.dataset.name}")
+    return int(rows[0])
+
+
+def history_of(p: Prepared, row: int) -> list[int]:
+    """Test history (dense ids, oldest first) of test row ``row``."""
+    h = p.test.histories
+    return h.items[h.indptr[row]: h.indptr[row + 1]].tolist()
+
+
+def run_rerank(p: Prepared, client: LLMClient, *, users: int = 50, config: RerankConfig | None = None,
+               encoder: TextEncoder | None = None, seed: int = 0) -> dict[str, Any]:
+    """Rerank the model's top-N for a sample of test users and report quality and rates.
+
+    Returns:
+        ``before`` and ``after`` hit rates of the test item, the raw LLM error rates, token
+        usage, timing and a few example lists (raw ids).
+    """
+    cfg = config or RerankConfig()
+    rng = np.random.default_rng(seed)
+    n = len(p.test)
+    rows = np.sort(rng.choice(n, min(users, n), replace=False))
+    ev = EvalSet(p.test.histories, p.test.target_indptr, p.test.target_items)
+    h = _rows(ev, rows)
+    cands = p.model.recommend(h.histories, cfg.n_candidates)
+    rr = LLMReranker(client, p.catalog, cfg, encoder=encoder)
+    t0 = time.perf_counter()
+    out = rr.rerank(h.histories, cands)
+    secs = time.perf_counter() - t0
+    targets = h.target_items[h.target_indptr[:-1]]
+    k = rr.k
+
+    def hit(lists: RecList) -> float:
+        return float(np.mean([t in row[:k] for t, row in zip(targets, lists.items, strict=True)]))
+
+    usage = getattr(client, "usage", None)
+    return {
+        "dataset": p.dataset.name, "model": p.model_name, "users": len(rows),
+        "n_candidates": cfg.n_candidates, "k": k, "permutations": cfg.permutations,
+        "structured": cfg.structured,
+        f"hit@{k}_before": hit(RecList(cands.users, cands.items[:, :k], cands.scores[:, :k])),
+        f"hit@{k}_after": hit(out),
+        "llm": rr.stats_.to_dict(), "overhead_ms_per_request": rr.stats_.overhead_ms(),
+        "usage": usage.to_dict() if usage is not None else None, "seconds": secs,
+        "examples": [{"user": p.dataset.user_map.to_raw([int(h.histories.users[r])])[0],
+                      "before": p.catalog.raw_ids and [p.catalog.raw_ids[i] for i in
+                                                       cands.items[r][:k] if i >= 0],
+                      "after": [p.catalog.raw_ids[i] for i in out.items[r] if i >= 0],
+                      "raw_output": rr.results_[r].raw_outputs[:1]}
+                     for r in range(min(3, len(rows)))],
+    }
+
+
+def _rows(ev: EvalSet, rows: np.ndarray) -> EvalSet:
+    """The test rows ``rows`` as an EvalSet (any order)."""
+    from genrec.data.interactions import Histories
+
+    hs = [ev.histories.items[ev.histories.indptr[r]: ev.histories.indptr[r + 1]].tolist()
+          for r in rows]
+    ts = [ev.target_items[ev.target_indptr[r]: ev.target_indptr[r + 1]].tolist() for r in rows]
+    hist = Histories.from_lists(hs, ev.histories.n_items, users=ev.histories.users[rows].tolist())
+    tptr = np.concatenate([[0], np.cumsum([len(t) for t in ts])])
+    return EvalSet(hist, tptr, np.fromiter((i for t in ts for i in t), dtype=np.int64,
+                                           count=int(tptr[-1])))
+
+
+def run_simulation(p: Prepared, *, turns: int = 5, users: int | None = 500, k: int = 10,
+                   critique: bool = True, baseline: bool = True, seed: int = 0,
+                   client: LLMClient | None = None, phrasing: str = "template",
+                   rerank: bool = False, encoder: TextEncoder | None = None) -> dict[str, Any]:
+    """Simulated conversations with and (optionally) without critiques.
+
+    Args:
+        p: The prepared dataset and model.
+        turns: Turns per conversation.
+        users: Test users simulated (seeded sample; None = all).
+        k: Items per reply.
+        critique: Run the critique-driven conversation.
+        baseline: Also run the no-critique baseline (the model's ranking, paged).
+        seed: Seed of the user sample and phrasing.
+        client: Chat model for LLM phrasing and/or reranking.
+        phrasing: ``template`` or ``llm``.
+        rerank: Rerank each reply's candidates with the LLM (needs ``client``).
+        encoder: Text encoder of the critique parser (default: MiniLM when installed).
+
+    Returns:
+        ``{"with_critiques": {...}, "without_critiques": {...}, ...}``.
+    """
+    cfg = SimulationConfig(turns=turns, users=users, seed=seed,
+                           phrasing="llm" if phrasing == "llm" and client else "template")
+    parser = CritiqueParser(p.catalog, encoder if encoder is not None else default_encoder())
+    parser.warmup()
+    reranker = LLMReranker(client, p.catalog, n_candidates=20, k=k) \
+        if rerank and client is not None else None
+    out: dict[str, Any] = {"dataset": p.dataset.name, "model": p.model_name,
+                           "fit_seconds": p.fit_seconds, "turns": turns, "k": k}
+    runs = ([("with_critiques", True)] if critique else []) + \
+        ([("without_critiques", False)] if baseline else [])
+    for key, use in runs:
+        eng = ConversationalRecommender(p.model, p.catalog, parser, k=k, use_critiques=use,
+                                        reranker=reranker)
+        out[key] = simulate(eng, p.test, cfg, client=client)
+    if reranker is not None:
+        out["rerank_llm"] = reranker.stats_.to_dict()
+    return out

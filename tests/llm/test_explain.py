@@ -1,0 +1,68 @@
+"""Template and LLM explanations, and the grounding / contradiction checks."""
+
+from __future__ import annotations
+
+import json
+
+from genrec.llm import Explainer, GroundingChecker, LLMError
+from genrec.llm.scripted import ScriptedClient
+
+
+def test_template_is_grounded_and_cites_history(tiny_catalog) -> None:
+    ex = Explainer(tiny_catalog)
+    e = ex.explain(1, history=[3, 0, 5])  # OPI Blue; history holds OPI Red
+    assert e.source == "template" and e.report.ok and e.report.score == 1.0
+    assert [h for h, _ in e.evidence] == [0]
+    assert "OPI Nail Lacquer Red" in e.text and "OPI" in e.text and "Nail Polish" in e.text
+    kinds = {c.kind for c in e.report.claims}
+    assert kinds == {"attribute", "item"}
+
+
+def test_template_without_shared_history(tiny_catalog) -> None:
+    e = Explainer(tiny_catalog).explain(7, history=[4])
+    assert e.evidence == [] and e.report.ok and "Shampoos" in e.text
+
+
+def test_checker_flags_ungrounded_and_contradictions(tiny_catalog) -> None:
+    chk = GroundingChecker(tiny_catalog)
+    item, hist = 1, [0, 3]
+    assert chk.check("A Nail Polish by OPI, like OPI Nail Lacquer Red.", item, hist).ok
+    r = chk.check("A great Shampoos pick by Revlon.", item, hist)
+    assert {c.text for c in r.ungrounded} == {"shampoos", "revlon"}
+    assert [c.text for c in r.contradictions] == ["revlon"]  # another brand than OPI
+    r = chk.check("This is not a Nail Polish.", item, hist)
+    assert r.contradictions and not r.ok
+    r = chk.check('You loved "Olay Night Cream".', item, hist)  # not in the history
+    assert "item" in [c.kind for c in r.ungrounded]  # (and the brand Olay is not OPI)
+    assert chk.check("Only $10.00!", item, hist).ok
+    r = chk.check("Only $3!", item, hist)
+    assert r.contradictions and r.contradictions[0].kind == "price"
+    assert chk.check("Nice.", item, hist).score == 1.0
+
+
+def test_llm_text_kept_when_grounded_else_template(tiny_catalog) -> None:
+    good = json.dumps({"explanation": "An OPI Nail Polish, like the OPI Nail Lacquer Red you"
+                                      " bought."})
+    bad = json.dumps({"explanation": "A Revlon Shampoos bestseller."})
+    ex = Explainer(tiny_catalog, ScriptedClient([good, bad, "Once upon a time", LLMError("x")]))
+    out = [ex.explain(1, [0, 3]) for _ in range(4)]
+    assert [e.source for e in out] == ["llm", "fallback", "fallback", "fallback"]
+    assert all(e.report.ok for e in out)
+    assert out[1].llm_report is not None and not out[1].llm_report.ok
+    s = ex.stats_
+    assert (s.llm_texts, s.llm_rejected, s.llm_failures, s.final_ungrounded) == (3, 2, 1, 0)
+    assert s.rates()["llm_contradiction_rate"] > 0
+    d = out[1].to_dict(tiny_catalog)
+    assert d["item"] == "i1" and d["llm_grounding"]["n_ungrounded"] == 2
+
+
+def test_ml100k_templates_all_grounded(ml100k) -> None:
+    cat, te, model = ml100k["catalog"], ml100k["test"], ml100k["model"]
+    h = te.histories.slice(0, 30)
+    rec = model.recommend(h, 5)
+    ex = Explainer(cat)
+    for r in range(len(h)):
+        hist = h.items[h.indptr[r]:h.indptr[r + 1]].tolist()
+        for e in ex.explain_many(rec.items[r], hist):
+            assert e.report.ok, (e.text, e.report.to_dict())
+    assert ex.stats_.explanations == 150 and ex.stats_.final_ungrounded == 0

@@ -1,0 +1,70 @@
+"""Robust parsing of model output and grounding of output strings in the candidates."""
+
+from __future__ import annotations
+
+import pytest
+
+from genrec.llm import ItemCatalog, ItemMatcher, parse_json_object, parse_list
+
+
+@pytest.mark.parametrize("text, items, ok", [
+    ('{"ranking": ["a", "b"]}', ["a", "b"], True),
+    ('["a", 3, {"id": "c"}]', ["a", "3", "c"], True),
+    ('```json\n{"ranking": ["a"]}\n```', ["a"], True),
+    ('Sure! Here it is: {"ranking": ["x", "y"]} hope it helps', ["x", "y"], False),
+    ('{ "ranking" : [ "a", "b",\n\n      ', ["a", "b"], False),  # truncated at max_tokens
+    ("1. Red Lipstick\n2) Blue Polish\n- Face Wash", ["Red Lipstick", "Blue Polish", "Face Wash"],
+     False),
+    ("a, b, c", ["a", "b", "c"], False),
+    ("Once upon a time there was a girl", [], False),
+    ("", [], False),
+    ('{"other": 1}', [], False),
+])
+def test_parse_list(text: str, items: list[str], ok: bool) -> None:
+    p = parse_list(text)
+    assert p.items == items
+    assert p.well_formed is ok
+    assert (p.error is None) is ok
+
+
+def test_parse_json_object() -> None:
+    assert parse_json_object('x {"explanation": "hi"} y') == {"explanation": "hi"}
+    assert parse_json_object("[1]") is None
+    assert parse_json_object("nothing") is None
+
+
+def test_matching_stages(tiny_catalog: ItemCatalog, hashing_encoder) -> None:
+    cat = tiny_catalog
+    m = ItemMatcher(cat, hashing_encoder, embed_threshold=0.5)
+    cands = [0, 1, 2, 5]
+    got = m.match_many(["i0", "I1", "Essie Nail Polish Pink", "essie nail polish pinky",
+                        "Revlon Lipstick Cherri red", "Olay Night Cream", "i7", "zzzz qqqq xxxx",
+                        "[i5] Revlon Lipstick Cherry", "ab"], cands)
+    assert [g.stage for g in got] == ["id", "id", "title", "fuzzy", "embedding", "out_of_candidate",
+                                      "out_of_candidate", "hallucinated", "id", "hallucinated"]
+    assert [g.item for g in got[:5]] == [0, 1, 2, 2, 5]
+    assert all(g.valid == (g.stage in {"id", "title", "fuzzy", "embedding"}) for g in got)
+
+
+def test_embedding_stage_with_real_encoder(tiny_catalog: ItemCatalog, sentence_encoder) -> None:
+    m = ItemMatcher(tiny_catalog, sentence_encoder, fuzzy_threshold=99, embed_threshold=0.6)
+    got = m.match_many(["a cherry red lip stick by Revlon", "shampoo for dry hair"], [5, 7, 3])
+    assert [(g.item, g.stage) for g in got] == [(5, "embedding"), (7, "embedding")]
+    assert m.encoder_s > 0
+
+
+def test_catalog_from_dataset(tiny, tiny_catalog: ItemCatalog) -> None:
+    cat = tiny_catalog
+    assert len(cat) == tiny.n_items
+    # "Beauty" (8 of 8 items) and "Makeup" (5 of 8) are on most items: they say little
+    assert not {a.value for a in cat.vocab} & {"Beauty", "Makeup"}
+    assert cat.values(0, "brand") == ["OPI"] and cat.leaf(0) == "Nail Polish"
+    assert "price: $9.50" in cat.describe(0)
+    assert cat.by_title("opi nail lacquer RED") == [0] and cat.by_id("I3") == 3
+    assert {a.value for a in cat.shared(0, 1)} == {"OPI", "Nails", "Nail Polish"}
+
+
+def test_catalog_unescapes_html() -> None:
+    cat = ItemCatalog(["a", "b"], ["L&#39;Oreal Mascara", "x"],
+                      [[], []], max_share=1.0)
+    assert cat.titles[0] == "L'Oreal Mascara"
