@@ -238,3 +238,20 @@ def test_data_error_is_value_error() -> None:
     err = pickle.loads(pickle.dumps(DataError("x.txt", "file is empty")))
     assert (str(err), err.path, err.problem) == ("x.txt: file is empty", Path("x.txt"),
                                                  "file is empty")
+
+
+def test_html_entities_in_metadata_are_decoded(tmp_path) -> None:
+    """Amazon metadata keeps entities ("L&#39;Oreal"); both parse paths decode them."""
+    from genrec.data.readers import read_amazon_meta_jsonl
+
+    good = tmp_path / "meta.jsonl"
+    good.write_text('{"asin": "A1", "title": "Soap &amp; Water", "brand": "L&#39;Oreal", '
+                    '"categories": [["Beauty", "Bath &amp; Body"]]}\n'
+                    '{"asin": "A2", "title": "Plain", "brand": "Dove", "categories": []}\n')
+    bad = tmp_path / "meta_bad.jsonl"  # one broken line sends the file down the per-line path
+    bad.write_text(good.read_text() + "{not json\n")
+    for path in (good, bad):
+        frame = read_amazon_meta_jsonl(path)
+        row = frame.filter(frame["item"] == "A1").row(0, named=True)
+        assert row["title"] == "Soap & Water" and row["brand"] == "L'Oreal"
+        assert row["categories"] == ["Beauty", "Bath & Body"]

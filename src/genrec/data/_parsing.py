@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import gzip
+import html
 import io
 import json
 import logging
@@ -332,7 +333,7 @@ def _flatten_str(value: Any) -> list[str]:
         if isinstance(v, (list, tuple)):
             stack.extend(reversed(v))
         elif v is not None and str(v).strip():
-            out.append(str(v).strip())
+            out.append(html.unescape(str(v).strip()))
     return list(dict.fromkeys(out))
 
 
@@ -356,7 +357,7 @@ def _to_int(value: Any) -> int | None:
 def normalize_record(rec: Mapping[str, Any], key: str) -> dict[str, Any]:
     """Bring one item/user record to the column conventions of genrec.
 
-    ``title``/``brand`` strings, ``categories``/``genres`` flat string lists, ``price`` and
+    ``title``/``brand`` strings (HTML entities decoded), ``categories``/``genres`` flat string lists, ``price`` and
     ``sales_rank`` floats (an Amazon ``salesRank`` dict gives ``sales_rank`` and
     ``sales_type``), ``year`` int. Other fields keep their name; dicts become JSON text.
     """
@@ -378,7 +379,8 @@ def normalize_record(rec: Mapping[str, Any], key: str) -> dict[str, Any]:
             value = _flatten_str(value) if isinstance(value, (list, tuple)) else (
                 [] if value is None else _flatten_str([value]))
         elif kind == pl.String():
-            value = None if value is None else str(value)
+            # Amazon metadata keeps HTML entities ("L&#39;Oreal Paris", "ELMA&amp;SANA").
+            value = None if value is None else html.unescape(str(value))
         elif kind == pl.Float64():
             value = _to_float(value)
         else:
@@ -439,9 +441,15 @@ def records_frame(lines: Iterable[tuple[int, str]], report: ReadReport, *,
 _STR_LIST = pl.List(pl.String())
 
 
+def _unescape(expr: pl.Expr) -> pl.Expr:
+    """Decode HTML entities in a string expression (only values containing '&' are touched)."""
+    return pl.when(expr.str.contains("&", literal=True)).then(
+        expr.map_elements(html.unescape, return_dtype=pl.String)).otherwise(expr)
+
+
 def _clean_names(expr: pl.Expr) -> pl.Expr:
     """Strip the names of a list[str] column, drop empty ones and repeats (order kept)."""
-    names = pl.element().str.strip_chars()
+    names = _unescape(pl.element().str.strip_chars())
     return expr.list.eval(names.filter(names.str.len_bytes() > 0)).list.unique(
         maintain_order=True)
 
@@ -482,7 +490,7 @@ def _fast_records(text: str, keys: tuple[str, ...]) -> pl.DataFrame | None:
             else:
                 return None
         elif kind == pl.String():
-            expr = c.cast(pl.String)
+            expr = _unescape(c.cast(pl.String))
         elif dtype.is_numeric():
             f = c.cast(pl.Float64)
             finite = pl.when(f.is_finite()).then(f)
