@@ -8,8 +8,10 @@ from pydantic import Field
 
 from genrec.models.base import ModelConfig, Recommender
 from genrec.models.ease import EASE, EASEConfig
+from genrec.models.gru4rec import GRU4Rec, GRU4RecConfig
 from genrec.models.itemknn import ItemKNN, ItemKNNConfig
 from genrec.models.pop import PopConfig, Popularity
+from genrec.models.sasrec import SASRec, SASRecConfig
 
 __all__ = ["MODELS", "AnyModelConfig", "build_model", "model_config", "load_model"]
 
@@ -17,9 +19,14 @@ MODELS: dict[str, type[Recommender[Any]]] = {
     "pop": Popularity,
     "itemknn": ItemKNN,
     "ease": EASE,
+    "sasrec": SASRec,
+    "gru4rec": GRU4Rec,
 }
 
-AnyModelConfig = Annotated[PopConfig | ItemKNNConfig | EASEConfig, Field(discriminator="kind")]
+AnyModelConfig = Annotated[
+    PopConfig | ItemKNNConfig | EASEConfig | SASRecConfig | GRU4RecConfig,
+    Field(discriminator="kind"),
+]
 """Discriminated union of every model config (the ``kind`` field picks the class)."""
 
 

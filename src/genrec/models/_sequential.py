@@ -1,0 +1,158 @@
+"""What SASRec and GRU4Rec share: the next-item training task, its losses, the wrapper.
+
+A sequential net maps a left-padded item sequence ``(B, L)`` (ids shifted by 1, 0 = padding,
+most recent item last) to hidden states ``(B, L, D)``, and scores item ``i`` at position
+``t`` by ``h_t . E[i + 1]`` with the same item embedding ``E`` it reads its input with (tied
+output embeddings). Training predicts, at every position, the next item of the user's
+training sequence.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from typing import Literal, TypeVar
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import nn
+
+from genrec.data.interactions import EvalSet, Histories, Interactions
+from genrec.evaluation.evaluator import evaluate
+from genrec.evaluation.protocol import Protocol
+from genrec.models.base import ModelConfig, Recommender
+from genrec.training import losses
+from genrec.training.loop import TrainConfig
+from genrec.training.loop import train as train_loop
+
+__all__ = ["SequentialConfig", "SequentialNet", "SequentialRecommender", "next_item_loss",
+           "log_proposal"]
+
+_log = logging.getLogger(__name__)
+
+LossName = Literal["ce", "sampled_softmax", "bce", "bpr"]
+
+
+class SequentialConfig(ModelConfig):
+    """Settings every sequential model has."""
+
+    max_len: int = Field(50, ge=1)
+    """Most recent items the model reads (50 suits Amazon data, 200 MovieLens-1M)."""
+    loss: LossName = "ce"
+    """ce: full softmax over all items at every position; sampled_softmax: softmax over
+    ``n_negatives`` popularity-sampled items with logQ correction; bce / bpr: one uniform
+    negative per position."""
+    n_negatives: int = Field(256, ge=1)
+    """Negatives per batch for ``sampled_softmax`` (shared by all positions)."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """Optimisation, early stopping, checkpoints and device."""
+
+
+def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, item_emb: torch.Tensor, *,
+                   loss: LossName, n_negatives: int, logq: torch.Tensor) -> torch.Tensor:
+    """Loss of predicting ``targets`` from ``hidden`` at every non-padding position.
+
+    Args:
+        hidden: Hidden states, shape ``(B, L, D)``.
+        targets: Next item at every position, shifted ids (0 = no target), shape ``(B, L)``.
+        item_emb: Item embedding table with the padding row first, shape ``(I + 1, D)``.
+        loss: Which loss (see :class:`SequentialConfig`).
+        n_negatives: Sampled-softmax negatives.
+        logq: Log-probability of each item under the negative sampler, shape ``(I,)``.
+
+    Returns:
+        Scalar loss, a mean over positions.
+    """
+    keep = targets > 0
+    h = hidden[keep]                                                   # (N, D)
+    t = targets[keep] - 1                                              # (N,) 0-based items
+    items = item_emb[1:]                                               # (I, D)
+    if loss == "ce":
+        return losses.softmax_cross_entropy(h @ items.T, t)            # logits (N, I)
+    pos = (h * items[t]).sum(-1)                                       # (N,)
+    if loss == "sampled_softmax":
+        neg = torch.multinomial(logq.exp(), n_negatives, replacement=True)  # (M,)
+        return losses.sampled_softmax(pos, h @ items[neg].T, pos_logq=logq[t],
+                                      neg_logq=logq[neg], neg_is_pos=neg[None] == t[:, None])
+    neg = torch.randint(0, len(items), t.shape, device=t.device)      # (N,) uniform
+    neg_logits = (h * items[neg]).sum(-1)                              # (N,)
+    return losses.bce(pos, neg_logits) if loss == "bce" else losses.bpr(pos, neg_logits)
+
+
+class SequentialNet(nn.Module):
+    """Base of sequential nets: an item embedding ``item_emb`` and a sequence encoder."""
+
+    item_emb: nn.Embedding
+
+    def forward(self, seq: torch.Tensor,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Hidden states ``(B, L, D)`` of ``seq`` ``(B, L)``, and the loss if ``targets``."""
+        raise NotImplementedError
+
+    def init_weights(self) -> None:
+        """nanoGPT initialisation: N(0, 0.02) weights, zero biases, zero padding embedding."""
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            self.item_emb.weight[0].zero_()
+
+    def score(self, seq: torch.Tensor) -> torch.Tensor:
+        """Scores of every item after the last position, shape ``(B, I)``."""
+        hidden, _ = self(seq)                                          # (B, L, D)
+        return hidden[:, -1] @ self.item_emb.weight[1:].T              # (B, I)
+
+
+C = TypeVar("C", bound=SequentialConfig)
+
+
+class SequentialRecommender(Recommender[C]):
+    """Wrapper that trains a :class:`SequentialNet` with :func:`genrec.training.train`."""
+
+    @abstractmethod
+    def _build_net(self, item_counts: np.ndarray | None) -> SequentialNet:
+        """A freshly initialised net (``item_counts`` feed the negative sampler)."""
+
+    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+        cfg = self.config
+        torch.manual_seed(cfg.train.seed)  # initialisation
+        self.net_ = self._build_net(train.item_counts())
+        seq = train.histories().padded(cfg.max_len + 1)                # (U, L + 1)
+        inputs, targets = seq[:, :-1], seq[:, 1:]                      # (U, L) each
+        keep = (targets > 0).any(dim=1)                                # users with a next item
+        validate = None
+        if valid is not None and len(valid) > 0:
+            name, _, k = cfg.train.valid_metric.partition("@")
+            protocol = Protocol(metrics=[name], cutoffs=[int(k)])
+
+            def validate(_: nn.Module) -> float:
+                return evaluate(self, valid, protocol).summary()[cfg.train.valid_metric]
+
+        _log.info("%s: %d training sequences, %d items, %d parameters", type(self).__name__,
+                  int(keep.sum()), train.n_items, sum(p.numel() for p in self.net_.parameters()))
+        self.train_result_ = train_loop(self.net_, (inputs[keep], targets[keep]), cfg.train,
+                                        validate=validate)
+
+    def _score(self, histories: Histories) -> torch.Tensor:
+        net = self.net_.eval()
+        device = next(net.parameters()).device
+        seq = histories.padded(self.config.max_len).to(device)        # (B, L)
+        with torch.no_grad():
+            return net.score(seq)                                      # (B, I)
+
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {f"net.{k}": v for k, v in self.net_.state_dict().items()}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.net_ = self._build_net(None)
+        self.net_.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
+
+
+def log_proposal(item_counts: np.ndarray | None, n_items: int) -> torch.Tensor:
+    """Log-probabilities of the sampled-softmax proposal: popularity with add-one smoothing
+    (uniform when counts are unknown, e.g. after ``load``, where no training happens)."""
+    counts = np.ones(n_items) if item_counts is None else item_counts + 1.0
+    return torch.log(torch.as_tensor(counts / counts.sum(), dtype=torch.float32))

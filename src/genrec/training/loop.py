@@ -1,0 +1,362 @@
+"""One explicit training loop for every torch model in genrec.
+
+The contract with a model is nanoGPT's: ``net(*batch)`` returns ``(output, loss)`` with a
+scalar ``loss``, where ``batch`` is one row-slice of the ``data`` tensors. The loop owns
+everything else: AdamW, the learning-rate schedule, gradient clipping, seeding, validation and
+early stopping, checkpoints and resuming, progress and logging, and data parallelism.
+
+Distributed training needs no code change: launched by ``torchrun`` with ``WORLD_SIZE > 1``
+the loop joins the process group (gloo on CPU, NCCL on GPU), wraps the model in
+``DistributedDataParallel`` and gives each process every ``W``-th row of each global batch
+(the ``DistributedSampler`` scheme), so ``batch_size`` stays the global batch. Only rank 0
+validates and writes checkpoints; the metric is broadcast so every process takes the same
+early-stopping decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.distributed as dist
+import torch.utils.deterministic
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+
+from genrec.evaluation.metrics import METRICS
+from genrec.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+
+__all__ = ["TrainConfig", "TrainResult", "train"]
+
+_log = logging.getLogger(__name__)
+
+
+class TrainConfig(BaseModel):
+    """How a torch model is trained (embedded as the ``train`` field of model configs)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int = Field(200, ge=1)
+    """Maximum number of passes over the training rows."""
+    batch_size: int = Field(128, ge=1)
+    """Rows per optimizer step, summed over all processes when distributed."""
+    lr: float = Field(1e-3, gt=0)
+    """Peak learning rate of AdamW."""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW decoupled weight decay, applied to matrices and embeddings (not biases, norms)."""
+    warmup_steps: int = Field(0, ge=0)
+    """Optimizer steps of linear warm-up from 0 to ``lr``."""
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning rate after warm-up: constant, or cosine / linear decay to 0 at the last step."""
+    grad_clip: float | None = Field(1.0, gt=0)
+    """Clip the global gradient norm to this value; None disables clipping."""
+    patience: int | None = Field(10, ge=1)
+    """Stop after this many validations without improvement; None trains all epochs."""
+    eval_every: int = Field(1, ge=1)
+    """Validate every this many epochs (and after the last one)."""
+    valid_metric: str = "ndcg@10"
+    """Validation metric for early stopping and picking the best weights, ``name@k`` with a
+    name from ``genrec.evaluation.metrics.METRICS`` (full ranking, seen items excluded).
+    ``genrec run`` should match it to ``protocol.valid_metric``."""
+    seed: int = 42
+    """Seeds initialisation, shuffling, dropout and negative sampling."""
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    """Where to train; auto picks cuda when available."""
+    checkpoint_dir: str | None = None
+    """Folder for a checkpoint after every epoch; None writes none."""
+    resume: bool = False
+    """Continue from the checkpoint in ``checkpoint_dir`` if there is one."""
+    num_workers: int = Field(0, ge=0)
+    """DataLoader worker processes (0: batches are gathered in the training process)."""
+    progress: bool = True
+    """Show a progress bar (rank 0 only)."""
+
+    @field_validator("valid_metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        name, _, k = v.partition("@")
+        if name not in METRICS or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"valid_metric must look like 'ndcg@10' with a metric from "
+                             f"{sorted(METRICS)}, got {v!r}")
+        return v
+
+
+@dataclass
+class TrainResult:
+    """What happened during training.
+
+    Attributes:
+        history: One entry per epoch: epoch, loss, lr, seconds, peak_mem_mb and, on
+            validation epochs, metric.
+        best_epoch: Epoch (1-based) whose weights were kept; 0 if never validated.
+        best_metric: Its validation metric; None if never validated.
+        stopped_early: True if patience ran out before ``epochs``.
+    """
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_metric: float | None = None
+    stopped_early: bool = False
+
+
+class _Rows(TorchDataset):
+    """Row-slices of a few aligned tensors; indexed by a whole batch of row ids at once."""
+
+    def __init__(self, tensors: Sequence[torch.Tensor]) -> None:
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(t[rows] for t in self.tensors)
+
+
+def _epoch_batches(n: int, seed: int, epoch: int, rank: int, world: int,
+                   local_batch: int) -> list[torch.Tensor]:
+    """This process's batches of row ids for ``epoch``: a seeded permutation, padded to a
+    multiple of ``world`` by repeating rows, every ``world``-th row from ``rank`` on."""
+    gen = torch.Generator().manual_seed(seed * 100_003 + epoch)
+    perm = torch.randperm(n, generator=gen)
+    pad = (-n) % world
+    if pad:
+        perm = torch.cat([perm, perm.repeat(math.ceil(pad / n))[:pad]])
+    return list(perm[rank::world].split(local_batch))
+
+
+def _lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then constant or cosine / linear decay (nanoGPT's ``get_lr``)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return cfg.lr
+    done = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+    if cfg.schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * min(done, 1.0)))
+    return cfg.lr * max(0.0, 1.0 - done)
+
+
+def _adamw(net: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW that decays matrices and embeddings but not biases and norm gains (nanoGPT)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+def _device(kind: str) -> torch.device:
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda":
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def _peak_mem_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def _rng_states(device: torch.device, rank: int, world: int) -> dict[str, torch.Tensor]:
+    """Every process's RNG states (gathered on all ranks; rank 0 writes them)."""
+    mine = {"torch_cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        mine["torch_cuda"] = torch.cuda.get_rng_state(device)
+    if world == 1:
+        return {f"{k}.rank0": v for k, v in mine.items()}
+    out = {}
+    for k, v in mine.items():
+        parts = [torch.empty_like(v, device=device) for _ in range(world)]
+        dist.all_gather(parts, v.to(device))
+        out |= {f"{k}.rank{r}": p.cpu() for r, p in enumerate(parts)}
+    return out
+
+
+def _set_rng_states(states: dict[str, torch.Tensor], device: torch.device, rank: int) -> None:
+    if f"torch_cpu.rank{rank}" not in states:
+        _log.warning("checkpoint has no RNG state for rank %d (other world size?): "
+                     "continuing with a fresh seed, so the run is not bitwise reproducible", rank)
+        return
+    torch.set_rng_state(states[f"torch_cpu.rank{rank}"])
+    if device.type == "cuda" and f"torch_cuda.rank{rank}" in states:
+        torch.cuda.set_rng_state(states[f"torch_cuda.rank{rank}"], device)
+
+
+def _copy_state(net: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig, *,
+          validate: Callable[[nn.Module], float] | None = None) -> TrainResult:
+    """Train ``net`` on the rows of ``data``; the best validated weights are loaded at the end.
+
+    Args:
+        net: A module whose ``forward(*batch)`` returns ``(output, scalar_loss)``.
+        data: Aligned CPU tensors with one row per training example (same first dimension).
+        cfg: Optimisation, validation, checkpoint and device settings.
+        validate: Called with ``net`` (in eval mode, without grad) on rank 0 every
+            ``cfg.eval_every`` epochs; returns the validation metric, higher is better.
+            None trains all epochs and keeps the final weights.
+
+    Returns:
+        The per-epoch history and the best epoch.
+    """
+    if len(data[0]) == 0:
+        raise ValueError("train: no training rows")
+    # -- processes and device ------------------------------------------------------------
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = _device(cfg.device)
+    created_group = False
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        created_group = True
+    rank = dist.get_rank() if world > 1 else 0
+    deterministic_before = (torch.are_deterministic_algorithms_enabled(),
+                            torch.is_deterministic_algorithms_warn_only_enabled(),
+                            torch.utils.deterministic.fill_uninitialized_memory)
+    if device.type == "cpu":  # cheap on CPU; on CUDA it would slow down embedding backward
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        # ...but filling every torch.empty with NaN (the default in this mode) is not cheap
+        torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
+    torch.manual_seed(cfg.seed + rank)  # dropout / negative-sampling stream of this process
+
+    net.to(device)
+    model: nn.Module = net
+    if world > 1:
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
+                                        else None)
+    optimizer = _adamw(net, cfg)
+    n_rows = len(data[0])
+    local_batch = math.ceil(cfg.batch_size / world)
+    steps_per_epoch = math.ceil(math.ceil(n_rows / world) / local_batch)
+    total_steps = cfg.epochs * steps_per_epoch
+    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+
+    # -- state that a checkpoint carries -------------------------------------------------
+    result = TrainResult()
+    start_epoch, step, bad_evals = 0, 0, 0
+    best_state: dict[str, torch.Tensor] | None = None
+    if cfg.resume and ckpt_dir is not None and (ckpt := load_checkpoint(ckpt_dir)) is not None:
+        net.load_state_dict(ckpt.model)
+        optimizer.load_state_dict(ckpt.optimizer)
+        _set_rng_states(ckpt.rng, device, rank)
+        meta = ckpt.meta
+        start_epoch, step, bad_evals = meta["epoch"], meta["step"], meta["bad_evals"]
+        result = TrainResult(meta["history"], meta["best_epoch"], meta["best_metric"],
+                             meta["stopped_early"])
+        best_state = ({k: v.to(device) for k, v in ckpt.best.items()}
+                      if ckpt.best is not None else None)
+        if meta.get("world_size", world) != world:
+            _log.warning("resuming a %d-process run with %d processes", meta["world_size"], world)
+        _log.info("resumed from %s after epoch %d (step %d)", ckpt_dir, start_epoch, step)
+
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
+    progress = Progress(*columns, disable=not (cfg.progress and rank == 0))
+    try:
+        with progress:
+            task = progress.add_task("training", total=total_steps, completed=step, info="")
+            for epoch in range(start_epoch, cfg.epochs):
+                if result.stopped_early:
+                    break
+                t0 = time.perf_counter()
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                net.train()
+                batches = _epoch_batches(n_rows, cfg.seed, epoch, rank, world, local_batch)
+                loader = DataLoader(_Rows(data), sampler=batches, batch_size=None,
+                                    num_workers=cfg.num_workers,
+                                    generator=torch.Generator().manual_seed(cfg.seed + epoch))
+                loss_sum = torch.zeros((), device=device)
+                for i, batch in enumerate(loader):
+                    lr = _lr_at(step, total_steps, cfg)
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr
+                    batch = [t.to(device, non_blocking=True) for t in batch]
+                    _, loss = model(*batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if cfg.grad_clip is not None:
+                        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                    optimizer.step()
+                    step += 1
+                    loss_sum += loss.detach()
+                    if i % 10 == 0:  # .item() waits for the GPU: not on every step
+                        progress.update(task, info=f"epoch {epoch + 1} loss {loss.item():.4f}")
+                    progress.advance(task)
+                if world > 1:  # mean loss over processes, for the log only
+                    dist.all_reduce(loss_sum)
+                    loss_sum /= world
+                epoch_loss = loss_sum.item() / max(1, len(batches))
+
+                # -- validation and early stopping (rank 0 scores, everyone decides) --------
+                record: dict[str, float] = {"epoch": epoch + 1, "loss": epoch_loss, "lr": lr}
+                if validate is not None and ((epoch + 1) % cfg.eval_every == 0
+                                             or epoch + 1 == cfg.epochs):
+                    metric = torch.zeros((), dtype=torch.float64, device=device)
+                    if rank == 0:
+                        net.eval()
+                        with torch.no_grad():
+                            metric.fill_(float(validate(net)))
+                    if world > 1:
+                        dist.broadcast(metric, src=0)
+                    value = metric.item()
+                    record["metric"] = value
+                    if result.best_metric is None or value > result.best_metric:
+                        result.best_metric, result.best_epoch = value, epoch + 1
+                        best_state, bad_evals = _copy_state(net), 0
+                    else:
+                        bad_evals += 1
+                    result.stopped_early = (cfg.patience is not None and bad_evals >= cfg.patience
+                                            and epoch + 1 < cfg.epochs)
+                record["seconds"] = time.perf_counter() - t0
+                record["peak_mem_mb"] = _peak_mem_mb(device)
+                result.history.append(record)
+                shown = (f" valid {cfg.valid_metric} {record['metric']:.4f}"
+                         if "metric" in record else "")
+                progress.update(task, info=f"epoch {epoch + 1} loss {epoch_loss:.4f}{shown}")
+                _log.info("epoch %d/%d: loss %.4f%s, lr %.2e, %.1fs, peak memory %.0f MB",
+                          epoch + 1, cfg.epochs, epoch_loss, shown, lr, record["seconds"],
+                          record["peak_mem_mb"])
+
+                # -- checkpoint (all ranks gather RNG states, rank 0 writes) ----------------
+                if ckpt_dir is not None:
+                    rng = _rng_states(device, rank, world)
+                    if rank == 0:
+                        meta: dict[str, Any] = {
+                            "epoch": epoch + 1, "step": step, "bad_evals": bad_evals,
+                            "best_epoch": result.best_epoch, "best_metric": result.best_metric,
+                            "stopped_early": result.stopped_early, "history": result.history,
+                            "world_size": world, "config": cfg.model_dump(mode="json")}
+                        save_checkpoint(ckpt_dir, Checkpoint(
+                            net.state_dict(), optimizer.state_dict(), rng, meta, best_state))
+                    if world > 1:
+                        dist.barrier()  # no process runs ahead of a half-written checkpoint
+            if result.stopped_early:
+                _log.info("early stop: no %s improvement in %d validations; best epoch %d (%.4f)",
+                          cfg.valid_metric, cfg.patience, result.best_epoch, result.best_metric)
+    finally:
+        torch.use_deterministic_algorithms(deterministic_before[0],
+                                           warn_only=deterministic_before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = (  # type: ignore[attr-defined]
+            deterministic_before[2])
+        if created_group:
+            dist.destroy_process_group()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return result
