@@ -14,6 +14,7 @@ import logging
 import platform
 import resource
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,14 +24,17 @@ import yaml
 
 from genrec._io import atomic_write_text
 from genrec.config import DataConfig, ExperimentConfig
-from genrec.data.interactions import Dataset
+from genrec.data.interactions import Dataset, EvalSet
 from genrec.data.preprocess import preprocess
 from genrec.data.splits import Split, split
 from genrec.evaluation.evaluator import EvalResult, evaluate
 from genrec.evaluation.protocol import Protocol
+from genrec.models.base import ModelConfig, Recommender
 from genrec.models.registry import build_model
 
-__all__ = ["load_data", "make_split", "run_experiment", "format_results", "TEST_COLUMNS"]
+__all__ = ["Prepared", "TEST_COLUMNS", "bind_protocol", "fit_and_evaluate", "format_results",
+           "load_data", "make_split", "prepare", "results_document", "run_experiment",
+           "write_results"]
 
 _log = logging.getLogger(__name__)
 
@@ -80,6 +84,15 @@ def make_split(ds: Dataset, protocol: Protocol, split_path: str | None) -> Split
     return split(ds, protocol.split)
 
 
+def bind_protocol(mcfg: ModelConfig, protocol: Protocol) -> ModelConfig:
+    """Trained models select (early-stop) on the protocol's valid metric, with its seed."""
+    if "train" not in type(mcfg).model_fields:
+        return mcfg
+    train = getattr(mcfg, "train").model_copy(
+        update={"valid_metric": protocol.valid_metric, "seed": protocol.seed})
+    return mcfg.model_copy(update={"train": train})
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -88,12 +101,18 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
     return {k: round(v, 6) for k, v in metrics.items()}
 
 
-def run_experiment(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
-    """Run every model of ``cfg`` under its protocol and write the results folder.
+@dataclass
+class Prepared:
+    """What every model of a run shares: the dataset, its split and the evaluation sets."""
 
-    Returns:
-        The ``results.json`` content.
-    """
+    dataset: Dataset
+    split: Split
+    valid_set: EvalSet
+    test_set: EvalSet
+
+
+def prepare(cfg: ExperimentConfig) -> Prepared:
+    """Write the resolved config, seed, load, preprocess, split and save the split."""
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
@@ -103,48 +122,74 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str
     ds = load_data(cfg.dataset)
     sp = make_split(ds, cfg.protocol, cfg.split_path)
     sp.save(out / "split")
-    valid_set, test_set = sp.valid_set(), sp.test_set()
-    popularity = sp.train.item_counts()
     _log.info("%r; protocol: %s", ds, cfg.protocol.describe())
+    return Prepared(ds, sp, sp.valid_set(), sp.test_set())
 
-    rows = []
-    for mcfg in cfg.models:
-        model = build_model(mcfg)
-        _log.info("fitting %r", model)
-        t0 = time.perf_counter()
-        model.fit(sp.train, valid_set)
-        fit_s = time.perf_counter() - t0
-        kw: dict[str, Any] = dict(item_popularity=popularity, batch_size=cfg.eval_batch_size,
-                                  progress=progress)
-        valid: EvalResult = evaluate(model, valid_set, cfg.protocol, **kw)
-        test: EvalResult = evaluate(model, test_set, cfg.protocol, **kw)
-        if cfg.save_models:
-            model.save(out / "models" / mcfg.kind)
-        rows.append({
-            "model": mcfg.kind,
-            "params": mcfg.model_dump(exclude={"kind"}),
-            "fit_seconds": round(fit_s, 3),
-            "eval_seconds": round(test.seconds, 3),
-            "peak_rss_mb": round(_peak_rss_mb(), 1),
-            "valid": _rounded(valid.summary()),
-            "test": _rounded(test.summary()),
-        })
-        _log.info("%s: fit %.2fs, test eval %.2fs, test %s=%.4f", mcfg.kind, fit_s,
-                  test.seconds, cfg.protocol.valid_metric,
-                  test.summary().get(cfg.protocol.valid_metric, float("nan")))
-    results = {
+
+def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *,
+                     progress: bool = False, keep_top_items: bool = False
+                     ) -> tuple[Recommender[Any], dict[str, Any], EvalResult]:
+    """Fit one model, evaluate it on valid and test, save it; return its results row."""
+    mcfg = bind_protocol(mcfg, cfg.protocol)
+    model = build_model(mcfg)
+    _log.info("fitting %r", model)
+    t0 = time.perf_counter()
+    model.fit(data.split.train, data.valid_set)
+    fit_s = time.perf_counter() - t0
+    kw: dict[str, Any] = dict(item_popularity=data.split.train.item_counts(),
+                              batch_size=cfg.eval_batch_size, progress=progress)
+    valid = evaluate(model, data.valid_set, cfg.protocol, **kw)
+    test = evaluate(model, data.test_set, cfg.protocol, keep_top_items=keep_top_items, **kw)
+    if cfg.save_models:
+        model.save(Path(cfg.output) / "models" / mcfg.kind)
+    row = {
+        "model": mcfg.kind,
+        "params": mcfg.model_dump(exclude={"kind"}),
+        "fit_seconds": round(fit_s, 3),
+        "eval_seconds": round(test.seconds, 3),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "valid": _rounded(valid.summary()),
+        "test": _rounded(test.summary()),
+    }
+    _log.info("%s: fit %.2fs, test eval %.2fs, test %s=%.4f", mcfg.kind, fit_s, test.seconds,
+              cfg.protocol.valid_metric, row["test"].get(cfg.protocol.valid_metric, float("nan")))
+    return model, row, test
+
+
+def results_document(cfg: ExperimentConfig, data: Prepared, rows: list[dict[str, Any]],
+                     **extra: Any) -> dict[str, Any]:
+    """The ``results.json`` content (``extra`` keys are added before ``environment``)."""
+    ds = data.dataset
+    return {
         "protocol": cfg.protocol.model_dump(mode="json"),
         "protocol_text": cfg.protocol.describe(),
         "dataset": {"name": ds.name, "users": ds.n_users, "items": ds.n_items,
                     "interactions": len(ds.interactions),
-                    "eval_users": {"valid": len(valid_set), "test": len(test_set)},
+                    "eval_users": {"valid": len(data.valid_set), "test": len(data.test_set)},
                     "preprocessing": ds.log},
         "results": rows,
+        **extra,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine(), "cpu_threads": torch.get_num_threads()},
     }
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-    atomic_write_text(out / "results.md", format_results(results))
+
+
+def write_results(out: Path, results: dict[str, Any]) -> None:
+    """Write ``results.json`` and ``results.md`` (each atomically)."""
+    atomic_write_text(Path(out) / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(Path(out) / "results.md", format_results(results))
+
+
+def run_experiment(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Run every model of ``cfg`` under its protocol and write the results folder.
+
+    Returns:
+        The ``results.json`` content.
+    """
+    data = prepare(cfg)
+    rows = [fit_and_evaluate(m, data, cfg, progress=progress)[1] for m in cfg.models]
+    results = results_document(cfg, data, rows)
+    write_results(Path(cfg.output), results)
     return results
 
 

@@ -20,15 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
-import resource
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from genrec._io import atomic_write, atomic_write_text
@@ -131,10 +126,6 @@ def per_user_beyond(top_items: np.ndarray, *, k: int, item_counts: np.ndarray, n
     return out
 
 
-def _rounded(metrics: dict[str, float]) -> dict[str, float]:
-    return {k: round(v, 6) for k, v in metrics.items()}
-
-
 def run_comparison(cfg: ExperimentConfig, options: HolisticOptions | None = None, *,
                    progress: bool = False, report: bool = True) -> dict[str, Any]:
     """Fit and evaluate every model of ``cfg``, keep per-user data, write results and report.
@@ -152,8 +143,7 @@ def run_comparison(cfg: ExperimentConfig, options: HolisticOptions | None = None
         ValueError: If ``options.k`` exceeds the largest protocol cutoff, or there are no
             models.
     """
-    from genrec.experiment import format_results, load_data, make_split
-    from genrec.models.registry import build_model
+    from genrec.experiment import fit_and_evaluate, prepare, results_document, write_results
 
     options = options or HolisticOptions()
     if not cfg.models:
@@ -162,29 +152,20 @@ def run_comparison(cfg: ExperimentConfig, options: HolisticOptions | None = None
         raise ValueError(f"holistic k={options.k} exceeds the largest protocol cutoff "
                          f"{max(cfg.protocol.cutoffs)}")
     out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
-                                                          sort_keys=False))
-    torch.manual_seed(cfg.protocol.seed)
-    np.random.seed(cfg.protocol.seed)
-    ds = load_data(cfg.dataset)
-    sp = make_split(ds, cfg.protocol, cfg.split_path)
-    sp.save(out / "split")
-    valid_set, test_set = sp.valid_set(), sp.test_set()
+    data = prepare(cfg)
+    ds, sp, test_set = data.dataset, data.split, data.test_set
     counts = sp.train.item_counts()
     n_train_users = int(np.count_nonzero(np.bincount(sp.train.users, minlength=sp.n_users)))
     if cfg.protocol.candidates == "sampled":
         _log.warning("sampled candidates: top-K lists only rank sampled items, so coverage, "
                      "exposure and diversity describe the sample, not the catalogue")
-    _log.info("%r; protocol: %s", ds, cfg.protocol.describe())
 
     hol = out / "holistic"
     col = _category_column(ds, options.category_column)
     categories = category_matrix(ds.items, col, ds.n_items)[0] if col else None
-    kw: dict[str, Any] = dict(item_popularity=counts, batch_size=cfg.eval_batch_size,
-                              progress=progress)
     baseline = evaluate(Popularity().fit(sp.train), test_set, cfg.protocol,
-                        keep_top_items=True, **kw).top_items
+                        item_popularity=counts, batch_size=cfg.eval_batch_size,
+                        keep_top_items=True).top_items
     groups = user_groups(test_set.histories.users, test_set.histories.lengths, ds.users)
     cat_arrays = {} if categories is None else {
         "cat_indptr": categories.indptr, "cat_indices": categories.indices,
@@ -199,37 +180,13 @@ def run_comparison(cfg: ExperimentConfig, options: HolisticOptions | None = None
 
     rows = []
     for mcfg in cfg.models:
-        model = build_model(mcfg)
-        _log.info("fitting %r", model)
-        t0 = time.perf_counter()
-        model.fit(sp.train, valid_set)
-        fit_s = time.perf_counter() - t0
-        valid = evaluate(model, valid_set, cfg.protocol, **kw)
-        test = evaluate(model, test_set, cfg.protocol, keep_top_items=True, **kw)
+        _, row, test = fit_and_evaluate(mcfg, data, cfg, progress=progress, keep_top_items=True)
         save_npz(hol / f"{mcfg.kind}.npz", top_items=test.top_items,
                  **{f"m:{m}": v for m, v in test.per_user.items()})
-        if cfg.save_models:
-            model.save(out / "models" / mcfg.kind)
-        rows.append({
-            "model": mcfg.kind, "params": mcfg.model_dump(exclude={"kind"}),
-            "fit_seconds": round(fit_s, 3), "eval_seconds": round(test.seconds, 3),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "valid": _rounded(valid.summary()), "test": _rounded(test.summary()),
-        })
-    results = {
-        "protocol": cfg.protocol.model_dump(mode="json"),
-        "protocol_text": cfg.protocol.describe(),
-        "dataset": {"name": ds.name, "users": ds.n_users, "items": ds.n_items,
-                    "interactions": len(ds.interactions),
-                    "eval_users": {"valid": len(valid_set), "test": len(test_set)},
-                    "preprocessing": ds.log},
-        "results": rows,
-        "holistic": options.model_dump() | {"category_column": col},
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "machine": platform.machine(), "cpu_threads": torch.get_num_threads()},
-    }
-    atomic_write_text(out / "results.json", json.dumps(results, indent=2))
-    atomic_write_text(out / "results.md", format_results(results))
+        rows.append(row)
+    results = results_document(cfg, data, rows,
+                               holistic=options.model_dump() | {"category_column": col})
+    write_results(out, results)
     if report:
         from genrec.evaluation.report import write_report
 
