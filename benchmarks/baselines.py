@@ -3,6 +3,9 @@
 Each configuration runs in its own ``genrec run`` process, so fit time, evaluation time and
 peak memory (max RSS) belong to that model alone. Hyperparameters are chosen on the
 validation metric only; the test metrics of the chosen configuration are reported once.
+The chosen configuration is then timed ``--repeats`` more times; the table gives the fastest
+run (the least disturbed by other work on the machine) and the results file keeps them all.
+Processes run at raised priority (``nice -15`` when allowed) to reduce noise from other jobs.
 
 Usage::
 
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -40,8 +44,15 @@ def run_one(dataset: str, kind: str, params: dict[str, object], out: Path,
     cmd += [f"--set=models.0.{k}={v}" for k, v in params.items()]
     if split_path is not None:
         cmd += ["--split-path", str(split_path)]
-    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    subprocess.run(cmd, check=True, cwd=ROOT, stdout=subprocess.DEVNULL, preexec_fn=_raise_priority)
     return json.loads((out / "results.json").read_text())
+
+
+def _raise_priority() -> None:
+    try:
+        os.nice(-15)
+    except PermissionError:
+        pass
 
 
 def main() -> None:
@@ -50,6 +61,7 @@ def main() -> None:
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--models", default="pop,itemknn,ease")
     ap.add_argument("--name", default="baselines", help="run name (output file stem)")
+    ap.add_argument("--repeats", type=int, default=2, help="extra timed runs of each choice")
     args = ap.parse_args()
 
     chosen, grid, header = [], [], None
@@ -64,19 +76,31 @@ def main() -> None:
                 header = header or res
                 row = res["results"][0]
                 vm = res["protocol"]["valid_metric"]
-                grid.append({"model": kind, "params": row["params"], "valid": {vm: row["valid"][vm]}})
+                grid.append({"model": kind, "params": row["params"],
+                             "valid": {vm: row["valid"][vm]}})
                 print(f"{kind} {params}: valid {vm}={row['valid'][vm]:.4f} "
                       f"fit={row['fit_seconds']:.1f}s", file=sys.stderr)
                 if best is None or row["valid"][vm] > best["valid"][vm]:
                     best = row
-            chosen.append(best)
+            assert best is not None
+            runs = [best]
+            for j in range(args.repeats):
+                res = run_one(args.dataset, kind, best["params"], Path(tmp) / f"{kind}-t{j}",
+                              split_path)
+                runs.append(res["results"][0])
+            fastest = min(runs, key=lambda r: r["fit_seconds"] + r["eval_seconds"])
+            timed = fastest | {"timings": [{k: r[k] for k in ("fit_seconds", "eval_seconds",
+                                                               "peak_rss_mb")} for r in runs]}
+            assert all(r["test"] == best["test"] for r in runs), "repeats must be identical"
+            chosen.append(timed)
     assert header is not None
     result = {k: header[k] for k in ("protocol", "protocol_text", "dataset")}
     result["results"] = chosen
     result["grid"] = grid
     result["environment"] = header["environment"] | {
         "processor": platform.processor() or platform.machine(),
-        "cpus": __import__("os").cpu_count(),
+        "cpus": os.cpu_count(),
+        "load_average_at_end": os.getloadavg(),
         "command": f"python benchmarks/baselines.py --dataset {args.dataset} --models "
                    f"{args.models}",
     }

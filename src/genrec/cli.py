@@ -87,6 +87,8 @@ def run(
     split_path: Annotated[str | None, typer.Option(help="split_path")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any config key: --set protocol.exclude_seen=false")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="resume: continue killed trainings from OUTPUT/checkpoints")] = False,
     quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
 ) -> None:
     """Load, split, fit, evaluate valid and test; write results.json, results.md and models."""
@@ -100,7 +102,8 @@ def run(
         flags = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir,
                  "protocol.split.kind": split, "protocol.candidates": candidates,
                  "protocol.seed": seed, "protocol.split.seed": seed, "split_path": split_path,
-                 "protocol.cutoffs": f"[{cutoffs}]" if cutoffs else None}
+                 "protocol.cutoffs": f"[{cutoffs}]" if cutoffs else None,
+                 "resume": "true" if resume else None}
         overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + overrides
         chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
         cfg = load_config(config, overrides, models=chosen)

@@ -58,6 +58,10 @@ class ExperimentConfig(BaseModel):
     """Users per evaluation chunk."""
     save_models: bool = True
     """Save each fitted model under ``output/models/<name>``."""
+    checkpoints: bool = True
+    """Trained (torch) models write a checkpoint every epoch to ``output/checkpoints/<name>``."""
+    resume: bool = False
+    """Continue killed trainings from their last checkpoint in ``output/checkpoints``."""
 
     @field_validator("models")
     @classmethod

@@ -32,7 +32,7 @@ from genrec.evaluation.protocol import Protocol
 from genrec.models.base import ModelConfig, Recommender
 from genrec.models.registry import build_model
 
-__all__ = ["Prepared", "TEST_COLUMNS", "bind_protocol", "fit_and_evaluate", "format_results",
+__all__ = ["Prepared", "TEST_COLUMNS", "bind_run", "fit_and_evaluate", "format_results",
            "load_data", "make_split", "prepare", "results_document", "run_experiment",
            "write_results"]
 
@@ -84,13 +84,18 @@ def make_split(ds: Dataset, protocol: Protocol, split_path: str | None) -> Split
     return split(ds, protocol.split)
 
 
-def bind_protocol(mcfg: ModelConfig, protocol: Protocol) -> ModelConfig:
-    """Trained models select (early-stop) on the protocol's valid metric, with its seed."""
+def bind_run(mcfg: ModelConfig, cfg: ExperimentConfig) -> ModelConfig:
+    """Settings a trained model takes from the run: it selects (early-stops) on the protocol's
+    valid metric with the protocol's seed, and checkpoints into the output folder."""
     if "train" not in type(mcfg).model_fields:
         return mcfg
-    train = getattr(mcfg, "train").model_copy(
-        update={"valid_metric": protocol.valid_metric, "seed": protocol.seed})
-    return mcfg.model_copy(update={"train": train})
+    update: dict[str, Any] = {"valid_metric": cfg.protocol.valid_metric, "seed": cfg.protocol.seed}
+    train = getattr(mcfg, "train")
+    if cfg.checkpoints and train.checkpoint_dir is None:
+        update["checkpoint_dir"] = str(Path(cfg.output) / "checkpoints" / mcfg.kind)
+    if cfg.resume:
+        update["resume"] = True
+    return mcfg.model_copy(update={"train": train.model_copy(update=update)})
 
 
 def _peak_rss_mb() -> float:
@@ -130,8 +135,10 @@ def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *
                      progress: bool = False, keep_top_items: bool = False
                      ) -> tuple[Recommender[Any], dict[str, Any], EvalResult]:
     """Fit one model, evaluate it on valid and test, save it; return its results row."""
-    mcfg = bind_protocol(mcfg, cfg.protocol)
+    mcfg = bind_run(mcfg, cfg)
     model = build_model(mcfg)
+    if hasattr(model, "set_item_features"):  # text / semantic-ID models render item text
+        model.set_item_features(data.dataset.items)
     _log.info("fitting %r", model)
     t0 = time.perf_counter()
     model.fit(data.split.train, data.valid_set)
