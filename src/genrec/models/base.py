@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Generic, Self, TypeVar
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from genrec._io import atomic_write, atomic_write_text
 from genrec.data.interactions import EvalSet, Histories, Interactions
@@ -158,7 +158,9 @@ class Recommender(ABC, Generic[C]):
         model = cls(cls.config_cls.model_validate_json((path / "config.json").read_text()))
         meta = json.loads((path / "meta.json").read_text())
         model.n_users_, model.n_items_ = meta["n_users_"], meta["n_items_"]
-        model._load_state(load_file(str(path / "state.safetensors")))
+        # Read into memory rather than memory-map: a file truncated later (e.g. while served)
+        # must not be able to crash the process with SIGBUS.
+        model._load_state(load((path / "state.safetensors").read_bytes()))
         return model
 
     def __repr__(self) -> str:
