@@ -20,6 +20,13 @@ FAST: dict[str, dict[str, Any]] = {
     "itemknn": {"k": 3},
     "sasrec": {"dim": 8, "max_len": 5, "train": _TINY_TRAIN},
     "gru4rec": {"dim": 8, "max_len": 5, "train": _TINY_TRAIN},
+    "bert4rec": {"dim": 8, "max_len": 5, "train": _TINY_TRAIN},
+    "hstu": {"dim": 8, "max_len": 5, "n_buckets": 4, "train": _TINY_TRAIN},
+    "bprmf": {"dim": 8, "train": _TINY_TRAIN},
+    "lightgcn": {"dim": 8, "n_layers": 2, "train": _TINY_TRAIN},
+    "simplex": {"dim": 8, "n_negatives": 4, "train": _TINY_TRAIN},
+    "tiger": {"dim": 8, "n_heads": 2, "ff_dim": 16, "n_layers": 1, "max_len": 5,
+              "tokenizer": {"n_levels": 2, "codebook_size": 4}, "train": _TINY_TRAIN},
 }
 """Tiny configs for the round trip; a kind missing here is fitted with its defaults."""
 

@@ -7,11 +7,18 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from genrec.models.base import ModelConfig, Recommender
+from genrec.models.bert4rec import BERT4Rec, BERT4RecConfig
+from genrec.models.bprmf import BPRMF, BPRMFConfig
 from genrec.models.ease import EASE, EASEConfig
+from genrec.models.graph_heuristic import GraphHeuristic, GraphHeuristicConfig
 from genrec.models.gru4rec import GRU4Rec, GRU4RecConfig
+from genrec.models.hstu import HSTU, HSTUConfig
 from genrec.models.itemknn import ItemKNN, ItemKNNConfig
+from genrec.models.lightgcn import LightGCN, LightGCNConfig
 from genrec.models.pop import PopConfig, Popularity
 from genrec.models.sasrec import SASRec, SASRecConfig
+from genrec.models.simplex import SimpleX, SimpleXConfig
+from genrec.models.tiger import TIGER, TIGERConfig
 
 __all__ = ["MODELS", "AnyModelConfig", "build_model", "model_config", "load_model"]
 
@@ -21,10 +28,19 @@ MODELS: dict[str, type[Recommender[Any]]] = {
     "ease": EASE,
     "sasrec": SASRec,
     "gru4rec": GRU4Rec,
+    "bert4rec": BERT4Rec,
+    "hstu": HSTU,
+    "bprmf": BPRMF,
+    "lightgcn": LightGCN,
+    "simplex": SimpleX,
+    "graph_heuristic": GraphHeuristic,
+    "tiger": TIGER,
 }
 
 AnyModelConfig = Annotated[
-    PopConfig | ItemKNNConfig | EASEConfig | SASRecConfig | GRU4RecConfig,
+    PopConfig | ItemKNNConfig | EASEConfig | SASRecConfig | GRU4RecConfig
+    | BERT4RecConfig | HSTUConfig | BPRMFConfig | LightGCNConfig | SimpleXConfig
+    | GraphHeuristicConfig | TIGERConfig,
     Field(discriminator="kind"),
 ]
 """Discriminated union of every model config (the ``kind`` field picks the class)."""

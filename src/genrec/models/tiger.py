@@ -1,0 +1,527 @@
+"""TIGER: generative retrieval over semantic IDs (Rajput et al., NeurIPS 2023).
+
+Every item gets a short code, its semantic ID: ``L`` codes from a tokenizer over the item's
+text embedding (RQ-KMeans or RQ-VAE, :mod:`genrec.semantic_ids`) plus one dedup code that
+separates items whose ``L`` codes collide. An encoder-decoder transformer reads the user's
+history as the flat sequence of its items' code tokens and generates the next item's code,
+one level at a time, trained with teacher forcing.
+
+Tokens: 0 is padding, 1 starts the decoder (BOS), 2 ends the encoder input (EOS, so a user
+with no history still has one token to attend to), then the codes of level ``l`` occupy the
+``V_l`` tokens from ``offset_l`` on. The decoder's output at level ``l`` is a softmax over
+that level's tokens only (logits tied to the token embeddings).
+
+Scoring (``decoding``):
+
+- ``beam`` (default): beam search constrained by the prefix trie of the catalogue's codes
+  (:func:`genrec.semantic_ids.beam_search`), so every beam is a real item. ``score`` returns
+  the dense ``(B, n_items)`` block every genrec model returns: the beam items hold their
+  log-probability ``log P(code | history)``, every other item ``-inf``. Only the
+  ``beam_size`` best items per user are ranked, so ask for ``k <= beam_size``.
+- ``exact``: the log-probability of every item's full code (teacher-forced; costs one
+  decoder pass per item and user). For parity tests: beam scores equal exact scores on the
+  items the beam returns.
+- ``unconstrained``: plain beam search over all codes; codes that are no item are dropped
+  (their share is the hallucination rate, see :meth:`TIGER.generate`).
+
+Item text comes from ``Dataset.items``: ``genrec run`` passes it through
+:meth:`TIGER.set_item_features` before ``fit``. Without it (or with ``item_vectors:
+collaborative``) the item vectors are an SVD of the interactions. The saved model holds the
+codes, the tokenizer and the network, so ``load`` needs no dataset.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+from typing import Literal, Self
+
+import numpy as np
+import polars as pl
+import torch
+import torch.nn.functional as F
+from pydantic import Field, model_validator
+from torch import nn
+
+from genrec.data.interactions import EvalSet, Histories, Interactions
+from genrec.evaluation.evaluator import evaluate
+from genrec.evaluation.protocol import Protocol
+from genrec.models.base import ModelConfig, RecList, Recommender
+from genrec.semantic_ids import (
+    AnyTokenizerConfig,
+    BeamResult,
+    CodebookHealth,
+    PrefixTrie,
+    RQKMeansConfig,
+    Tokenizer,
+    beam_search,
+    build_tokenizer,
+    codebook_health,
+    collaborative_item_vectors,
+    deduplicate,
+)
+from genrec.text import ItemTextConfig, item_embeddings, render_item_texts
+from genrec.training.loop import TrainConfig
+from genrec.training.loop import train as train_loop
+
+__all__ = ["TIGER", "TIGERConfig", "TIGERNet", "training_examples"]
+
+_log = logging.getLogger(__name__)
+
+PAD, BOS, EOS = 0, 1, 2
+N_SPECIAL = 3
+
+
+class TIGERConfig(ModelConfig):
+    """TIGER hyperparameters: item vectors, tokenizer, transformer, decoding, training."""
+
+    kind: Literal["tiger"] = "tiger"
+    item_vectors: Literal["auto", "text", "collaborative"] = "auto"
+    """What the tokenizer quantises. ``text``: embeddings of each item's text (needs item
+    features, see :meth:`TIGER.set_item_features`); ``collaborative``: an SVD of the
+    training interactions; ``auto``: text when item features with text are given, else
+    collaborative."""
+    text: ItemTextConfig = Field(default_factory=ItemTextConfig)
+    """Item text template, encoder and embedding cache."""
+    collaborative_dim: int = Field(64, ge=1)
+    """Width of collaborative item vectors."""
+    tokenizer: AnyTokenizerConfig = Field(default_factory=RQKMeansConfig)
+    """Semantic-ID tokenizer (``kind: rqkmeans`` or ``rqvae``); one dedup level is added."""
+    max_len: int = Field(20, ge=1)
+    """Most recent history items the encoder reads (TIGER: 20)."""
+    dim: int = Field(128, ge=1)
+    """Width of token embeddings and of every block."""
+    n_layers: int = Field(2, ge=1)
+    """Blocks in the encoder, and again in the decoder."""
+    n_heads: int = Field(4, ge=1)
+    """Attention heads; must divide ``dim``."""
+    ff_dim: int = Field(512, ge=1)
+    """Hidden width of the feed-forward layers."""
+    dropout: float = Field(0.1, ge=0, lt=1)
+    """Dropout on embeddings and block outputs."""
+    decoding: Literal["beam", "exact", "unconstrained"] = "beam"
+    """How ``score`` ranks items (see the module docstring)."""
+    beam_size: int = Field(20, ge=1)
+    """Beams per user; only this many items per user get a finite score, so keep it at
+    least the largest cutoff evaluated."""
+    exclude_history: bool = False
+    """Beam decoding never generates items already in the user's history (masked at the
+    last level), so the beams go to new items; those items then score ``-inf``. Turn on
+    under protocols that exclude seen items anyway (the recipes do). ``exact`` ignores it."""
+    score_batch_size: int = Field(256, ge=1)
+    """Users per decoding chunk (bounds memory)."""
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    """Optimisation, early stopping, checkpoints and device."""
+
+    @model_validator(mode="after")
+    def _heads(self) -> TIGERConfig:
+        if self.dim % self.n_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must divide dim ({self.dim})")
+        return self
+
+
+# -- the network ------------------------------------------------------------------------------
+class Attention(nn.Module):
+    """Multi-head attention of queries ``x`` over keys/values ``ctx``."""
+
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.q = nn.Linear(dim, dim)
+        self.kv = nn.Linear(dim, 2 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.resid_drop = nn.Dropout(dropout)
+        self.n_heads = n_heads
+
+    def forward(self, x: torch.Tensor, ctx: torch.Tensor, mask: torch.Tensor | None = None,
+                causal: bool = False) -> torch.Tensor:
+        """``x`` ``(B, T, D)`` attends to ``ctx`` ``(B, S, D)``; ``mask`` ``(B, 1, 1, S)``."""
+        b, t, d = x.shape
+        h = self.n_heads
+        q = self.q(x).view(b, t, h, d // h).transpose(1, 2)            # (B, H, T, D/H)
+        k, v = (z.view(b, -1, h, d // h).transpose(1, 2)
+                for z in self.kv(ctx).split(d, dim=2))                 # (B, H, S, D/H)
+        # No dropout on attention weights: on CPU it doubles the step time (a Bernoulli draw
+        # per weight) for no gain we could measure; outputs and embeddings keep dropout.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(b, t, d)))
+
+
+def _mlp(dim: int, ff_dim: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(dim, ff_dim), nn.GELU(), nn.Linear(ff_dim, dim),
+                         nn.Dropout(dropout))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-LN block: self-attention over the history tokens, then a feed-forward layer."""
+
+    def __init__(self, dim: int, n_heads: int, ff_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim)
+        self.attn = Attention(dim, n_heads, dropout)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.mlp = _mlp(dim, ff_dim, dropout)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        h = self.ln_1(x)
+        x = x + self.attn(h, h, mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class DecoderBlock(nn.Module):
+    """Pre-LN block: causal self-attention, cross-attention to the encoder, feed-forward.
+
+    The decoder input is ``(B, W, T, D)``: ``W`` beams (or candidate items) per user. Self-
+    attention runs per beam; cross-attention folds the beams into the query axis,
+    ``(B, W * T, D)``, so the ``W`` beams of a user share one copy of its encoder memory.
+    """
+
+    def __init__(self, dim: int, n_heads: int, ff_dim: int, dropout: float) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(dim)
+        self.self_attn = Attention(dim, n_heads, dropout)
+        self.ln_2 = nn.LayerNorm(dim)
+        self.cross_attn = Attention(dim, n_heads, dropout)
+        self.ln_3 = nn.LayerNorm(dim)
+        self.mlp = _mlp(dim, ff_dim, dropout)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor,
+                mem_mask: torch.Tensor) -> torch.Tensor:
+        b, w, t, d = x.shape
+        h = self.ln_1(x).view(b * w, t, d)
+        x = x + self.self_attn(h, h, causal=True).view(b, w, t, d)
+        h = self.ln_2(x).view(b, w * t, d)
+        x = x + self.cross_attn(h, memory, mem_mask).view(b, w, t, d)
+        return x + self.mlp(self.ln_3(x))
+
+
+class TIGERNet(nn.Module):
+    """Encoder-decoder transformer over semantic-ID tokens.
+
+    Args:
+        codes: Every item's code, ``(I, C)`` (``C = L + 1`` levels with the dedup level).
+        vocab_sizes: Codes per level ``V_0..V_{C-1}``.
+        max_len: History items ``M`` read by the encoder.
+        dim: Model width ``D``.
+        n_layers: Encoder blocks, and decoder blocks.
+        n_heads: Attention heads.
+        ff_dim: Feed-forward width.
+        dropout: Dropout rate.
+    """
+
+    offsets: torch.Tensor
+    item_codes: torch.Tensor
+    item_tokens: torch.Tensor
+    level_valid: torch.Tensor
+    level_tokens: torch.Tensor
+
+    def __init__(self, codes: torch.Tensor, vocab_sizes: list[int], max_len: int, dim: int,
+                 n_layers: int, n_heads: int, ff_dim: int, dropout: float) -> None:
+        super().__init__()
+        n_levels, v_max = len(vocab_sizes), max(vocab_sizes)
+        offsets = N_SPECIAL + torch.cumsum(torch.tensor([0, *vocab_sizes[:-1]]), 0)
+        self.register_buffer("offsets", offsets, persistent=False)     # (C,)
+        self.register_buffer("item_codes", codes.long(), persistent=False)  # (I, C)
+        # Row 0 is the padding item: shifted item ids index it directly.
+        item_tokens = torch.cat([torch.zeros(1, n_levels, dtype=torch.long), codes + offsets])
+        self.register_buffer("item_tokens", item_tokens, persistent=False)  # (I + 1, C)
+        ar = torch.arange(v_max)
+        self.register_buffer("level_valid", ar[None] < torch.tensor(vocab_sizes)[:, None],
+                             persistent=False)                         # (C, V)
+        self.register_buffer("level_tokens", torch.where(self.level_valid, offsets[:, None] + ar,
+                                                         0), persistent=False)  # (C, V)
+        self.max_len = max_len
+        self.vocab_sizes = list(vocab_sizes)
+        self.tok_emb = nn.Embedding(N_SPECIAL + sum(vocab_sizes), dim, padding_idx=PAD)
+        self.item_pos = nn.Embedding(max_len + 1, dim)                # + the EOS slot
+        self.level_emb = nn.Embedding(n_levels + 1, dim)              # + the EOS level
+        self.dec_pos = nn.Embedding(n_levels, dim)
+        self.drop = nn.Dropout(dropout)
+        self.encoder = nn.ModuleList(EncoderBlock(dim, n_heads, ff_dim, dropout)
+                                     for _ in range(n_layers))
+        self.decoder = nn.ModuleList(DecoderBlock(dim, n_heads, ff_dim, dropout)
+                                     for _ in range(n_layers))
+        self.ln_enc = nn.LayerNorm(dim)
+        self.ln_dec = nn.LayerNorm(dim)
+        for m in self.modules():  # nanoGPT initialisation
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=0.02)
+            if isinstance(m, nn.Linear) and m.bias is not None:
+                nn.init.zeros_(m.bias)
+        with torch.no_grad():
+            self.tok_emb.weight[PAD].zero_()
+
+    @property
+    def n_levels(self) -> int:
+        """Code levels ``C`` (with the dedup level)."""
+        return self.item_codes.shape[1]
+
+    def encode(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode left-padded histories ``seq`` ``(B, M)`` (item ids + 1, 0 = padding).
+
+        Returns:
+            ``(memory (B, S, D), key mask (B, 1, 1, S))`` with ``S = M * C + 1``.
+        """
+        b, m = seq.shape
+        c = self.n_levels
+        tokens = self.item_tokens[seq].flatten(1)                      # (B, M * C)
+        tokens = torch.cat([tokens, tokens.new_full((b, 1), EOS)], 1)  # (B, S)
+        dev = seq.device
+        # Item slots count back from the most recent item, as in SASRec.
+        slot = torch.cat([torch.arange(self.max_len - m, self.max_len, device=dev)
+                          .repeat_interleave(c), torch.tensor([self.max_len], device=dev)])
+        level = torch.cat([torch.arange(c, device=dev).repeat(m), torch.tensor([c], device=dev)])
+        x = self.drop(self.tok_emb(tokens) + self.item_pos(slot) + self.level_emb(level))
+        mask = (tokens != PAD)[:, None, None, :]                       # (B, 1, 1, S)
+        for block in self.encoder:
+            x = block(x, mask)
+        return self.ln_enc(x), mask
+
+    def decode(self, prefix: torch.Tensor, memory: torch.Tensor,
+               mem_mask: torch.Tensor) -> torch.Tensor:
+        """Decoder states after BOS and each code of ``prefix`` ``(B, W, t)`` (level codes).
+
+        Returns:
+            ``(B, W, t + 1, D)``: position ``j`` predicts the level-``j`` code.
+        """
+        b, w, t = prefix.shape
+        tokens = torch.cat([prefix.new_full((b, w, 1), BOS), prefix + self.offsets[:t]], 2)
+        x = self.drop(self.tok_emb(tokens) + self.dec_pos.weight[: t + 1])  # (B, W, t+1, D)
+        for block in self.decoder:
+            x = block(x, memory, mem_mask)
+        return self.ln_dec(x)
+
+    def level_logits(self, hidden: torch.Tensor, first_level: int = 0) -> torch.Tensor:
+        """Logits of each position's level, ``(..., T, V_max)``; ``-inf`` past ``V_level``.
+
+        ``hidden`` is ``(..., T, D)`` with position ``j`` at level ``first_level + j``.
+        """
+        t = hidden.shape[-2]
+        rows = slice(first_level, first_level + t)
+        out_emb = self.tok_emb.weight[self.level_tokens[rows]]        # (T, V, D) tied
+        logits = torch.einsum("...td,tvd->...tv", hidden, out_emb)
+        return logits.masked_fill(~self.level_valid[rows], float("-inf"))
+
+    def forward(self, seq: torch.Tensor,
+                target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced logits of the next item's code and their cross-entropy.
+
+        Args:
+            seq: Histories ``(B, M)``, item ids + 1, left-padded.
+            target: The next item of each row, ``(B,)`` (0-based).
+
+        Returns:
+            ``(logits (B, C, V_max), scalar loss)``.
+        """
+        memory, mask = self.encode(seq)
+        codes = self.item_codes[target]                               # (B, C)
+        hidden = self.decode(codes[:, None, :-1], memory, mask)[:, 0]  # (B, C, D)
+        logits = self.level_logits(hidden)                            # (B, C, V)
+        return logits, F.cross_entropy(logits.flatten(0, 1), codes.flatten())
+
+    def next_code_log_probs(self, prefix: torch.Tensor, memory: torch.Tensor,
+                            mem_mask: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities of the level-``t`` code after ``prefix`` ``(B, W, t)``."""
+        t = prefix.shape[2]
+        hidden = self.decode(prefix, memory, mem_mask)[:, :, t:]       # (B, W, 1, D)
+        logits = self.level_logits(hidden, first_level=t)[:, :, 0]    # (B, W, V_max)
+        return F.log_softmax(logits, -1)[..., : self.vocab_sizes[t]]
+
+    def code_log_probs(self, memory: torch.Tensor, mem_mask: torch.Tensor,
+                       items: torch.Tensor) -> torch.Tensor:
+        """Exact ``log P(code of item | history)`` for ``items`` ``(N,)``: ``(B, N)``."""
+        codes = self.item_codes[items]                                # (N, C)
+        prefix = codes[None, :, :-1].expand(len(memory), -1, -1)      # (B, N, C - 1)
+        lp = F.log_softmax(self.level_logits(self.decode(prefix, memory, mem_mask)), -1)
+        return lp.gather(-1, codes[None, :, :, None].expand(len(memory), -1, -1, 1)
+                         ).squeeze(-1).sum(-1)                        # (B, N)
+
+
+# -- data ---------------------------------------------------------------------------------------
+def training_examples(train: Interactions, max_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One example per interaction after a user's first: the (at most ``max_len``) items
+    before it, left-padded and shifted by 1, and the item itself.
+
+    Returns:
+        ``(histories (N, max_len) long, targets (N,) long)``.
+    """
+    hist = train.histories()
+    items, lengths = hist.items, hist.lengths
+    start = np.repeat(hist.indptr[:-1], lengths)                      # (n,) user's first row
+    rows = np.flatnonzero(np.arange(len(items)) > start)              # not a user's first
+    window = rows[:, None] - np.arange(max_len, 0, -1)[None]          # (N, M), oldest first
+    keep = window >= start[rows][:, None]
+    seq = np.where(keep, items[np.clip(window, 0, None)] + 1, 0)
+    return torch.from_numpy(seq.astype(np.int64)), torch.from_numpy(items[rows].astype(np.int64))
+
+
+# -- the recommender ---------------------------------------------------------------------------
+class TIGER(Recommender[TIGERConfig]):
+    """Generative retrieval over semantic IDs (see the module docstring).
+
+    Attributes:
+        codes_: Every item's semantic ID, ``(n_items, L + 1)`` int64 (last: dedup code).
+        health_: Codebook health of the ``L`` tokenizer codes (before dedup).
+        tokenizer_: The fitted tokenizer (codes new item vectors).
+        trie_: Prefix trie of ``codes_`` for constrained decoding.
+        net_: The trained :class:`TIGERNet`.
+        train_result_: Training history (after ``fit`` only).
+    """
+
+    config_cls = TIGERConfig
+
+    def set_item_features(self, items: pl.DataFrame) -> Self:
+        """Give the model the item feature table (``Dataset.items``, dense ``item`` column)
+        from which item text is rendered at ``fit``; ``genrec run`` calls this for you."""
+        self.item_features = items
+        return self
+
+    # -- fitting ----------------------------------------------------------------------------
+    def _item_vectors(self, train: Interactions) -> np.ndarray:
+        c = self.config
+        features = getattr(self, "item_features", None)
+        source = c.item_vectors
+        if source == "auto":
+            has_text = features is not None and any(
+                render_item_texts(features, train.n_items, c.text.template))
+            source = "text" if has_text else "collaborative"
+        if source == "text":
+            if features is None:
+                raise ValueError("item_vectors='text' needs item features: call "
+                                 "set_item_features(dataset.items) before fit")
+            _log.info("tiger: item vectors from text (%s)", c.text.encoder)
+            return item_embeddings(features, train.n_items, c.text)
+        _log.info("tiger: item vectors from interactions (SVD, %d dims)", c.collaborative_dim)
+        return collaborative_item_vectors(train, c.collaborative_dim)
+
+    def _vocab_sizes(self, codes: np.ndarray) -> list[int]:
+        k = self.config.tokenizer.codebook_size
+        return [k] * (codes.shape[1] - 1) + [int(codes[:, -1].max(initial=0)) + 1]
+
+    def _set_codes(self, raw: np.ndarray, codes: np.ndarray) -> None:
+        self.health_: CodebookHealth = codebook_health(raw, self.config.tokenizer.codebook_size)
+        self.codes_ = codes
+        self.trie_ = PrefixTrie.from_codes(codes, self._vocab_sizes(codes))
+
+    def _build_net(self) -> TIGERNet:
+        c = self.config
+        return TIGERNet(torch.from_numpy(self.codes_), self._vocab_sizes(self.codes_),
+                        c.max_len, c.dim, c.n_layers, c.n_heads, c.ff_dim, c.dropout)
+
+    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+        c = self.config
+        vectors = self._item_vectors(train)
+        self.tokenizer_: Tokenizer = build_tokenizer(c.tokenizer).fit(vectors)
+        raw = self.tokenizer_.transform(vectors)                       # (I, L)
+        self._set_codes(raw, deduplicate(raw))
+        _log.info("tiger: semantic IDs of %d items, codebook health:\n%s", train.n_items,
+                  self.health_.format())
+        torch.manual_seed(c.train.seed)  # initialisation
+        self.net_ = self._build_net()
+        seq, target = training_examples(train, c.max_len)
+        validate = None
+        if valid is not None and len(valid) > 0:
+            name, _, k = c.train.valid_metric.partition("@")
+            protocol = Protocol(metrics=[name], cutoffs=[int(k)])
+
+            def validate(_: nn.Module) -> float:
+                return evaluate(self, valid, protocol).summary()[c.train.valid_metric]
+
+        _log.info("tiger: %d training examples, %d parameters", len(target),
+                  sum(p.numel() for p in self.net_.parameters()))
+        self.train_result_ = train_loop(self.net_, (seq, target), c.train, validate=validate)
+
+    # -- inference --------------------------------------------------------------------------
+    def _chunks(self, histories: Histories):
+        """``(histories, memory, mask)`` per chunk of users, the net in eval mode."""
+        net = self.net_.eval()
+        device = next(net.parameters()).device
+        step = self.config.score_batch_size
+        for lo in range(0, len(histories), step):
+            part = histories.slice(lo, min(lo + step, len(histories)))
+            memory, mask = net.encode(part.padded(self.config.max_len).to(device))
+            yield part, memory, mask
+
+    def generate(self, histories: Histories, *, beam_size: int | None = None,
+                 constrained: bool = True) -> BeamResult:
+        """Beam search for each user's next items.
+
+        Args:
+            histories: The users.
+            beam_size: Beams per user; default ``config.beam_size``.
+            constrained: Keep beams on the trie of real items. Without constraints the
+                result's ``hallucination_rate`` is the share of generated codes that are no
+                item.
+
+        Returns:
+            Codes, log-probabilities and items ``(B, W)``, best first, on the CPU.
+        """
+        beam = beam_size or self.config.beam_size
+        net = self.net_
+        parts = []
+        with torch.no_grad():
+            for part, memory, mask in self._chunks(histories):
+                banned = None
+                if self.config.exclude_history and constrained:
+                    banned = torch.zeros(len(part), self.n_items_, dtype=torch.bool)
+                    rows = np.repeat(np.arange(len(part)), part.lengths)
+                    banned[torch.from_numpy(rows), torch.from_numpy(part.items.copy())] = True
+                step = partial(net.next_code_log_probs, memory=memory, mem_mask=mask)
+                res = beam_search(step, self.trie_, len(part), beam, constrained=constrained,
+                                  banned=banned, device=memory.device)
+                parts.append(res)
+        if not parts:
+            n = self.codes_.shape[1]
+            return BeamResult(torch.zeros(0, beam, n, dtype=torch.long), torch.zeros(0, beam),
+                              torch.zeros(0, beam, dtype=torch.long))
+        return BeamResult(*(torch.cat([getattr(p, f).cpu() for p in parts])
+                            for f in ("codes", "scores", "items")))
+
+    def exact_scores(self, histories: Histories, item_chunk: int = 65536) -> torch.Tensor:
+        """``log P(code of item | history)`` of every item, ``(B, n_items)`` (no beam)."""
+        out = torch.empty(len(histories), self.n_items_)
+        with torch.no_grad():
+            lo_user = 0
+            for part, memory, mask in self._chunks(histories):
+                rows = slice(lo_user, lo_user + len(part))
+                lo_user += len(part)
+                per = max(1, item_chunk // max(1, len(memory)))
+                for lo in range(0, self.n_items_, per):
+                    items = torch.arange(lo, min(lo + per, self.n_items_), device=memory.device)
+                    out[rows, lo : lo + len(items)] = self.net_.code_log_probs(
+                        memory, mask, items).cpu()
+        return out
+
+    def _score(self, histories: Histories) -> torch.Tensor:
+        mode = self.config.decoding
+        if mode == "exact":
+            return self.exact_scores(histories)
+        res = self.generate(histories, constrained=mode == "beam")
+        # Dense block: beam items get their log-probability, all others -inf. Invalid codes
+        # (item -1) land in an extra column that is dropped.
+        out = torch.full((len(histories), self.n_items_ + 1), float("-inf"))
+        cols = torch.where(res.items >= 0, res.items, self.n_items_)
+        out.scatter_(1, cols, torch.where(res.items >= 0, res.scores, float("-inf")))
+        return out[:, :-1]
+
+    def recommend(self, histories: Histories, k: int = 10, *, exclude_seen: bool = True) -> RecList:
+        """Top-``k`` items; with beam decoding at most ``beam_size`` items get scores."""
+        if self.config.decoding != "exact" and k > self.config.beam_size:
+            _log.warning("tiger: k=%d exceeds beam_size=%d: lists are padded with -1", k,
+                         self.config.beam_size)
+        return super().recommend(histories, k, exclude_seen=exclude_seen)
+
+    # -- persistence -------------------------------------------------------------------------
+    def _state(self) -> dict[str, torch.Tensor]:
+        return {"codes": torch.from_numpy(self.codes_),
+                **{f"tokenizer.{k}": v for k, v in self.tokenizer_.state().items()},
+                **{f"net.{k}": v for k, v in self.net_.state_dict().items()}}
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        codes = state["codes"].numpy().astype(np.int64)
+        self._set_codes(codes[:, :-1], codes)
+        self.tokenizer_ = type(build_tokenizer(self.config.tokenizer)).from_state(
+            self.config.tokenizer, {k.removeprefix("tokenizer."): v for k, v in state.items()
+                                    if k.startswith("tokenizer.")})
+        self.net_ = self._build_net()
+        self.net_.load_state_dict({k.removeprefix("net."): v for k, v in state.items()
+                                   if k.startswith("net.")})

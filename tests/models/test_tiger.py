@@ -1,0 +1,219 @@
+"""TIGER: the contract, beam = exact parity, valid items only, hallucination, persistence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from genrec.data.interactions import Dataset, Histories
+from genrec.models.tiger import TIGER, TIGERConfig, training_examples
+from genrec.semantic_ids import RQKMeansConfig
+from genrec.testing import RecommenderContract, random_dataset, tiny_dataset
+from genrec.training import TrainConfig
+
+TINY_TRAIN = TrainConfig(epochs=1, batch_size=8, device="cpu", progress=False)
+TINY = {"dim": 16, "n_heads": 2, "ff_dim": 32, "n_layers": 1, "max_len": 5, "beam_size": 16,
+        "tokenizer": RQKMeansConfig(n_levels=2, codebook_size=4), "train": TINY_TRAIN}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads; on a busy machine they cost 10x."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+class TestTIGER(RecommenderContract):
+    model_cls = TIGER
+    # beam_size 16 >= 10 items: the constrained search is exhaustive, so every item is scored
+    # and the contract's full-catalogue checks apply.
+    params = TINY
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[TIGER, Dataset]:
+    """A TIGER trained a few epochs on a 30-item random dataset (beam < catalogue)."""
+    ds = random_dataset(n_users=40, n_items=30, seed=3)
+    model = TIGER(**(TINY | {"beam_size": 6, "train": TINY_TRAIN.model_copy(update={"epochs": 3})}))
+    return model.fit(ds.interactions), ds
+
+
+def test_training_examples_are_shifted_left_padded_windows() -> None:
+    ds = tiny_dataset()
+    seq, target = training_examples(ds.interactions, max_len=3)
+    # user 0 walks 0 1 2 3: three examples; user 6 walks 6 4: one.
+    np.testing.assert_array_equal(seq[:3].numpy(), [[0, 0, 1], [0, 1, 2], [1, 2, 3]])
+    np.testing.assert_array_equal(target[:3].numpy(), [1, 2, 3])
+    np.testing.assert_array_equal(seq[-1].numpy(), [0, 0, 7])
+    assert target[-1] == 4
+    assert len(target) == len(ds.interactions) - ds.n_users
+
+
+def test_beam_returns_only_real_items_with_their_exact_scores(trained) -> None:
+    model, ds = trained
+    hist = ds.interactions.histories()
+    res = model.generate(hist)
+    assert res.items.shape == (len(hist), 6)
+    assert ((res.items >= 0) & (res.items < ds.n_items)).all(), "constrained beams are items"
+    for row in res.items:
+        assert len(set(row.tolist())) == len(row), "no item twice"
+    codes = torch.from_numpy(model.codes_)
+    torch.testing.assert_close(res.codes, codes[res.items])
+    exact = model.exact_scores(hist)
+    torch.testing.assert_close(res.scores, exact.gather(1, res.items), rtol=1e-5, atol=1e-5)
+    # Scores are sorted, and the dense block is -inf outside the beam.
+    assert (res.scores[:, :-1] >= res.scores[:, 1:]).all()
+    block = model.score(hist)
+    assert (torch.isfinite(block).sum(1) == 6).all()
+    rec = model.recommend(hist, k=5, exclude_seen=False)
+    assert set(rec.items.ravel().tolist()) <= set(range(ds.n_items))
+
+
+def test_exhaustive_beam_equals_exact_scoring(trained) -> None:
+    model, ds = trained
+    hist = ds.interactions.histories()
+    res = model.generate(hist, beam_size=ds.n_items)
+    dense = torch.full((len(hist), ds.n_items), float("-inf")).scatter_(1, res.items, res.scores)
+    torch.testing.assert_close(dense, model.exact_scores(hist), rtol=1e-5, atol=1e-5)
+    exact_model = TIGER(model.config.model_copy(update={"decoding": "exact"}))
+    exact_model.__dict__.update({k: v for k, v in vars(model).items() if k != "config"})
+    top_exact = exact_model.recommend(hist, k=5, exclude_seen=False).items
+    top_beam = model.recommend(hist, k=5, exclude_seen=False).items
+    agree = np.mean([len(set(a) & set(b)) / 5 for a, b in zip(top_exact, top_beam, strict=True)])
+    assert agree >= 0.8  # beam 6 over 30 items: mostly the same lists
+
+
+def test_exclude_history_spends_the_beam_on_new_items(trained) -> None:
+    model, ds = trained
+    hist = ds.interactions.histories()
+    masking = TIGER(model.config.model_copy(update={"exclude_history": True}))
+    masking.__dict__.update({k: v for k, v in vars(model).items() if k != "config"})
+    res = masking.generate(hist)
+    for row in range(len(hist)):
+        seen = set(hist.items[hist.indptr[row]:hist.indptr[row + 1]].tolist())
+        assert not seen & set(res.items[row].tolist())
+    assert (res.items >= 0).all()  # every user has >= 6 unseen items: all beams are live
+    # Same scores as the unmasked model on the items both return: masking only reorders.
+    exact = model.exact_scores(hist)
+    torch.testing.assert_close(res.scores, exact.gather(1, res.items), rtol=1e-5, atol=1e-5)
+
+
+def test_unconstrained_search_reports_hallucinations(trained) -> None:
+    model, ds = trained
+    hist = ds.interactions.histories()
+    res = model.generate(hist, constrained=False, beam_size=12)
+    valid = model.trie_.lookup(res.codes)
+    torch.testing.assert_close(res.items, valid)
+    assert res.hallucination_rate == pytest.approx(float((valid < 0).float().mean()))
+    # A beam as large as the code space enumerates every code: all 30 items and every code
+    # that is no item, so the hallucination rate is exactly 1 - items / codes.
+    n_codes = int(np.prod(model.trie_.vocab_sizes))
+    full = model.generate(hist, constrained=False, beam_size=n_codes)
+    assert full.hallucination_rate == pytest.approx(1 - ds.n_items / n_codes)
+    assert sorted(full.items[0][full.items[0] >= 0].tolist()) == list(range(ds.n_items))
+    unconstrained = TIGER(model.config.model_copy(update={"decoding": "unconstrained",
+                                                           "beam_size": 12}))
+    unconstrained.__dict__.update({k: v for k, v in vars(model).items() if k != "config"})
+    block = unconstrained.score(hist)
+    assert (torch.isfinite(block).sum(1) == (valid >= 0).sum(1)).all()
+
+
+def test_learns_next_item_of_a_cycle() -> None:
+    users = [f"u{u}" for u in range(24) for _ in range(6)]
+    items = [f"i{(u + t) % 8}" for u in range(24) for t in range(6)]
+    ds = Dataset.from_raw("cycle", pl.DataFrame({"user": users, "item": items}))
+    model = TIGER(dim=32, n_heads=2, ff_dim=64, n_layers=1, max_len=4, dropout=0.0,
+                  beam_size=8, tokenizer={"n_levels": 2, "codebook_size": 3},
+                  train={"epochs": 30, "batch_size": 32, "lr": 5e-3, "device": "cpu",
+                         "progress": False})
+    model.fit(ds.interactions)
+    raw = [[f"i{i}" for i in (2, 3, 4)], [f"i{i}" for i in (6, 7)]]
+    hist = Histories.from_lists([list(ds.item_map.to_index(h)) for h in raw], ds.n_items)
+    top = model.recommend(hist, k=1, exclude_seen=False).items[:, 0]
+    assert ds.item_map.to_raw(top) == ["i5", "i0"]
+
+
+def test_text_item_vectors_and_rqvae_round_trip(tmp_path: Path) -> None:
+    ds = tiny_dataset()
+    cfg = TINY | {"item_vectors": "text",
+                  "text": {"encoder": "hashing:64", "cache_dir": str(tmp_path / "cache")},
+                  "tokenizer": {"kind": "rqvae", "n_levels": 2, "codebook_size": 4,
+                                "latent_dim": 4, "hidden_dims": [16], "epochs": 5,
+                                "batch_size": 4}}
+    with pytest.raises(ValueError, match="set_item_features"):
+        TIGER(**cfg).fit(ds.interactions)
+    model = TIGER(**cfg).set_item_features(ds.items).fit(ds.interactions)
+    assert len(list((tmp_path / "cache").iterdir())) == 1  # the embeddings were cached
+    assert np.unique(model.codes_, axis=0).shape[0] == ds.n_items
+    model.save(tmp_path / "m")
+    loaded = TIGER.load(tmp_path / "m")
+    hist = ds.interactions.histories()
+    torch.testing.assert_close(loaded.score(hist), model.score(hist), rtol=0, atol=0)
+    np.testing.assert_array_equal(loaded.codes_, model.codes_)
+    assert loaded.health_ == model.health_
+    vectors = np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.tokenizer_.transform(vectors),
+                                  model.tokenizer_.transform(vectors))
+
+
+def test_auto_item_vectors_fall_back_to_interactions() -> None:
+    ds = tiny_dataset()
+    empty = pl.DataFrame({"item": np.arange(ds.n_items), "colour": [None] * ds.n_items})
+    a = TIGER(**TINY).set_item_features(empty).fit(ds.interactions)
+    b = TIGER(**TINY).fit(ds.interactions)
+    np.testing.assert_array_equal(a.codes_, b.codes_)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="divide"):
+        TIGERConfig(dim=10, n_heads=3)
+    cfg = TIGERConfig.model_validate({"kind": "tiger", "tokenizer": {"n_levels": 2}})
+    assert cfg.tokenizer.kind == "rqkmeans" and cfg.tokenizer.n_levels == 2
+    cfg = TIGERConfig.model_validate({"tokenizer": {"kind": "rqvae", "latent_dim": 8}})
+    assert cfg.tokenizer.kind == "rqvae"
+    with pytest.raises(ValueError):
+        TIGERConfig.model_validate({"tokenizer": {"kind": "nope"}})
+
+
+@pytest.mark.slow
+def test_genrec_run_trains_tokenizer_and_tiger_end_to_end(tmp_path: Path, data_dir: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from genrec.cli import app
+    from genrec.config import load_config
+    from genrec.data.splits import Split
+    from genrec.experiment import load_data
+    from genrec.models.registry import load_model
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "tiger-tiny-ml100k.yaml"
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, [
+        "run", str(config), "--data-dir", str(data_dir), "--output", str(out), "--quiet",
+        "--set", "models.0.text.encoder=hashing:64",  # MiniLM is tested in tests/text
+        "--set", f"models.0.text.cache_dir={tmp_path / 'cache'}"])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    (row,) = results["results"]
+    assert row["model"] == "tiger" and row["test"]["recall@10"] >= 0.0
+    model = load_model(out / "models" / "tiger")
+    assert isinstance(model, TIGER)
+    ds = load_data(load_config(config, [f"dataset.data_dir={data_dir}"]).dataset)
+    assert model.codes_.shape == (ds.n_items, 3)
+    assert model.health_.utilisation[0] > 0.5
+    test = Split.load(out / "split", ds).test_set()
+    hist = test.histories.slice(0, 200)
+    rec = model.recommend(hist, k=10)
+    assert ((rec.items >= 0) & (rec.items < ds.n_items)).all(), "every id is a real item"
+    raw = ds.item_map.to_raw(rec.items.ravel())
+    assert set(raw) <= set(ds.item_map.raw.to_list())
+    for row_items, u in zip(rec.items, range(len(hist)), strict=True):
+        seen = hist.items[hist.indptr[u]:hist.indptr[u + 1]]
+        assert not set(row_items.tolist()) & set(seen.tolist())
