@@ -30,7 +30,6 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
@@ -44,6 +43,7 @@ from genrec.models._sequential import (
     log_proposal,
     next_item_loss,
 )
+from genrec.models.sasrec import SelfAttention
 from genrec.training.loop import train as train_loop
 
 __all__ = ["BERT4Rec", "BERT4RecConfig", "BERT4RecNet", "ClozeTask", "cloze_mask"]
@@ -97,28 +97,6 @@ def cloze_mask(seq: torch.Tensor, mask_prob: float,
     unmasked = ~masked.any(dim=1) & real[:, -1]                        # (B,)
     masked[:, -1] |= unmasked
     return seq.masked_fill(masked, mask_id), seq.masked_fill(~masked, 0)
-
-
-class SelfAttention(nn.Module):
-    """Multi-head bidirectional self-attention over the real (non-padding) items."""
-
-    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
-        super().__init__()
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        self.resid_drop = nn.Dropout(dropout)
-        self.n_heads = n_heads
-        self.dropout = dropout
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        b, length, dim = x.shape
-        q, k, v = self.qkv(x).split(dim, dim=2)                        # (B, L, D) each
-        q, k, v = (t.view(b, length, self.n_heads, dim // self.n_heads).transpose(1, 2)
-                   for t in (q, k, v))                                 # (B, H, L, D/H)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
-                                           dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(b, length, dim)                  # (B, L, D)
-        return self.resid_drop(self.proj(y))
 
 
 class Block(nn.Module):

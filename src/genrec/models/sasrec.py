@@ -52,8 +52,9 @@ class SASRecConfig(SequentialConfig):
         return self
 
 
-class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where a position sees itself and earlier real items."""
+class SelfAttention(nn.Module):
+    """Multi-head self-attention; the boolean ``mask`` decides who sees whom (SASRec passes a
+    causal mask over real items, BERT4Rec a bidirectional one)."""
 
     def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
         super().__init__()
@@ -80,7 +81,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(dim)
-        self.attn = CausalSelfAttention(dim, n_heads, dropout)
+        self.attn = SelfAttention(dim, n_heads, dropout)
         self.ln_2 = nn.LayerNorm(dim)
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Linear(dim, dim), nn.Dropout(dropout))
