@@ -66,6 +66,7 @@ def main() -> None:
             "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()}
         (dest / "holistic.json").write_text(json.dumps(results, indent=2) + "\n")
         shutil.copy(md, dest / "holistic.md")
+        shutil.copytree(out / "plots", dest / "plots", dirs_exist_ok=True)
         print(f"{len(kinds)} models: train+eval {train_eval_s:.1f}s, report {report_s:.1f}s")
         print(f"written to {dest.relative_to(ROOT)}/holistic.json and holistic.md")
 
