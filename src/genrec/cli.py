@@ -342,6 +342,11 @@ def report(
 
 # -- LLM layer: rerank, explain, chat, simulate -------------------------------------------
 
+_Dataset = Annotated[str, typer.Option(help="Recipe name, e.g. ml-100k.")]
+_Candidate = Annotated[str, typer.Option(help="Candidate model kind.")]
+_ModelPath = Annotated[Path | None, typer.Option(help="A saved model folder.")]
+_DataDir = Annotated[str | None, typer.Option(help="Datasets folder.")]
+_User = Annotated[str | None, typer.Option(help="Raw user id (default: first test user).")]
 _LLMUrl = Annotated[str | None, typer.Option(
     "--llm-url", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8080/v1")]
 _LLMName = Annotated[str | None, typer.Option("--llm-model", help="Model name sent to the API.")]
@@ -353,10 +358,10 @@ _LLMKey = Annotated[str, typer.Option("--api-key-env", help="Env var holding the
 
 @app.command("rerank")
 def llm_rerank(
-    dataset: Annotated[str, typer.Option(help="Recipe name, e.g. ml-100k.")],
-    model: Annotated[str, typer.Option(help="Candidate model kind.")] = "ease",
-    model_path: Annotated[Path | None, typer.Option(help="A saved model folder.")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Datasets folder.")] = None,
+    dataset: _Dataset,
+    model: _Candidate = "ease",
+    model_path: _ModelPath = None,
+    data_dir: _DataDir = None,
     users: Annotated[int, typer.Option(min=1, help="Test users to rerank.")] = 50,
     top_n: Annotated[int, typer.Option(min=1, help="Candidates shown to the LLM.")] = 20,
     k: Annotated[int | None, typer.Option(min=1, help="Length of the final list.")] = None,
@@ -396,12 +401,11 @@ def llm_rerank(
 
 @app.command("explain")
 def llm_explain(
-    dataset: Annotated[str, typer.Option(help="Recipe name, e.g. ml-100k.")],
-    model: Annotated[str, typer.Option(help="Candidate model kind.")] = "ease",
-    model_path: Annotated[Path | None, typer.Option(help="A saved model folder.")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Datasets folder.")] = None,
-    user: Annotated[str | None, typer.Option(help="Raw user id (default: first test user).")]
-    = None,
+    dataset: _Dataset,
+    model: _Candidate = "ease",
+    model_path: _ModelPath = None,
+    data_dir: _DataDir = None,
+    user: _User = None,
     k: Annotated[int, typer.Option(min=1, help="Recommendations to explain.")] = 5,
     llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
     llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
@@ -436,12 +440,11 @@ def llm_explain(
 
 @app.command("chat")
 def llm_chat(
-    dataset: Annotated[str, typer.Option(help="Recipe name, e.g. ml-100k.")],
-    model: Annotated[str, typer.Option(help="Candidate model kind.")] = "ease",
-    model_path: Annotated[Path | None, typer.Option(help="A saved model folder.")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Datasets folder.")] = None,
-    user: Annotated[str | None, typer.Option(help="Raw user id (default: first test user).")]
-    = None,
+    dataset: _Dataset,
+    model: _Candidate = "ease",
+    model_path: _ModelPath = None,
+    data_dir: _DataDir = None,
+    user: _User = None,
     k: Annotated[int, typer.Option(min=1, help="Items per reply.")] = 5,
     state: Annotated[Path | None, typer.Option(
         help="Session file: restored if it exists, saved after every turn.")] = None,
@@ -501,11 +504,11 @@ def llm_chat(
 @app.command("simulate")
 def llm_simulate(
     dataset: Annotated[str, typer.Option(help="Recipe name, e.g. amazon-beauty.")],
-    model: Annotated[str, typer.Option(help="Candidate model kind.")] = "ease",
+    model: _Candidate = "ease",
     turns: Annotated[int, typer.Option(min=1, help="Turns per conversation.")] = 5,
     output: Annotated[Path, typer.Option(help="Folder for results.json.")] = Path("runs/simulate"),
-    model_path: Annotated[Path | None, typer.Option(help="A saved model folder.")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="Datasets folder.")] = None,
+    model_path: _ModelPath = None,
+    data_dir: _DataDir = None,
     users: Annotated[int, typer.Option(min=1, help="Test users simulated (seeded sample).")]
     = 500,
     k: Annotated[int, typer.Option(min=1, help="Items per reply.")] = 10,
