@@ -158,6 +158,13 @@ def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *
         "valid": _rounded(valid.summary()),
         "test": _rounded(test.summary()),
     }
+    if (tr := getattr(model, "train_result_", None)) is not None:  # torch models
+        row["training"] = {"epochs_run": len(tr.history), "best_epoch": tr.best_epoch,
+                           "best_valid": tr.best_metric, "stopped_early": tr.stopped_early,
+                           "out_of_time": tr.out_of_time,
+                           "device": (str(next(model.net_.parameters()).device)
+                                      if hasattr(model, "net_") else None),
+                           "history": tr.history}
     _log.info("%s: fit %.2fs, test eval %.2fs, test %s=%.4f", mcfg.kind, fit_s, test.seconds,
               cfg.protocol.valid_metric, row["test"].get(cfg.protocol.valid_metric, float("nan")))
     return model, row, test
@@ -177,7 +184,9 @@ def results_document(cfg: ExperimentConfig, data: Prepared, rows: list[dict[str,
         "results": rows,
         **extra,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "machine": platform.machine(), "cpu_threads": torch.get_num_threads()},
+                        "machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
+                        "gpu": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+                                else None)},
     }
 
 

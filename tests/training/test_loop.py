@@ -164,6 +164,17 @@ def test_eval_every_and_no_patience(data) -> None:
     assert result.best_epoch == 2 and not result.stopped_early
 
 
+def test_time_budget_validates_and_stops_after_the_epoch_that_spends_it(data) -> None:
+    rows = tiny_rows(data[0])
+    result = train(tiny_net(), rows, fast(epochs=6, eval_every=4, max_minutes=1e-9),
+                   validate=lambda net: 0.5)
+    assert result.out_of_time and not result.stopped_early
+    assert [(r["epoch"], r.get("metric")) for r in result.history] == [(1, 0.5)]
+    assert result.best_epoch == 1
+    unlimited = train(tiny_net(), rows, fast(epochs=2, max_minutes=60), validate=lambda n: 0.5)
+    assert not unlimited.out_of_time and len(unlimited.history) == 2
+
+
 def test_without_validation_keeps_final_weights(data) -> None:
     rows = tiny_rows(data[0])
     result = train(tiny_net(), rows, fast(epochs=2))

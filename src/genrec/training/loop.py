@@ -64,6 +64,10 @@ class TrainConfig(BaseModel):
     """Clip the global gradient norm to this value; None disables clipping."""
     patience: int | None = Field(10, ge=1)
     """Stop after this many validations without improvement; None trains all epochs."""
+    max_minutes: float | None = Field(None, gt=0)
+    """Wall-clock budget: after the epoch during which it runs out, validate and stop (the
+    best validated weights are kept, as with early stopping). The learning-rate schedule
+    still spans ``epochs``. None: no limit."""
     eval_every: int = Field(1, ge=1)
     """Validate every this many epochs (and after the last one)."""
     valid_metric: str = "ndcg@10"
@@ -103,12 +107,14 @@ class TrainResult:
         best_epoch: Epoch (1-based) whose weights were kept; 0 if never validated.
         best_metric: Its validation metric; None if never validated.
         stopped_early: True if patience ran out before ``epochs``.
+        out_of_time: True if ``max_minutes`` ran out before ``epochs``.
     """
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
     best_metric: float | None = None
     stopped_early: bool = False
+    out_of_time: bool = False
 
 
 class _Rows(TorchDataset):
@@ -122,6 +128,18 @@ class _Rows(TorchDataset):
 
     def __getitem__(self, rows: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(t[rows] for t in self.tensors)
+
+
+def _out_of_time(started: float, max_minutes: float | None, device: torch.device,
+                 world: int) -> bool:
+    """Whether the time budget is spent; with several processes, whether any one's is (so
+    they all stop after the same epoch)."""
+    if max_minutes is None:
+        return False
+    spent = torch.tensor(float(time.perf_counter() - started > 60 * max_minutes), device=device)
+    if world > 1:
+        dist.all_reduce(spent, op=dist.ReduceOp.MAX)
+    return bool(spent.item())
 
 
 def _epoch_batches(n: int, seed: int, epoch: int, rank: int, world: int,
@@ -271,8 +289,9 @@ def train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig, *,
     try:
         with progress:
             task = progress.add_task("training", total=total_steps, completed=step, info="")
+            started = time.perf_counter()
             for epoch in range(start_epoch, cfg.epochs):
-                if result.stopped_early:
+                if result.stopped_early or result.out_of_time:
                     break
                 t0 = time.perf_counter()
                 if device.type == "cuda":
@@ -306,8 +325,10 @@ def train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig, *,
 
                 # -- validation and early stopping (rank 0 scores, everyone decides) --------
                 record: dict[str, float] = {"epoch": epoch + 1, "loss": epoch_loss, "lr": lr}
+                result.out_of_time = (epoch + 1 < cfg.epochs
+                                      and _out_of_time(started, cfg.max_minutes, device, world))
                 if validate is not None and ((epoch + 1) % cfg.eval_every == 0
-                                             or epoch + 1 == cfg.epochs):
+                                             or epoch + 1 == cfg.epochs or result.out_of_time):
                     metric = torch.zeros((), dtype=torch.float64, device=device)
                     if rank == 0:
                         net.eval()
@@ -347,6 +368,9 @@ def train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig, *,
                             net.state_dict(), optimizer.state_dict(), rng, meta, best_state))
                     if world > 1:
                         dist.barrier()  # no process runs ahead of a half-written checkpoint
+            if result.out_of_time:
+                _log.info("time budget of %.1f minutes used after epoch %d; best epoch %d",
+                          cfg.max_minutes, result.history[-1]["epoch"], result.best_epoch)
             if result.stopped_early:
                 _log.info("early stop: no %s improvement in %d validations; best epoch %d (%.4f)",
                           cfg.valid_metric, cfg.patience, result.best_epoch, result.best_metric)
