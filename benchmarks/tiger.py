@@ -25,6 +25,8 @@ import argparse
 import copy
 import json
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -54,6 +56,7 @@ def main() -> None:
     ap.add_argument("--parity-users", type=int, default=200)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--tokenizers-only", action="store_true")
+    ap.add_argument("--note", default="", help="how the run was made (load, concurrency)")
     ap.add_argument("--rqvae-epochs", type=int, default=100)
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -109,6 +112,9 @@ def main() -> None:
         "train_history": getattr(model, "train_result_", None) and model.train_result_.history,
     }
     results = results_document(cfg, data, [row], tiger=tiger)
+    results["benchmark"] = {"command": " ".join(["python benchmarks/tiger.py", *sys.argv[1:]]),
+                            "note": args.note, "cpus": os.cpu_count(),
+                            "gpu": results["environment"].get("gpu")}
     write_results(Path(cfg.output), results)
     out = args.out or ROOT / "benchmarks" / "results" / data.dataset.name / \
         f"tiger-{args.config.stem}.json"

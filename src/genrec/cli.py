@@ -116,6 +116,41 @@ def run(
     typer.echo(f"results written to {out}/ (results.json, results.md, models/, split/)")
 
 
+@app.command("tokenize")
+def tokenize(
+    config: Annotated[Path, typer.Argument(help="YAML experiment config with a tiger model.")],
+    output: Annotated[str | None, typer.Option(
+        help="Folder for the semantic IDs (default OUTPUT/semantic_ids of the config).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config key: --set models.0.tokenizer.n_levels=4")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and the health report.")] = False,
+) -> None:
+    """Fit only the semantic-ID stage of the config's TIGER model (item vectors, tokenizer,
+    dedup) and save codes + tokenizer + codebook health; train on them later with
+    ``--set models.0.semantic_ids=FOLDER``."""
+    _setup_logging(quiet)
+
+    def go() -> tuple[str, str]:
+        from genrec.config import load_config
+        from genrec.experiment import prepare
+        from genrec.models import build_model
+
+        cfg = load_config(config, list(set_ or []))
+        tiger = next((m for m in cfg.models if m.kind == "tiger"), None)
+        if tiger is None:
+            raise ValueError(f"{config}: no model of kind tiger to tokenize for")
+        data = prepare(cfg)
+        model = build_model(tiger).set_item_features(data.dataset.items)
+        model.fit_semantic_ids(data.split.train)
+        out = output or str(Path(cfg.output) / "semantic_ids")
+        model.save_semantic_ids(out)
+        return model.health_.format(), out
+
+    health, out = _run_guarded(go)
+    typer.echo(health)
+    typer.echo(f"semantic IDs written to {out}/ (semantic_ids.safetensors, semantic_ids.json)")
+
+
 @data_app.command("describe")
 def data_describe(
     name: Annotated[str, typer.Argument(help="Recipe name, e.g. ml-100k or amazon-beauty.")],

@@ -162,6 +162,24 @@ def test_text_item_vectors_and_rqvae_round_trip(tmp_path: Path) -> None:
                                   model.tokenizer_.transform(vectors))
 
 
+def test_semantic_ids_saved_once_are_reused_by_another_model(tmp_path: Path) -> None:
+    ds = tiny_dataset()
+    cfg = TINY | {"item_vectors": "text", "text": {"encoder": "hashing:32", "cache": False},
+                  "tokenizer": RQKMeansConfig(n_levels=2, codebook_size=3)}
+    first = TIGER(**cfg).set_item_features(ds.items).fit_semantic_ids(ds.interactions)
+    first.save_semantic_ids(tmp_path / "ids")
+    # The reusing model needs no item features and takes the folder's tokenizer settings.
+    other = TIGER(**(TINY | {"semantic_ids": str(tmp_path / "ids")})).fit(ds.interactions)
+    np.testing.assert_array_equal(other.codes_, first.codes_)
+    assert other.config.tokenizer.codebook_size == 3 and other.config.item_vectors == "text"
+    assert other.health_ == first.health_
+    other.save(tmp_path / "m")
+    np.testing.assert_array_equal(TIGER.load(tmp_path / "m").codes_, first.codes_)
+    bigger = random_dataset(n_users=20, n_items=ds.n_items + 5, seed=0)
+    with pytest.raises(ValueError, match="made for"):
+        TIGER(**(TINY | {"semantic_ids": str(tmp_path / "ids")})).fit(bigger.interactions)
+
+
 def test_auto_item_vectors_fall_back_to_interactions() -> None:
     ds = tiny_dataset()
     empty = pl.DataFrame({"item": np.arange(ds.n_items), "colour": [None] * ds.n_items})
@@ -200,6 +218,14 @@ def test_genrec_run_trains_tokenizer_and_tiger_end_to_end(tmp_path: Path, data_d
         "--set", "models.0.text.encoder=hashing:64",  # MiniLM is tested in tests/text
         "--set", f"models.0.text.cache_dir={tmp_path / 'cache'}"])
     assert res.exit_code == 0, res.output
+    # `genrec tokenize` writes the same semantic IDs the run fitted.
+    res = CliRunner().invoke(app, [
+        "tokenize", str(config), "--output", str(tmp_path / "ids"), "--quiet",
+        "--set", f"dataset.data_dir={data_dir}", "--set", f"output={tmp_path / 'tok'}",
+        "--set", "models.0.text.encoder=hashing:64",
+        "--set", f"models.0.text.cache_dir={tmp_path / 'cache'}"])
+    assert res.exit_code == 0, res.output
+    assert "codes used" in res.output and (tmp_path / "ids" / "semantic_ids.json").is_file()
     results = json.loads((out / "results.json").read_text())
     (row,) = results["results"]
     assert row["model"] == "tiger" and row["test"]["recall@10"] >= 0.0
@@ -208,6 +234,9 @@ def test_genrec_run_trains_tokenizer_and_tiger_end_to_end(tmp_path: Path, data_d
     ds = load_data(load_config(config, [f"dataset.data_dir={data_dir}"]).dataset)
     assert model.codes_.shape == (ds.n_items, 3)
     assert model.health_.utilisation[0] > 0.5
+    reused = TIGER(**(TINY | {"semantic_ids": str(tmp_path / "ids")}))
+    reused._load_semantic_ids(tmp_path / "ids", ds.n_items)
+    np.testing.assert_array_equal(reused.codes_, model.codes_)
     test = Split.load(out / "split", ds).test_set()
     hist = test.histories.slice(0, 200)
     rec = model.recommend(hist, k=10)

@@ -32,8 +32,10 @@ codes, the tokenizer and the network, so ``load`` needs no dataset.
 
 from __future__ import annotations
 
+import json
 import logging
 from functools import partial
+from pathlib import Path
 from typing import Literal, Self
 
 import numpy as np
@@ -41,8 +43,10 @@ import polars as pl
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
+from safetensors.torch import load, save_file
 from torch import nn
 
+from genrec._io import atomic_write, atomic_write_text
 from genrec.data.interactions import EvalSet, Histories, Interactions
 from genrec.evaluation.evaluator import evaluate
 from genrec.evaluation.protocol import Protocol
@@ -87,6 +91,10 @@ class TIGERConfig(ModelConfig):
     """Width of collaborative item vectors."""
     tokenizer: AnyTokenizerConfig = Field(default_factory=RQKMeansConfig)
     """Semantic-ID tokenizer (``kind: rqkmeans`` or ``rqvae``); one dedup level is added."""
+    semantic_ids: str | None = None
+    """Folder written by :meth:`TIGER.save_semantic_ids` (``genrec tokenize``) whose codes and
+    tokenizer are reused instead of fitting new ones; ``item_vectors``, ``text`` and
+    ``tokenizer`` are then taken from that folder. Its catalogue must be this dataset's."""
     max_len: int = Field(20, ge=1)
     """Most recent history items the encoder reads (TIGER: 20)."""
     dim: int = Field(128, ge=1)
@@ -407,14 +415,56 @@ class TIGER(Recommender[TIGERConfig]):
         return TIGERNet(torch.from_numpy(self.codes_), self._vocab_sizes(self.codes_),
                         c.max_len, c.dim, c.n_layers, c.n_heads, c.ff_dim, c.dropout)
 
-    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+    def fit_semantic_ids(self, train: Interactions) -> Self:
+        """Only the first stage of ``fit``: item vectors -> tokenizer -> deduplicated codes
+        (sets ``codes_``, ``tokenizer_``, ``health_``, ``trie_``)."""
         c = self.config
         vectors = self._item_vectors(train)
         self.tokenizer_: Tokenizer = build_tokenizer(c.tokenizer).fit(vectors)
         raw = self.tokenizer_.transform(vectors)                       # (I, L)
         self._set_codes(raw, deduplicate(raw))
+        self.n_items_ = train.n_items
         _log.info("tiger: semantic IDs of %d items, codebook health:\n%s", train.n_items,
                   self.health_.format())
+        return self
+
+    def save_semantic_ids(self, path: str | Path) -> None:
+        """Write the codes, the tokenizer and the health report to ``path``
+        (``semantic_ids.safetensors`` + ``semantic_ids.json``), for ``semantic_ids:``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        state = {"codes": torch.from_numpy(self.codes_),
+                 **{f"tokenizer.{k}": v.detach().cpu().contiguous()
+                    for k, v in self.tokenizer_.state().items()}}
+        atomic_write(path / "semantic_ids.safetensors", lambda p: save_file(state, str(p)))
+        meta = {"n_items": int(self.n_items_), "item_vectors": self.config.item_vectors,
+                "text": self.config.text.model_dump(mode="json"),
+                "tokenizer": self.config.tokenizer.model_dump(mode="json"),
+                "health": self.health_.to_dict()}
+        atomic_write_text(path / "semantic_ids.json", json.dumps(meta, indent=2))
+
+    def _load_semantic_ids(self, path: str | Path, n_items: int) -> None:
+        path = Path(path)
+        meta = json.loads((path / "semantic_ids.json").read_text())
+        if meta["n_items"] != n_items:
+            raise ValueError(f"semantic_ids {path}: made for {meta['n_items']} items, this "
+                             f"dataset has {n_items}")
+        # The folder's tokenizer and text settings become this model's (saved with it).
+        self.config = type(self.config).model_validate(
+            self.config.model_dump(mode="json") | {k: meta[k] for k in
+                                                   ("item_vectors", "text", "tokenizer")})
+        state = load((path / "semantic_ids.safetensors").read_bytes())
+        self._restore_codes(state)
+        _log.info("tiger: semantic IDs of %d items read from %s:\n%s", n_items, path,
+                  self.health_.format())
+
+    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+        c = self.config
+        if c.semantic_ids:
+            self._load_semantic_ids(c.semantic_ids, train.n_items)
+            c = self.config
+        else:
+            self.fit_semantic_ids(train)
         torch.manual_seed(c.train.seed)  # initialisation
         self.net_ = self._build_net()
         seq, target = training_examples(train, c.max_len)
@@ -516,12 +566,15 @@ class TIGER(Recommender[TIGERConfig]):
                 **{f"tokenizer.{k}": v for k, v in self.tokenizer_.state().items()},
                 **{f"net.{k}": v for k, v in self.net_.state_dict().items()}}
 
-    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+    def _restore_codes(self, state: dict[str, torch.Tensor]) -> None:
         codes = state["codes"].numpy().astype(np.int64)
         self._set_codes(codes[:, :-1], codes)
         self.tokenizer_ = type(build_tokenizer(self.config.tokenizer)).from_state(
             self.config.tokenizer, {k.removeprefix("tokenizer."): v for k, v in state.items()
                                     if k.startswith("tokenizer.")})
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self._restore_codes(state)
         self.net_ = self._build_net()
         self.net_.load_state_dict({k.removeprefix("net."): v for k, v in state.items()
                                    if k.startswith("net.")})
