@@ -116,6 +116,39 @@ def run(
     typer.echo(f"results written to {out}/ (results.json, results.md, models/, split/)")
 
 
+@app.command("tune")
+def tune_command(
+    config: Annotated[Path, typer.Argument(help="YAML experiment config with a tune section.")],
+    n_trials: Annotated[int | None, typer.Option(help="tune.n_trials")] = None,
+    output: Annotated[str | None, typer.Option(help="output")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config key: --set tune.sampler=random")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
+) -> None:
+    """Search tune.space on the validation metric, then fit the best configuration and test it
+    once; write results.json (with every trial), results.md and best.yaml."""
+    _setup_logging(quiet)
+
+    def go() -> tuple[dict[str, Any], str]:
+        from genrec.config import load_config
+        from genrec.tuning import tune
+
+        flags = {"tune.n_trials": n_trials, "output": output, "dataset.data_dir": data_dir}
+        overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_ or [])
+        cfg = load_config(config, overrides)
+        return tune(cfg, progress=not quiet and sys.stderr.isatty()), cfg.output
+
+    results, out = _run_guarded(go)
+    print_results(results)
+    t = results["tuning"]
+    params = ", ".join(f"{k}={v}" for k, v in t["best_params"].items())
+    typer.echo(f"best of {t['n_trials']} trials ({t['n_failed']} failed): trial "
+               f"{t['best_trial']}, valid {t['metric']}={t['best_valid']:.4f}: {params}")
+    typer.echo(f"chosen config written to {out}/best.yaml; results to {out}/ "
+               "(results.json, results.md)")
+
+
 @app.command("tokenize")
 def tokenize(
     config: Annotated[Path, typer.Argument(help="YAML experiment config with a tiger model.")],

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from genrec.data.preprocess import PreprocessConfig
 from genrec.evaluation.protocol import Protocol
 from genrec.models.registry import AnyModelConfig
+from genrec.tuning import TuneSection
 
 __all__ = ["DataConfig", "ExperimentConfig", "load_config", "apply_overrides", "parse_value"]
 
@@ -62,6 +63,8 @@ class ExperimentConfig(BaseModel):
     """Trained (torch) models write a checkpoint every epoch to ``output/checkpoints/<name>``."""
     resume: bool = False
     """Continue killed trainings from their last checkpoint in ``output/checkpoints``."""
+    tune: TuneSection | None = None
+    """Hyperparameter search for ``genrec tune`` (ignored by ``genrec run``)."""
 
     @field_validator("models")
     @classmethod

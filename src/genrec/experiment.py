@@ -158,6 +158,8 @@ def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *
         "valid": _rounded(valid.summary()),
         "test": _rounded(test.summary()),
     }
+    if len(data.split.cold_items):
+        row["cold_start"] = cold_warm(test, data.test_set, data.split.cold_items)
     if (tr := getattr(model, "train_result_", None)) is not None:  # torch models
         row["training"] = {"epochs_run": len(tr.history), "best_epoch": tr.best_epoch,
                            "best_valid": tr.best_metric, "stopped_early": tr.stopped_early,
@@ -168,6 +170,25 @@ def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *
     _log.info("%s: fit %.2fs, test eval %.2fs, test %s=%.4f", mcfg.kind, fit_s, test.seconds,
               cfg.protocol.valid_metric, row["test"].get(cfg.protocol.valid_metric, float("nan")))
     return model, row, test
+
+
+def cold_warm(result: EvalResult, evalset: EvalSet, cold_items: np.ndarray) -> dict[str, Any]:
+    """Metrics of ``result`` split by target: users whose targets are all cold items, and
+    users whose targets are all warm (users with both kinds are counted, not averaged)."""
+    n_targets = np.diff(evalset.target_indptr)
+    if len(n_targets) != len(result.users):
+        raise ValueError("cold_warm: the result is not of this evaluation set")
+    is_cold = np.isin(evalset.target_items, cold_items).astype(np.int64)
+    n_cold = np.add.reduceat(is_cold, evalset.target_indptr[:-1]) if len(is_cold) else \
+        np.zeros(len(n_targets), dtype=np.int64)
+    groups = {"cold": n_cold == n_targets, "warm": n_cold == 0}
+    out: dict[str, Any] = {"cold_items": int(len(cold_items)),
+                           "users": {g: int(m.sum()) for g, m in groups.items()},
+                           "mixed_users": int((~groups["cold"] & ~groups["warm"]).sum())}
+    for g, m in groups.items():
+        out[g] = _rounded({k: float(v[m].mean()) if m.any() else 0.0
+                           for k, v in result.per_user.items()})
+    return out
 
 
 def results_document(cfg: ExperimentConfig, data: Prepared, rows: list[dict[str, Any]],
@@ -230,4 +251,15 @@ def format_results(results: dict[str, Any]) -> str:
         vals = " | ".join(f"{r['test'].get(c, float('nan')):.4f}" for c in cols)
         lines.append(f"| {r['model']} | {r['fit_seconds']:.2f} | {r['eval_seconds']:.2f} | "
                      f"{r['valid'].get(vm, float('nan')):.4f} | {vals} |")
+    cold = [r for r in results["results"] if "cold_start" in r]
+    if cold:
+        lines += ["", f"**Cold start** ({cold[0]['cold_start']['cold_items']:,} items never in "
+                      "training): test metrics by target item", "",
+                  "| model | group | users | " + " | ".join(cols) + " |",
+                  "|---" * (3 + len(cols)) + "|"]
+        for r in cold:
+            for g in ("cold", "warm"):
+                c = r["cold_start"]
+                vals = " | ".join(f"{c[g].get(m, float('nan')):.4f}" for m in cols)
+                lines.append(f"| {r['model']} | {g} | {c['users'][g]:,} | {vals} |")
     return "\n".join(lines) + "\n"

@@ -147,3 +147,39 @@ def test_fingerprint_sees_content_not_identity() -> None:
         .otherwise(pl.col("item")).alias("item"))
     assert fingerprint(Interactions(swapped, 7, 10)) != fingerprint(a.interactions)
     assert fingerprint(Interactions(a.interactions.frame, 7, 11)) != fingerprint(a.interactions)
+
+
+# -- cold start ---------------------------------------------------------------------------------
+def test_cold_items_never_reach_training_but_stay_targets(tmp_path: Path) -> None:
+    ds = random_dataset(n_users=200, n_items=50, min_len=4, max_len=12, seed=5)
+    plain = split(ds)
+    s = split(ds, SplitConfig(cold_items=0.2))
+    assert len(s.cold_items) == 10 and np.all(np.diff(s.cold_items) > 0)
+    assert not np.isin(s.train.items, s.cold_items).any()
+    # valid / test are the plain leave-one-out ones, cold targets included
+    assert_frame_equal(s.valid.frame, plain.valid.frame)
+    assert_frame_equal(s.test.frame, plain.test.frame)
+    assert np.isin(s.test.items, s.cold_items).any()
+    # train lost exactly the cold rows
+    kept = plain.train.frame.filter(~pl.col("item").is_in(s.cold_items.tolist()))
+    assert_frame_equal(s.train.frame, kept)
+    s.save(tmp_path / "split")
+    np.testing.assert_array_equal(Split.load(tmp_path / "split", ds).cold_items, s.cold_items)
+    assert len(plain.cold_items) == 0
+    with pytest.raises(ValidationError):
+        SplitConfig(cold_items=1.0)
+
+
+def test_cold_warm_report_groups_users_by_target() -> None:
+    from genrec.evaluation.evaluator import EvalResult
+    from genrec.experiment import cold_warm
+
+    ds = random_dataset(n_users=100, n_items=30, min_len=4, max_len=8, seed=2)
+    s = split(ds, SplitConfig(cold_items=0.3))
+    test = s.test_set()
+    hits = np.isin(test.target_items, s.cold_items).astype(float)  # 1 exactly for cold targets
+    res = EvalResult(test.histories.users, {"recall@10": hits})
+    out = cold_warm(res, test, s.cold_items)
+    assert out["users"]["cold"] + out["users"]["warm"] == len(test)
+    assert out["cold"]["recall@10"] == 1.0 and out["warm"]["recall@10"] == 0.0
+    assert out["users"]["cold"] == int(hits.sum()) and out["mixed_users"] == 0

@@ -99,3 +99,51 @@ def test_heads_must_divide_dim() -> None:
 def test_yaml_shaped_config() -> None:
     cfg = SASRecConfig.model_validate({"kind": "sasrec", "dim": 32, "train": {"epochs": 7}})
     assert cfg.train.epochs == 7 and cfg.train.batch_size == TrainConfig().batch_size
+
+
+# -- item text ---------------------------------------------------------------------------------
+TEXT = {"encoder": "hashing:32", "cache": False}
+
+
+@pytest.mark.parametrize("mode", ["init", "adaptor"])
+def test_text_modes_train_save_and_reload(mode: str, tmp_path) -> None:
+    ds = tiny_dataset()
+    params = {"dim": 16, "max_len": 6, "n_heads": 2, "train": TINY_TRAIN, "item_text": mode,
+              "text": TEXT}
+    with pytest.raises(ValueError, match="set_item_features"):
+        SASRec(**params).fit(ds.interactions)
+    model = SASRec(**params).set_item_features(ds.items).fit(ds.interactions)
+    hist = ds.interactions.histories()
+    model.save(tmp_path / "m")
+    loaded = SASRec.load(tmp_path / "m")
+    torch.testing.assert_close(loaded.score(hist), model.score(hist), rtol=0, atol=0)
+    if mode == "adaptor":  # no ID table: every item vector comes from its text
+        assert model.net_.item_emb.num_embeddings == 1
+        assert model.net_.item_table().shape == (ds.n_items + 1, 16)
+
+
+def test_text_init_keeps_the_geometry_of_the_text_embeddings() -> None:
+    from genrec.models.sasrec import text_init
+
+    text = torch.randn(50, 32)
+    init = text_init(text, 8)
+    assert init.shape == (50, 8) and abs(float(init.std()) - 0.02) < 1e-4
+    # Items close in text stay close: the 8 components keep most pairwise structure.
+    near = torch.cdist(text, text).argsort(1)[:, 1]
+    near_init = torch.cdist(init, init).argsort(1)[:, 1]
+    assert (near == near_init).float().mean() > 0.2
+    assert text_init(torch.randn(5, 3), 8).shape == (5, 8)  # fewer components than dim
+
+
+def test_adaptor_scores_an_item_never_seen_in_training() -> None:
+    ds = tiny_dataset()
+    cold = ds.n_items - 1
+    keep = ds.interactions.frame.filter(pl.col("item") != cold)
+    from genrec.data.interactions import Interactions
+
+    train = Interactions(keep, ds.n_users, ds.n_items)
+    model = SASRec(dim=16, max_len=6, n_heads=2, train=TINY_TRAIN, item_text="adaptor",
+                   text=TEXT).set_item_features(ds.items).fit(train)
+    scores = model.score(train.histories())
+    assert torch.isfinite(scores[:, cold]).all()
+    assert scores[:, cold].std() > 0  # a real, user-dependent score, not a constant

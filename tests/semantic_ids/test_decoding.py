@@ -98,3 +98,22 @@ def test_banned_items_are_never_generated() -> None:
     assert set(res.items[0].tolist()) == {1, 2, 4, -1}
     assert res.items[1, 0] == 4 and (res.items[1, 1:] == -1).all()
     assert res.hallucination_rate == 0.0
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_banned_prefixes_do_not_eat_the_beam(seed: int) -> None:
+    """A narrow beam still fills with allowed items when whole subtrees are banned: with
+    beam 2 and items 0, 1 (the only ones under prefix 0-1) banned, the search must not
+    spend its beams on prefix 0-1 and then come back empty."""
+    trie = PrefixTrie.from_codes(CODES, SIZES)
+    log_probs, exact = toy_log_probs(batch=3, seed=seed)
+    banned = torch.zeros(3, 5, dtype=torch.bool)
+    banned[:, [0, 1]] = True
+    res = beam_search(log_probs, trie, 3, 2, banned=banned)
+    assert (res.items >= 0).all(), "every beam ends in a real, allowed item"
+    assert not banned.gather(1, res.items).any()
+    # The beams are the best allowed items whenever the search keeps their prefixes.
+    full = beam_search(log_probs, trie, 3, 5, banned=banned)          # exhaustive
+    assert (full.items[:, :3] >= 0).all() and (full.items[:, 3:] == -1).all()
+    np.testing.assert_array_equal(trie.open_nodes(1, banned)[0].numpy(),
+                                  [False, True, True, True])  # depth-2 nodes 0-1, 0-2, 2-0, 2-2

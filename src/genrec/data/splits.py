@@ -10,7 +10,7 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genrec._io import atomic_write_text
 from genrec.data.interactions import Columns, Dataset, EvalSet, Interactions
@@ -34,7 +34,12 @@ class SplitConfig(BaseModel):
     test_ratio: float = 0.1
     """Share of interactions (temporal, random) that goes to test."""
     seed: int = 42
-    """Seed of the random split."""
+    """Seed of the random split and of the cold-item draw."""
+    cold_items: float = Field(0.0, ge=0, lt=1)
+    """Cold-start protocol: this share of the catalogue (drawn uniformly with ``seed``) is
+    held out of training entirely: every training interaction with those items is removed,
+    so models never see them in training, while they stay valid/test targets. Results are
+    then also reported separately for users whose target is a cold or a warm item."""
 
     @model_validator(mode="after")
     def _ratios(self) -> SplitConfig:
@@ -63,6 +68,7 @@ class Split:
         test: Test targets (history = train + valid).
         config: The split recipe.
         dataset_fingerprint: :func:`fingerprint` of the dataset it was made from.
+        cold_items: Items held out of training (``config.cold_items``), sorted.
     """
 
     train: Interactions
@@ -70,6 +76,7 @@ class Split:
     test: Interactions
     config: SplitConfig = field(default_factory=SplitConfig)
     dataset_fingerprint: str = ""
+    cold_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     @property
     def n_users(self) -> int:
@@ -95,8 +102,8 @@ class Split:
         for name in ("train", "valid", "test"):
             getattr(self, name).save(path / name)
         atomic_write_text(path / "split.json", json.dumps(
-            {"config": self.config.model_dump(), "dataset_fingerprint": self.dataset_fingerprint},
-            indent=2))
+            {"config": self.config.model_dump(), "dataset_fingerprint": self.dataset_fingerprint,
+             "cold_items": self.cold_items.tolist()}, indent=2))
 
     @classmethod
     def load(cls, path: Path, dataset: Dataset | None = None) -> Split:
@@ -111,7 +118,8 @@ class Split:
             raise ValueError(f"split at {path} was made from a different dataset than "
                              f"{dataset.name!r} (fingerprint mismatch)")
         return cls(*(Interactions.load(path / n) for n in ("train", "valid", "test")),
-                   SplitConfig(**meta["config"]), meta["dataset_fingerprint"])
+                   SplitConfig(**meta["config"]), meta["dataset_fingerprint"],
+                   np.asarray(meta.get("cold_items", []), dtype=np.int64))
 
 
 def split(ds: Dataset, cfg: SplitConfig | None = None) -> Split:
@@ -140,6 +148,12 @@ def split(ds: Dataset, cfg: SplitConfig | None = None) -> Split:
         r = np.random.default_rng(cfg.seed).random(frame.height)
         labels = np.where(r < cfg.test_ratio, 2,
                           np.where(r < cfg.test_ratio + cfg.valid_ratio, 1, 0))
+    cold = np.zeros(0, dtype=np.int64)
+    if cfg.cold_items > 0:
+        n_cold = max(1, round(cfg.cold_items * inter.n_items))
+        rng = np.random.default_rng([cfg.seed, 1])  # its own stream: the split stays the same
+        cold = np.sort(rng.choice(inter.n_items, n_cold, replace=False)).astype(np.int64)
+        labels = np.where((labels == 0) & np.isin(inter.items, cold), -1, labels)  # -1: dropped
     parts = [Interactions(frame.filter(pl.Series(labels == k)), inter.n_users, inter.n_items)
              for k in range(3)]
-    return Split(*parts, config=cfg, dataset_fingerprint=fingerprint(inter))
+    return Split(*parts, config=cfg, dataset_fingerprint=fingerprint(inter), cold_items=cold)

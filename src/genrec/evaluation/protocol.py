@@ -61,6 +61,8 @@ class Protocol(BaseModel):
         split = self.split.kind.replace("_", "-")
         if self.split.kind != "leave_one_out":
             split += f" (valid {self.split.valid_ratio}, test {self.split.test_ratio})"
+        if self.split.cold_items:
+            split += f", {self.split.cold_items:.0%} of items cold (never in training)"
         hist = "all" if self.max_history_length is None else f"last {self.max_history_length}"
         return (f"split={split}; candidates={cand}; seen items "
                 f"{'excluded' if self.exclude_seen else 'kept'}; K={self.cutoffs}; "

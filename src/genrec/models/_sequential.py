@@ -100,10 +100,14 @@ class SequentialNet(nn.Module):
         with torch.no_grad():
             self.item_emb.weight[0].zero_()
 
+    def item_table(self) -> torch.Tensor:
+        """Item vectors, padding row first, shape ``(I + 1, D)`` (read and scored with)."""
+        return self.item_emb.weight
+
     def score(self, seq: torch.Tensor) -> torch.Tensor:
         """Scores of every item after the last position, shape ``(B, I)``."""
         hidden, _ = self(seq)                                          # (B, L, D)
-        return hidden[:, -1] @ self.item_emb.weight[1:].T              # (B, I)
+        return hidden[:, -1] @ self.item_table()[1:].T                 # (B, I)
 
 
 C = TypeVar("C", bound=SequentialConfig)

@@ -5,19 +5,30 @@ A causal transformer over the user's item sequence. This version uses pre-LayerN
 with full-softmax cross-entropy over all items at every position instead of the paper's
 one-negative BCE ("SASRec with CE", Klenitskiy & Vasilev, RecSys 2023), which is what makes
 it a strong baseline.
+
+Item text (``item_text``; ``genrec run`` passes the item features through
+:meth:`SASRec.set_item_features`):
+
+- ``none``: learned ID embeddings.
+- ``init``: ID embeddings initialised from the items' text embeddings (their top ``dim``
+  principal components, scaled to the usual N(0, 0.02) spread), then trained as usual.
+- ``adaptor``: no ID embeddings at all: an item's vector is a small MLP over its frozen text
+  embedding, so items never seen in training (cold items) are ranked from their text.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
+import polars as pl
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
+from genrec.data.interactions import EvalSet, Interactions
 from genrec.models._sequential import (
     SequentialConfig,
     SequentialNet,
@@ -25,6 +36,7 @@ from genrec.models._sequential import (
     log_proposal,
     next_item_loss,
 )
+from genrec.text import ItemTextConfig, item_embeddings
 
 __all__ = ["SASRecConfig", "SASRecNet", "SASRec"]
 
@@ -44,6 +56,11 @@ class SASRecConfig(SequentialConfig):
     dropout: float = Field(0.3, ge=0, lt=1)
     """Dropout on embeddings, attention weights and block outputs (0.2-0.5 all work on
     Beauty; lower converges in fewer epochs)."""
+    item_text: Literal["none", "init", "adaptor"] = "none"
+    """How item text is used (see the module docstring); ``init`` and ``adaptor`` need item
+    features with text."""
+    text: ItemTextConfig = Field(default_factory=ItemTextConfig)
+    """Item text template, encoder and embedding cache (``item_text`` other than none)."""
 
     @model_validator(mode="after")
     def _heads(self) -> SASRecConfig:
@@ -104,12 +121,23 @@ class SASRecNet(SequentialNet):
         loss: Training loss name.
         n_negatives: Sampled-softmax negatives.
         logq: Log-probabilities of the negative sampler, shape ``(I,)``.
+        text: Item text embeddings ``(I, T)`` for ``item_text`` init / adaptor.
+        item_text: ``none``, ``init`` or ``adaptor``.
     """
 
     def __init__(self, n_items: int, max_len: int, dim: int, n_layers: int, n_heads: int,
-                 dropout: float, loss: str, n_negatives: int, logq: torch.Tensor) -> None:
+                 dropout: float, loss: str, n_negatives: int, logq: torch.Tensor,
+                 text: torch.Tensor | None = None, item_text: str = "none") -> None:
         super().__init__()
-        self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
+        self.item_text = item_text
+        # In adaptor mode the table is only padding (its row 0 stays zero); items come from text.
+        self.item_emb = nn.Embedding(1 if item_text == "adaptor" else n_items + 1, dim,
+                                     padding_idx=0)
+        if item_text == "adaptor":
+            assert text is not None
+            self.register_buffer("text", text.float())                 # (I, T), frozen
+            self.adaptor = nn.Sequential(nn.Linear(text.shape[1], 2 * dim), nn.GELU(),
+                                         nn.Linear(2 * dim, dim))
         self.pos_emb = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(dim, n_heads, dropout) for _ in range(n_layers))
@@ -118,6 +146,15 @@ class SASRecNet(SequentialNet):
         self.n_negatives = n_negatives
         self.register_buffer("logq", logq, persistent=False)
         self.init_weights()
+        if item_text == "init" and text is not None:  # (None when loading saved weights)
+            with torch.no_grad():
+                self.item_emb.weight[1:] = text_init(text, dim)
+
+    def item_table(self) -> torch.Tensor:
+        """Item vectors with the padding row first, ``(I + 1, D)``."""
+        if self.item_text != "adaptor":
+            return self.item_emb.weight
+        return torch.cat([self.item_emb.weight, self.adaptor(self.text)])  # row 0 = 0
 
     def forward(self, seq: torch.Tensor,
                 targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -127,7 +164,8 @@ class SASRecNet(SequentialNet):
         # Positions count back from the most recent item (always at max_len - 1), so a
         # sequence shorter than max_len reads like the same sequence with more left padding.
         pos = torch.arange(max_len - length, max_len, device=seq.device)
-        x = self.drop(self.item_emb(seq) + self.pos_emb(pos))          # (B, L, D)
+        table = self.item_table()                                      # (I + 1, D)
+        x = self.drop(table[seq] + self.pos_emb(pos))                  # (B, L, D)
         # Position t attends to real items at positions <= t, and always to itself, so the
         # padding rows of a left-padded sequence have a key and never produce NaN.
         causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
@@ -139,8 +177,19 @@ class SASRecNet(SequentialNet):
         hidden = self.ln_f(x)                                          # (B, L, D)
         if targets is None:
             return hidden, None
-        return hidden, next_item_loss(hidden, targets, self.item_emb.weight, loss=self.loss,
+        return hidden, next_item_loss(hidden, targets, table, loss=self.loss,
                                       n_negatives=self.n_negatives, logq=self.logq)
+
+
+def text_init(text: torch.Tensor, dim: int) -> torch.Tensor:
+    """The top ``dim`` principal components of text embeddings ``(I, T)``, scaled to standard
+    deviation 0.02 (the spread of a fresh embedding table): ``(I, dim)``."""
+    x = text.float() - text.float().mean(0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)                # v: (min(I, T), T)
+    proj = x @ v[:dim].T                                               # (I, <= dim)
+    if proj.shape[1] < dim:  # fewer components than dim: pad with small noise
+        proj = torch.cat([proj, torch.randn(len(x), dim - proj.shape[1]) * proj.std()], 1)
+    return proj * (0.02 / proj.std().clamp(min=1e-12))
 
 
 class SASRec(SequentialRecommender[SASRecConfig]):
@@ -151,7 +200,29 @@ class SASRec(SequentialRecommender[SASRecConfig]):
 
     config_cls = SASRecConfig
 
+    def set_item_features(self, items: pl.DataFrame) -> Self:
+        """Give the model the item feature table (``Dataset.items``) whose text
+        ``item_text`` uses; ``genrec run`` calls this for you."""
+        self.item_features = items
+        return self
+
+    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+        self.text_emb_ = None
+        if self.config.item_text != "none":
+            features = getattr(self, "item_features", None)
+            if features is None:
+                raise ValueError(f"item_text={self.config.item_text!r} needs item features: "
+                                 "call set_item_features(dataset.items) before fit")
+            self.text_emb_ = torch.from_numpy(item_embeddings(features, train.n_items,
+                                                          self.config.text))
+        super()._fit(train, valid)
+
+    def _load_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.text_emb_ = state.get("net.text")  # adaptor: the frozen text table is saved
+        super()._load_state(state)
+
     def _build_net(self, item_counts: np.ndarray | None) -> SASRecNet:
         c = self.config
         return SASRecNet(self.n_items_, c.max_len, c.dim, c.n_layers, c.n_heads, c.dropout,
-                         c.loss, c.n_negatives, log_proposal(item_counts, self.n_items_))
+                         c.loss, c.n_negatives, log_proposal(item_counts, self.n_items_),
+                         text=getattr(self, "text_emb_", None), item_text=c.item_text)

@@ -29,10 +29,15 @@ class PrefixTrie:
         children: ``children[l]`` has shape ``(nodes at depth l, V_l)``; entries are node ids
             at depth ``l + 1`` or ``-1``. Depth 0 has one node, the root (id 0).
         leaf_items: Item id of each depth-``L`` node, shape ``(n_items,)``.
+        item_nodes: ``item_nodes[l]`` is the depth-``l + 1`` node above each item,
+            shape ``(n_items,)`` (so ``item_nodes[-1]`` inverts ``leaf_items``).
+        node_sizes: ``node_sizes[l]`` counts the items below each depth-``l + 1`` node.
     """
 
     children: list[torch.Tensor]
     leaf_items: torch.Tensor
+    item_nodes: list[torch.Tensor]
+    node_sizes: list[torch.Tensor]
 
     def __post_init__(self) -> None:
         # Bool copies of the tables: the per-step mask gathers 1 byte per entry, not 8.
@@ -57,19 +62,21 @@ class PrefixTrie:
             raise ValueError(f"codes outside the vocabulary sizes {sizes}")
         parent = np.zeros(n, dtype=np.int64)                           # every item at the root
         n_parents = 1
-        children = []
+        children, item_nodes, node_sizes = [], [], []
         for level in range(levels):
             _, child = np.unique(codes[:, : level + 1], axis=0, return_inverse=True)
             child = child.reshape(-1)
             table = np.full((n_parents, sizes[level]), -1, dtype=np.int64)
             table[parent, codes[:, level]] = child
             children.append(torch.from_numpy(table))
+            item_nodes.append(torch.from_numpy(child.astype(np.int64)))
+            node_sizes.append(torch.from_numpy(np.bincount(child, minlength=1)))
             parent, n_parents = child, int(child.max(initial=-1)) + 1
         if n_parents != n:
             raise ValueError(f"{n - n_parents} items share a full code: deduplicate first")
         leaf_items = np.empty(n, dtype=np.int64)
         leaf_items[parent] = np.arange(n)
-        return cls(children, torch.from_numpy(leaf_items))
+        return cls(children, torch.from_numpy(leaf_items), item_nodes, node_sizes)
 
     @property
     def n_levels(self) -> int:
@@ -85,7 +92,18 @@ class PrefixTrie:
         """The same trie on ``device`` (``self`` when already there)."""
         if self.leaf_items.device == torch.device(device):
             return self
-        return PrefixTrie([t.to(device) for t in self.children], self.leaf_items.to(device))
+        return PrefixTrie([t.to(device) for t in self.children], self.leaf_items.to(device),
+                          [t.to(device) for t in self.item_nodes],
+                          [t.to(device) for t in self.node_sizes])
+
+    def open_nodes(self, level: int, banned: torch.Tensor) -> torch.Tensor:
+        """Which depth-``level + 1`` nodes still lead to an item that is not banned, per
+        user: bool ``(B, nodes)`` from ``banned`` ``(B, n_items)``."""
+        nodes = self.item_nodes[level]
+        hits = torch.zeros(len(banned), len(self.node_sizes[level]), dtype=torch.int32,
+                           device=banned.device)
+        hits.index_add_(1, nodes, banned.to(torch.int32))              # banned items below
+        return hits < self.node_sizes[level].to(torch.int32)
 
     def allowed(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
         """Valid next codes of depth-``level`` nodes: bool ``(*nodes.shape, V_level)``.
@@ -155,9 +173,9 @@ def beam_search(log_probs: LogProbFn, trie: PrefixTrie, batch_size: int, beam: i
         batch_size: Users ``B``.
         beam: Beams per user ``W``.
         constrained: Mask codes that lead to no item.
-        banned: Items each user must not get, bool ``(B, n_items)`` (e.g. the history);
-            applied at the last level, so the beams are spent on other items. Only with
-            ``constrained``.
+        banned: Items each user must not get, bool ``(B, n_items)`` (e.g. the history). A
+            prefix whose items are all banned is closed at every level, so no beam is spent
+            on a path that can only end in a banned item. Only with ``constrained``.
         device: Where the search tensors live (the model's device).
 
     Returns:
@@ -174,10 +192,10 @@ def beam_search(log_probs: LogProbFn, trie: PrefixTrie, batch_size: int, beam: i
         lp = log_probs(codes)                                          # (B, W, V)
         if constrained:
             ok = trie.allowed(level, nodes)                            # (B, W, V)
-            if banned is not None and level == trie.n_levels - 1:
-                leaf = trie.children[level][nodes.clamp(min=0)]        # (B, W, V) leaf nodes
-                item = trie.leaf_items[leaf.clamp(min=0)].flatten(1)   # (B, W * V)
-                ok &= ~banned.gather(1, item).view_as(ok)
+            if banned is not None:
+                child = trie.children[level][nodes.clamp(min=0)]       # (B, W, V) next nodes
+                open_ = trie.open_nodes(level, banned)                 # (B, nodes at l + 1)
+                ok &= open_.gather(1, child.clamp(min=0).flatten(1)).view_as(ok)
             lp = lp.masked_fill(~ok, float("-inf"))
         vocab = lp.shape[-1]
         cand = (scores[..., None] + lp).flatten(1)                     # (B, W * V)
