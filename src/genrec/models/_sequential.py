@@ -84,6 +84,10 @@ class SequentialNet(nn.Module):
     """Base of sequential nets: an item embedding ``item_emb`` and a sequence encoder."""
 
     item_emb: nn.Embedding
+    padding_invariant: bool = False
+    """True when a row's scores do not depend on how much left padding it has (padding keys
+    masked, positions counted from the end): scoring then trims each batch to its longest
+    history (a test checks this for every net that claims it)."""
 
     def forward(self, seq: torch.Tensor,
                 targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -140,12 +144,27 @@ class SequentialRecommender(Recommender[C]):
         self.train_result_ = train_loop(self.net_, (inputs[keep], targets[keep]), cfg.train,
                                         validate=validate)
 
+    score_batch: int = 256
+    """Rows per forward pass when scoring a padding-invariant net (sorted by length)."""
+
     def _score(self, histories: Histories) -> torch.Tensor:
         net = self.net_.eval()
         device = next(net.parameters()).device
-        seq = histories.padded(self.config.max_len).to(device)        # (B, L)
+        max_len = self.config.max_len
+        seq = histories.padded(max_len)                                # (B, L)
         with torch.no_grad():
-            return net.score(seq)                                      # (B, I)
+            if not net.padding_invariant:
+                return net.score(seq.to(device))                       # (B, I)
+            # Rows sorted by history length, in batches padded only to their longest history:
+            # no attention or recurrence over padding (ML-1M: 109 of 200 positions are real).
+            lengths = torch.from_numpy(np.minimum(histories.lengths, max_len))
+            order = torch.argsort(lengths, stable=True)
+            out = torch.empty(len(histories), self.n_items_, device=device)
+            for lo in range(0, len(order), self.score_batch):
+                rows = order[lo : lo + self.score_batch]
+                width = max(1, int(lengths[rows].max()))
+                out[rows.to(device)] = net.score(seq[rows, max_len - width :].to(device))
+            return out
 
     def _state(self) -> dict[str, torch.Tensor]:
         return {f"net.{k}": v for k, v in self.net_.state_dict().items()}

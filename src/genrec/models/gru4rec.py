@@ -55,6 +55,8 @@ class GRU4RecNet(SequentialNet):
         logq: Log-probabilities of the negative sampler, shape ``(I,)``.
     """
 
+    padding_invariant = True
+
     def __init__(self, n_items: int, dim: int, n_layers: int, dropout: float, loss: str,
                  n_negatives: int, logq: torch.Tensor) -> None:
         super().__init__()

@@ -156,6 +156,8 @@ class HSTUNet(SequentialNet):
         logq: Log-probabilities of the negative sampler, shape ``(I,)``.
     """
 
+    padding_invariant = True
+
     def __init__(self, n_items: int, max_len: int, dim: int, n_layers: int, n_heads: int,
                  dropout: float, n_buckets: int, temperature: float | None, loss: str,
                  n_negatives: int, logq: torch.Tensor) -> None:

@@ -81,14 +81,18 @@ class SelfAttention(nn.Module):
         self.n_heads = n_heads
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False
+                ) -> torch.Tensor:
+        """Attention output ``(B, L, D)``, or ``(B, 1, D)`` for the last position only."""
         b, length, dim = x.shape
         q, k, v = self.qkv(x).split(dim, dim=2)                        # (B, L, D) each
-        q, k, v = (t.view(b, length, self.n_heads, dim // self.n_heads).transpose(1, 2)
+        if last_only:
+            q, mask = q[:, -1:], mask[..., -1:, :]
+        q, k, v = (t.view(b, t.shape[1], self.n_heads, dim // self.n_heads).transpose(1, 2)
                    for t in (q, k, v))                                 # (B, H, L, D/H)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.dropout if self.training else 0.0)
-        y = y.transpose(1, 2).reshape(b, length, dim)                  # (B, L, D)
+        y = y.transpose(1, 2).reshape(b, q.shape[2], dim)              # (B, L or 1, D)
         return self.resid_drop(self.proj(y))
 
 
@@ -103,8 +107,11 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout),
                                  nn.Linear(dim, dim), nn.Dropout(dropout))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False
+                ) -> torch.Tensor:
+        """``(B, L, D)``; with ``last_only`` just the last position, ``(B, 1, D)``."""
+        a = self.attn(self.ln_1(x), mask, last_only)
+        x = (x[:, -1:] if last_only else x) + a
         return x + self.mlp(self.ln_2(x))
 
 
@@ -156,10 +163,13 @@ class SASRecNet(SequentialNet):
             return self.item_emb.weight
         return torch.cat([self.item_emb.weight, self.adaptor(self.text)])  # row 0 = 0
 
-    def forward(self, seq: torch.Tensor,
-                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    padding_invariant = True
+
+    def forward(self, seq: torch.Tensor, targets: torch.Tensor | None = None,
+                last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Hidden states of ``seq`` and, given ``targets`` (both ``(B, L)``, ``L <= max_len``),
-        the loss."""
+        the loss. ``last_only`` (no targets) computes the last block at the last position
+        only and returns ``(B, 1, D)``: all that scoring needs."""
         length, max_len = seq.shape[1], self.pos_emb.num_embeddings
         # Positions count back from the most recent item (always at max_len - 1), so a
         # sequence shorter than max_len reads like the same sequence with more left padding.
@@ -172,13 +182,19 @@ class SASRecNet(SequentialNet):
         eye = torch.eye(length, dtype=torch.bool, device=seq.device)
         mask = causal & ((seq > 0)[:, None, :] | eye)                  # (B, L, L)
         mask = mask[:, None]                                           # (B, 1, L, L)
-        for block in self.blocks:
-            x = block(x, mask)
-        hidden = self.ln_f(x)                                          # (B, L, D)
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, last_only and i == len(self.blocks) - 1)
+        hidden = self.ln_f(x)                                          # (B, L or 1, D)
         if targets is None:
             return hidden, None
         return hidden, next_item_loss(hidden, targets, table, loss=self.loss,
                                       n_negatives=self.n_negatives, logq=self.logq)
+
+
+    def score(self, seq: torch.Tensor) -> torch.Tensor:
+        """Scores of every item after the last position, shape ``(B, I)``."""
+        hidden, _ = self(seq, last_only=True)                          # (B, 1, D)
+        return hidden[:, -1] @ self.item_table()[1:].T                 # (B, I)
 
 
 def text_init(text: torch.Tensor, dim: int) -> torch.Tensor:
