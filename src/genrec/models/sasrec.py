@@ -84,7 +84,7 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor, last_only: bool = False
                 ) -> torch.Tensor:
         """Attention output ``(B, L, D)``, or ``(B, 1, D)`` for the last position only."""
-        b, length, dim = x.shape
+        b, _, dim = x.shape
         q, k, v = self.qkv(x).split(dim, dim=2)                        # (B, L, D) each
         if last_only:
             q, mask = q[:, -1:], mask[..., -1:, :]
