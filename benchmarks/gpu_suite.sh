@@ -8,6 +8,7 @@
 # The processes share the GPU and the CPU cores (one thread each), so their fit times are
 # those of a shared machine: compare accuracies, not seconds, across these runs.
 # Extra `--set` overrides for every run come from $GENREC_SUITE_SET (space-separated).
+# $PYTHON (default python3) must import genrec (e.g. .venv/bin/python, or PYTHONPATH=src).
 set -u
 tag=$1
 shift
@@ -18,7 +19,7 @@ for cfg in "$@"; do
     name=$(basename "$cfg" .yaml)-$tag
     sets=()
     for s in ${GENREC_SUITE_SET:-}; do sets+=(--set "$s"); done
-    OMP_NUM_THREADS=1 python3 benchmarks/neural.py --config "$cfg" --name "$name" \
+    OMP_NUM_THREADS=1 "${PYTHON:-python3}" benchmarks/neural.py --config "$cfg" --name "$name" \
         --note "one of $n recipes run concurrently on one GPU ($tag)" "${sets[@]}" \
         >"logs/$ds-$name.log" 2>&1 &
 done
