@@ -96,13 +96,18 @@ class PrefixTrie:
                           [t.to(device) for t in self.item_nodes],
                           [t.to(device) for t in self.node_sizes])
 
-    def open_nodes(self, level: int, banned: torch.Tensor) -> torch.Tensor:
+    def open_nodes(self, level: int, banned: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
+                   batch_size: int | None = None) -> torch.Tensor:
         """Which depth-``level + 1`` nodes still lead to an item that is not banned, per
-        user: bool ``(B, nodes)`` from ``banned`` ``(B, n_items)``."""
-        nodes = self.item_nodes[level]
-        hits = torch.zeros(len(banned), len(self.node_sizes[level]), dtype=torch.int32,
-                           device=banned.device)
-        hits.index_add_(1, nodes, banned.to(torch.int32))              # banned items below
+        user: bool ``(B, nodes)``, from ``banned`` ``(B, n_items)`` bool or its
+        ``nonzero`` pair ``(rows, items)`` (then give ``batch_size``)."""
+        rows, items = (banned.nonzero(as_tuple=True) if isinstance(banned, torch.Tensor)
+                       else banned)
+        b = len(banned) if isinstance(banned, torch.Tensor) else batch_size
+        hits = torch.zeros(b, len(self.node_sizes[level]), dtype=torch.int32,
+                           device=rows.device)
+        hits.index_put_((rows, self.item_nodes[level][items]),
+                        torch.ones_like(rows, dtype=torch.int32), accumulate=True)
         return hits < self.node_sizes[level].to(torch.int32)
 
     def allowed(self, level: int, nodes: torch.Tensor) -> torch.Tensor:
@@ -183,7 +188,7 @@ def beam_search(log_probs: LogProbFn, trie: PrefixTrie, batch_size: int, beam: i
     """
     trie = trie.to(device)
     if banned is not None:
-        banned = banned.to(device)
+        banned = banned.to(device).nonzero(as_tuple=True)              # (rows, items), once
     scores = torch.full((batch_size, beam), float("-inf"), device=device)
     scores[:, 0] = 0.0                                                 # one live beam at first
     codes = torch.zeros(batch_size, beam, 0, dtype=torch.long, device=device)
@@ -194,7 +199,7 @@ def beam_search(log_probs: LogProbFn, trie: PrefixTrie, batch_size: int, beam: i
             ok = trie.allowed(level, nodes)                            # (B, W, V)
             if banned is not None:
                 child = trie.children[level][nodes.clamp(min=0)]       # (B, W, V) next nodes
-                open_ = trie.open_nodes(level, banned)                 # (B, nodes at l + 1)
+                open_ = trie.open_nodes(level, banned, batch_size)     # (B, nodes at l + 1)
                 ok &= open_.gather(1, child.clamp(min=0).flatten(1)).view_as(ok)
             lp = lp.masked_fill(~ok, float("-inf"))
         vocab = lp.shape[-1]
