@@ -131,18 +131,37 @@ def prepare(cfg: ExperimentConfig) -> Prepared:
     return Prepared(ds, sp, sp.valid_set(), sp.test_set())
 
 
-def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *,
-                     progress: bool = False, keep_top_items: bool = False
-                     ) -> tuple[Recommender[Any], dict[str, Any], EvalResult]:
-    """Fit one model, evaluate it on valid and test, save it; return its results row."""
-    mcfg = bind_run(mcfg, cfg)
-    model = build_model(mcfg)
+def fit_model(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig
+              ) -> tuple[Recommender[Any], float]:
+    """Build the model of ``mcfg`` bound to the run, give it the item features it reads, fit
+    it on the training part (validating on ``data.valid_set``); return it and the fit seconds."""
+    model = build_model(bind_run(mcfg, cfg))
     if hasattr(model, "set_item_features"):  # text / semantic-ID models render item text
         model.set_item_features(data.dataset.items)
     _log.info("fitting %r", model)
     t0 = time.perf_counter()
     model.fit(data.split.train, data.valid_set)
-    fit_s = time.perf_counter() - t0
+    return model, time.perf_counter() - t0
+
+
+def training_record(model: Recommender[Any]) -> dict[str, Any] | None:
+    """How a torch model's training went (None for models without a training loop)."""
+    tr = getattr(model, "train_result_", None)
+    if tr is None:
+        return None
+    net = getattr(model, "net_", None)
+    return {"epochs_run": len(tr.history), "best_epoch": tr.best_epoch,
+            "best_valid": tr.best_metric, "stopped_early": tr.stopped_early,
+            "out_of_time": tr.out_of_time,
+            "device": str(next(net.parameters()).device) if net is not None else None,
+            "history": tr.history}
+
+
+def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *,
+                     progress: bool = False, keep_top_items: bool = False
+                     ) -> tuple[Recommender[Any], dict[str, Any], EvalResult]:
+    """Fit one model, evaluate it on valid and test, save it; return its results row."""
+    model, fit_s = fit_model(mcfg, data, cfg)
     kw: dict[str, Any] = dict(item_popularity=data.split.train.item_counts(),
                               batch_size=cfg.eval_batch_size, progress=progress)
     valid = evaluate(model, data.valid_set, cfg.protocol, **kw)
@@ -160,13 +179,8 @@ def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *
     }
     if len(data.split.cold_items):
         row["cold_start"] = cold_warm(test, data.test_set, data.split.cold_items)
-    if (tr := getattr(model, "train_result_", None)) is not None:  # torch models
-        row["training"] = {"epochs_run": len(tr.history), "best_epoch": tr.best_epoch,
-                           "best_valid": tr.best_metric, "stopped_early": tr.stopped_early,
-                           "out_of_time": tr.out_of_time,
-                           "device": (str(next(model.net_.parameters()).device)
-                                      if hasattr(model, "net_") else None),
-                           "history": tr.history}
+    if (training := training_record(model)) is not None:
+        row["training"] = training
     _log.info("%s: fit %.2fs, test eval %.2fs, test %s=%.4f", mcfg.kind, fit_s, test.seconds,
               cfg.protocol.valid_metric, row["test"].get(cfg.protocol.valid_metric, float("nan")))
     return model, row, test

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -30,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from genrec._io import atomic_write_text
 from genrec.evaluation.evaluator import evaluate
-from genrec.models.registry import build_model
 
 if TYPE_CHECKING:  # genrec.config imports this module for TuneSection
     import optuna
@@ -291,22 +289,15 @@ def _sampler(section: TuneSection) -> optuna.samplers.BaseSampler:
 
 def _fit_and_validate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig,
                       popularity: np.ndarray, progress: bool) -> tuple[float, dict[str, Any]]:
-    """Fit one trial's model (as :func:`genrec.experiment.fit_and_evaluate` does) and score it
-    on the validation set only."""
-    from genrec.experiment import bind_run
+    """Fit one trial's model and score it on the validation set only."""
+    from genrec.experiment import fit_model, training_record
 
-    mcfg = bind_run(mcfg, cfg)
-    model = build_model(mcfg)
-    if hasattr(model, "set_item_features"):  # text / semantic-ID models render item text
-        model.set_item_features(data.dataset.items)
-    t0 = time.perf_counter()
-    model.fit(data.split.train, data.valid_set)
-    fit_s = time.perf_counter() - t0
+    model, fit_s = fit_model(mcfg, data, cfg)
     valid = evaluate(model, data.valid_set, cfg.protocol, item_popularity=popularity,
                      batch_size=cfg.eval_batch_size, progress=progress)
     info: dict[str, Any] = {"fit_seconds": round(fit_s, 3)}
-    if (tr := getattr(model, "train_result_", None)) is not None:  # torch models
-        info |= {"epochs_run": len(tr.history), "best_epoch": tr.best_epoch}
+    if (training := training_record(model)) is not None:  # torch models
+        info |= {k: training[k] for k in ("epochs_run", "best_epoch")}
     return float(valid.summary()[cfg.protocol.valid_metric]), info
 
 

@@ -115,5 +115,5 @@ def test_banned_prefixes_do_not_eat_the_beam(seed: int) -> None:
     # The beams are the best allowed items whenever the search keeps their prefixes.
     full = beam_search(log_probs, trie, 3, 5, banned=banned)          # exhaustive
     assert (full.items[:, :3] >= 0).all() and (full.items[:, 3:] == -1).all()
-    np.testing.assert_array_equal(trie.open_nodes(1, banned)[0].numpy(),
+    np.testing.assert_array_equal(trie.open_nodes(1, banned.nonzero(as_tuple=True), 3)[0].numpy(),
                                   [False, True, True, True])  # depth-2 nodes 0-1, 0-2, 2-0, 2-2

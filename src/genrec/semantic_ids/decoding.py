@@ -96,15 +96,13 @@ class PrefixTrie:
                           [t.to(device) for t in self.item_nodes],
                           [t.to(device) for t in self.node_sizes])
 
-    def open_nodes(self, level: int, banned: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
-                   batch_size: int | None = None) -> torch.Tensor:
+    def open_nodes(self, level: int, banned: tuple[torch.Tensor, torch.Tensor],
+                   batch_size: int) -> torch.Tensor:
         """Which depth-``level + 1`` nodes still lead to an item that is not banned, per
-        user: bool ``(B, nodes)``, from ``banned`` ``(B, n_items)`` bool or its
-        ``nonzero`` pair ``(rows, items)`` (then give ``batch_size``)."""
-        rows, items = (banned.nonzero(as_tuple=True) if isinstance(banned, torch.Tensor)
-                       else banned)
-        b = len(banned) if isinstance(banned, torch.Tensor) else batch_size
-        hits = torch.zeros(b, len(self.node_sizes[level]), dtype=torch.int32,
+        user: bool ``(batch_size, nodes)``, from the banned ``(rows, items)`` pairs (the
+        ``nonzero`` of a ``(B, n_items)`` mask)."""
+        rows, items = banned
+        hits = torch.zeros(batch_size, len(self.node_sizes[level]), dtype=torch.int32,
                            device=rows.device)
         hits.index_put_((rows, self.item_nodes[level][items]),
                         torch.ones_like(rows, dtype=torch.int32), accumulate=True)
