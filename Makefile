@@ -15,7 +15,7 @@ $(BIN)/python:
 # torch is pinned (torch==2.13.0) so pip takes the CPU build; installed first, on its own.
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e ".[text]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
@@ -25,8 +25,10 @@ $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 install: $(VENV)/.installed
 install-test: $(VENV)/.installed-test
 
+# The main job: EASE, SASRec and TIGER (semantic IDs from item text) on MovieLens-100K under
+# one protocol, then the holistic report with generative risks (see configs/demo-ml100k.yaml).
 demo: install
-	$(BIN)/genrec run configs/quickstart-ml100k.yaml
+	$(BIN)/genrec compare configs/demo-ml100k.yaml
 
 test: install-test
 	$(BIN)/python -m pytest -q

@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from genrec.config import load_config
-from genrec.evaluation.compare import HolisticOptions, run_comparison
+from genrec.evaluation.compare import HolisticOptions
+from genrec.runs.compare import run_comparison
 from genrec.evaluation.report import write_report
 
 ROOT = Path(__file__).resolve().parents[1]

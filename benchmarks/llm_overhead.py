@@ -29,6 +29,7 @@ import numpy as np
 from genrec._io import atomic_write_text
 from genrec.llm import LLMReranker, OpenAIClient, RerankConfig, SentenceEncoder
 from genrec.llm.local import LocalLlamaServer
+from genrec.config import load_config
 from genrec.llm.runner import _rows, prepare, run_simulation
 from genrec.llm.scripted import ScriptedClient
 
@@ -83,7 +84,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
 
     t0 = time.perf_counter()
-    p = prepare(a.dataset, a.model, data_dir=a.data_dir)
+    cfg = load_config(None, [f"dataset.name={a.dataset}", f"dataset.data_dir={a.data_dir}",
+                             f"output={Path(a.output) / 'runs' / a.dataset}"], models=[a.model])
+    p = prepare(cfg)
     print(f"{a.dataset}: {p.dataset}; {a.model} fitted in {p.fit_seconds:.1f}s", flush=True)
     encoder = SentenceEncoder()
     rng = np.random.default_rng(0)

@@ -74,7 +74,10 @@ def build_bundle(dataset: str, model: str, dest: Path, data_dir: str | None,
     """Fit ``model`` on the leave-one-out split of ``dataset`` and export a bundle to ``dest``."""
     from genrec.data.recipes import load_dataset
     from genrec.data.splits import split
+    from genrec.evaluation.protocol import Protocol
+    from genrec.models.base import FitContext
     from genrec.models.registry import build_model, model_config
+    from genrec.runs.experiment import validation_callback
     from genrec.serving import export_bundle
 
     ds = load_dataset(dataset, data_dir=data_dir)
@@ -85,7 +88,9 @@ def build_bundle(dataset: str, model: str, dest: Path, data_dir: str | None,
                                             "device": device}}
     m = build_model(model_config(model, **params))
     t0 = time.perf_counter()
-    m.fit(sp.train, sp.valid_set() if model in ("sasrec", "gru4rec") else None)
+    ctx = FitContext(validate=validation_callback(sp.valid_set(), Protocol())
+                     if model in ("sasrec", "gru4rec") else None)
+    m.fit(sp.train, ctx)
     fit_s = time.perf_counter() - t0
     export_bundle(m, ds, dest, histories=sp.train.concat(sp.valid), overwrite=True)
     return {"fit_seconds": round(fit_s, 2), "config": m.config.model_dump(mode="json")}

@@ -41,7 +41,8 @@ import torch
 from genrec.config import load_config
 from genrec.data.splits import split
 from genrec.evaluation.evaluator import evaluate
-from genrec.experiment import load_data
+from genrec.models.base import FitContext
+from genrec.runs.experiment import load_data
 from genrec.models.sasrec import SASRec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,8 +65,7 @@ def genrec_side(recipe: Path, repeats: int) -> dict[str, Any]:
     test_set = sp.test_set()
     mcfg = cfg.models[0]
     train = mcfg.train.model_copy(update={
-        "epochs": 1, "device": "cpu", "progress": False, "max_minutes": None,
-        "checkpoint_dir": None, "seed": cfg.protocol.seed})
+        "epochs": 1, "device": "cpu", "progress": False, "max_minutes": None})
     mcfg = mcfg.model_copy(update={"train": train})
     n_rows = int((sp.train.histories().lengths >= 2).sum())  # users with a next item
 
@@ -73,7 +73,7 @@ def genrec_side(recipe: Path, repeats: int) -> dict[str, Any]:
     for _ in range(repeats):
         model = SASRec(mcfg)
         t0, c0 = time.perf_counter(), time.process_time()
-        model.fit(sp.train, None)
+        model.fit(sp.train, FitContext(seed=cfg.protocol.seed))
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
         rec = model.train_result_.history[0]
         train_runs.append({"epoch_seconds": rec["seconds"], "fit_call_seconds": wall,

@@ -31,9 +31,11 @@ import time
 from pathlib import Path
 
 from genrec.config import ExperimentConfig, load_config
+from genrec.evaluation.catalogue import Catalogue
 from genrec.evaluation.evaluator import evaluate
+from genrec.evaluation.generative import beam_risks
 from genrec.evaluation.protocol import Protocol
-from genrec.experiment import (
+from genrec.runs.experiment import (
     fit_and_evaluate,
     load_data,
     prepare,
@@ -72,16 +74,18 @@ def main() -> None:
 
     # -- decoding: constrained vs unconstrained, hallucinations, beam vs exact ----------------
     n = min(args.sample_users, len(data.test_set))
+    catalogue = Catalogue.from_dataset(data.dataset)
     hist = data.test_set.histories.slice(0, n)
     timings = {}
     for name, constrained in (("constrained", True), ("unconstrained", False)):
         t0 = time.perf_counter()
         res = model.generate(hist, constrained=constrained)
         timings[name] = time.perf_counter() - t0
+        risks = beam_risks(res, catalogue, histories=hist)
         if not constrained:
-            hallucination = res.hallucination_rate
+            hallucination = risks["hallucination_rate"]
         else:
-            invalid = int((res.items < 0).sum())
+            invalid = int(risks["invalid_items"])
     exact_model = copy.copy(model)  # shares the fitted state; only decoding differs
     exact_model.config = model.config.model_copy(update={"decoding": "exact"})
     parity_set = data.test_set.slice(0, min(args.parity_users, len(data.test_set)))

@@ -53,3 +53,20 @@ def test_non_mapping_yaml(tmp_path) -> None:
     path.write_text("- a\n- b\n")
     with pytest.raises(ValueError, match="mapping"):
         load_config(path)
+
+
+@pytest.mark.parametrize("key", ["valid_metric=ndcg@10", "seed=1", "checkpoint_dir=x",
+                                 "resume=true"])
+def test_training_keys_are_declared_once_in_the_experiment(key: str) -> None:
+    # protocol.valid_metric, protocol.seed, output and resume reach the training loop through
+    # the model's FitContext; a model's train section no longer takes its own copy.
+    with pytest.raises(ValidationError, match=key.split("=")[0]):
+        load_config(None, [f"models.0.train.{key}"], models=["sasrec"])
+    assert load_config(None, ["protocol.valid_metric=recall@20", "protocol.seed=7"],
+                       models=["sasrec"]).protocol.valid_metric == "recall@20"
+
+
+@pytest.mark.parametrize("metric", ["ndcg", "nope@10", "ndcg@0"])
+def test_bad_valid_metric_is_rejected(metric: str) -> None:
+    with pytest.raises(ValidationError, match="valid_metric"):
+        load_config(None, [f"protocol.valid_metric={metric}"], models=["ease"])

@@ -1,9 +1,12 @@
-"""Kill -9 a `genrec run` training mid-run, resume it, and get the uninterrupted result."""
+"""`genrec run --resume` on ML-100K: a killed training resumes to the uninterrupted result; a
+resume under other settings is refused; a damaged newest checkpoint falls back to the one
+before it."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,11 +31,47 @@ def _env() -> dict[str, str]:
     return os.environ | {"OMP_NUM_THREADS": "1"}
 
 
-@pytest.mark.slow
-def test_kill_and_resume_equals_uninterrupted(tmp_path: Path, data_dir: Path) -> None:
-    straight = tmp_path / "straight"
-    subprocess.run(_cmd(straight, data_dir), check=True, env=_env(), capture_output=True)
+def _run(out: Path, data_dir: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_cmd(out, data_dir, *extra), env=_env(), capture_output=True,
+                          text=True, timeout=300)
 
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())["results"][0]
+
+
+def _error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one ``error:`` line of a failed run (exit code 2, no traceback)."""
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, proc.stderr
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """An uninterrupted 4-epoch run, with its checkpoints (tests copy it, never change it)."""
+    out = tmp_path_factory.mktemp("resume") / "straight"
+    proc = _run(out, data_dir)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    ckpt = out / "checkpoints" / "sasrec"
+    assert sorted(p.name for p in ckpt.iterdir()) == ["epoch-0003", "epoch-0004",
+                                                      "latest.json"]
+    return out
+
+
+def _copy(straight: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(straight, tmp_path / "run"))
+
+
+def _truncate(path: Path) -> None:
+    os.truncate(path, path.stat().st_size // 2)
+
+
+@pytest.mark.slow
+def test_kill_and_resume_equals_uninterrupted(straight: Path, tmp_path: Path,
+                                              data_dir: Path) -> None:
     killed = tmp_path / "killed"
     proc = subprocess.Popen(_cmd(killed, data_dir), env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
@@ -45,8 +84,63 @@ def test_kill_and_resume_equals_uninterrupted(tmp_path: Path, data_dir: Path) ->
     proc.wait()
     assert not (killed / "results.json").exists()
 
-    subprocess.run(_cmd(killed, data_dir, "--resume"), check=True, env=_env(),
-                   capture_output=True)
-    a = json.loads((straight / "results.json").read_text())["results"][0]
-    b = json.loads((killed / "results.json").read_text())["results"][0]
+    resumed = _run(killed, data_dir, "--resume")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    a, b = _results(straight), _results(killed)
     assert a["valid"] == b["valid"] and a["test"] == b["test"]
+
+
+@pytest.mark.slow
+def test_resume_with_another_learning_rate_is_refused(straight: Path, tmp_path: Path,
+                                                      data_dir: Path) -> None:
+    run = _copy(straight, tmp_path)
+    ckpt = run / "checkpoints" / "sasrec"
+    before = {p.relative_to(ckpt): p.read_bytes() for p in ckpt.rglob("*") if p.is_file()}
+    line = _error_line(_run(run, data_dir, "--resume", "--set", "models.0.train.lr=0.01"))
+    assert "refusing to resume" in line and "train.lr: 0.001 in the checkpoint, 0.01 now" in line
+    assert "split" not in line  # only what differs is named
+    # The checkpoints and the results of the original run are untouched.
+    assert {p.relative_to(ckpt): p.read_bytes() for p in ckpt.rglob("*") if p.is_file()} == before
+    assert _results(run) == _results(straight)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("flags", "named"), [
+    (["--split", "random"], "split.kind: 'leave_one_out' in the checkpoint, 'random' now"),
+    (["--seed", "7"], "split.seed: 42 in the checkpoint, 7 now"),
+])
+def test_resume_with_another_split_is_refused(straight: Path, tmp_path: Path, data_dir: Path,
+                                              flags: list[str], named: str) -> None:
+    run = _copy(straight, tmp_path)
+    line = _error_line(_run(run, data_dir, "--resume", *flags))
+    assert "refusing to resume" in line and named in line
+    assert "model." not in line
+
+
+@pytest.mark.slow
+def test_truncated_newest_checkpoint_resumes_from_the_previous_one(
+        straight: Path, tmp_path: Path, data_dir: Path) -> None:
+    run = _copy(straight, tmp_path)
+    ckpt = run / "checkpoints" / "sasrec"
+    _truncate(ckpt / "epoch-0004" / "model.safetensors")
+    proc = _run(run, data_dir, "--resume")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    logged = " ".join((proc.stdout + proc.stderr).split())  # rich wraps log lines
+    assert "epoch-0004 is unreadable" in logged
+    assert "resuming from the older checkpoint" in logged and "epoch-0003" in logged
+    a, b = _results(straight), _results(run)
+    assert b["training"]["history"][-1]["epoch"] == 4  # epoch 4 was trained again...
+    assert a["valid"] == b["valid"] and a["test"] == b["test"]  # ...to the same result
+    assert json.loads((ckpt / "latest.json").read_text()) == {"dir": "epoch-0004"}
+
+
+@pytest.mark.slow
+def test_unreadable_checkpoints_give_one_clear_error(straight: Path, tmp_path: Path,
+                                                     data_dir: Path) -> None:
+    run = _copy(straight, tmp_path)
+    ckpt = run / "checkpoints" / "sasrec"
+    _truncate(ckpt / "epoch-0004" / "model.safetensors")
+    (ckpt / "epoch-0003" / "state.json").write_text("")
+    line = _error_line(_run(run, data_dir, "--resume"))
+    assert f"no readable checkpoint in {ckpt}" in line
+    assert "epoch-0004: SafetensorError" in line and "epoch-0003: JSONDecodeError" in line

@@ -10,11 +10,10 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-import genrec.experiment
-import genrec.tuning
 from genrec.cli import app
 from genrec.config import ExperimentConfig, load_config
-from genrec.tuning import tune
+from genrec.runs import experiment, tuning
+from genrec.runs.tuning import tune
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 MIN_ITEM = 50
@@ -35,11 +34,11 @@ def tuned(tmp_path_factory, data_dir) -> tuple[Path, dict[str, Any], list[str]]:
     """Four TPE trials of EASE's l2, with every evaluation and the final fit recorded."""
     out = tmp_path_factory.mktemp("tune")
     events: list[str] = []
-    prepared: list[genrec.experiment.Prepared] = []
-    real_prepare, real_fit = genrec.experiment.prepare, genrec.experiment.fit_and_evaluate
-    real_evaluate = genrec.tuning.evaluate
+    prepared: list[experiment.Prepared] = []
+    real_prepare, real_fit = experiment.prepare, experiment.fit_and_evaluate
+    real_evaluate = experiment.evaluate
 
-    def prepare(cfg: ExperimentConfig) -> genrec.experiment.Prepared:
+    def prepare(cfg: ExperimentConfig) -> experiment.Prepared:
         prepared.append(real_prepare(cfg))
         return prepared[-1]
 
@@ -55,10 +54,11 @@ def tuned(tmp_path_factory, data_dir) -> tuple[Path, dict[str, Any], list[str]]:
     cfg = _config(out, data_dir, {"models.0.l2": {"type": "float", "low": 10, "high": 2000,
                                                   "log": True}}, n_trials=4)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(genrec.experiment, "prepare", prepare)
-        mp.setattr(genrec.experiment, "fit_and_evaluate", fit_and_evaluate)
-        mp.setattr(genrec.experiment, "evaluate", evaluate)
-        mp.setattr(genrec.tuning, "evaluate", evaluate)
+        # The tuner reaches all three through the module (trials evaluate with
+        # experiment.evaluate, the final fit with experiment.fit_and_evaluate).
+        mp.setattr(experiment, "prepare", prepare)
+        mp.setattr(experiment, "fit_and_evaluate", fit_and_evaluate)
+        mp.setattr(experiment, "evaluate", evaluate)
         results = tune(cfg)
     return out, results, events
 
@@ -147,14 +147,14 @@ def test_grid_sampler_tries_every_choice_once(tmp_path, data_dir) -> None:
 
 def test_a_failing_trial_is_recorded_and_the_search_goes_on(tmp_path, data_dir,
                                                              monkeypatch) -> None:
-    real = genrec.tuning._fit_and_validate
+    real = tuning._fit_and_validate
 
     def fit(mcfg: Any, *args: Any) -> Any:
         if mcfg.l2 == 200.0:
             raise ValueError("diverged")
         return real(mcfg, *args)
 
-    monkeypatch.setattr(genrec.tuning, "_fit_and_validate", fit)
+    monkeypatch.setattr(tuning, "_fit_and_validate", fit)
     cfg = _config(tmp_path, data_dir, {"models.0.l2": {"type": "categorical",
                                                        "choices": [200.0, 50.0]}},
                   sampler="grid")

@@ -16,6 +16,8 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from genrec._io import atomic_write_text
+
 app = typer.Typer(help="genrec: generative recommender systems on one honest protocol.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
@@ -52,7 +54,7 @@ def print_results(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from genrec.experiment import TEST_COLUMNS
+    from genrec.evaluation.results import TEST_COLUMNS
 
     console = Console(width=max(Console().width, 140))
     d = results["dataset"]
@@ -69,6 +71,25 @@ def print_results(results: dict[str, Any]) -> None:
                       f"{r['valid'].get(vm, float('nan')):.4f}",
                       *[f"{r['test'].get(c, float('nan')):.4f}" for c in cols])
     console.print(table)
+
+
+def _experiment(config: Path | None, *, dataset: str | None = None,
+                models: str | None = None, output: str | Path | None = None,
+                data_dir: str | None = None, set_: list[str] | None = None,
+                flags: dict[str, Any] | None = None, default_models: str | None = None,
+                default_output: str | None = None) -> Any:
+    """The ExperimentConfig of a command: the YAML (or defaults), then the flags (each one a
+    config key), then ``--set``; validated once, the same way for every command."""
+    from genrec.config import load_config
+
+    keys = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir,
+            **(flags or {})}
+    if output is None and default_output is not None and config is None:
+        keys["output"] = default_output
+    overrides = [f"{k}={v}" for k, v in keys.items() if v is not None] + list(set_ or [])
+    kinds = models if models is not None else (default_models if config is None else None)
+    chosen = [m.strip() for m in kinds.split(",") if m.strip()] if kinds else None
+    return load_config(config, overrides, models=chosen)
 
 
 @app.command()
@@ -95,18 +116,14 @@ def run(
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], str]:
-        from genrec.config import load_config
-        from genrec.experiment import run_experiment
+        from genrec.runs.experiment import run_experiment
 
-        overrides = list(set_ or [])
-        flags = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir,
-                 "protocol.split.kind": split, "protocol.candidates": candidates,
+        flags = {"protocol.split.kind": split, "protocol.candidates": candidates,
                  "protocol.seed": seed, "protocol.split.seed": seed, "split_path": split_path,
                  "protocol.cutoffs": f"[{cutoffs}]" if cutoffs else None,
                  "resume": "true" if resume else None}
-        overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + overrides
-        chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
-        cfg = load_config(config, overrides, models=chosen)
+        cfg = _experiment(config, dataset=dataset, models=models, output=output,
+                          data_dir=data_dir, set_=set_, flags=flags)
         if not cfg.models:
             raise ValueError("no models: pass --models pop,itemknn,ease or list them in the config")
         return run_experiment(cfg, progress=not quiet and sys.stderr.isatty()), cfg.output
@@ -132,7 +149,7 @@ def tune_command(
 
     def go() -> tuple[dict[str, Any], str]:
         from genrec.config import load_config
-        from genrec.tuning import tune
+        from genrec.runs.tuning import tune
 
         flags = {"tune.n_trials": n_trials, "output": output, "dataset.data_dir": data_dir}
         overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_ or [])
@@ -165,19 +182,20 @@ def tokenize(
 
     def go() -> tuple[str, str]:
         from genrec.config import load_config
-        from genrec.experiment import prepare
         from genrec.models import build_model
+        from genrec.models.base import FitContext
+        from genrec.runs.experiment import prepare
 
         cfg = load_config(config, list(set_ or []))
         tiger = next((m for m in cfg.models if m.kind == "tiger"), None)
         if tiger is None:
             raise ValueError(f"{config}: no model of kind tiger to tokenize for")
         data = prepare(cfg)
-        model = build_model(tiger).set_item_features(data.dataset.items)
-        model.fit_semantic_ids(data.split.train)
+        model = build_model(tiger).fit_semantic_ids(
+            data.split.train, FitContext(items=data.dataset.items, seed=cfg.protocol.seed))
         out = output or str(Path(cfg.output) / "semantic_ids")
         model.save_semantic_ids(out)
-        return model.health_.format(), out
+        return model.semantic_ids_.health_.format(), out
 
     health, out = _run_guarded(go)
     typer.echo(health)
@@ -370,13 +388,11 @@ def compare(
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], str]:
-        from genrec.config import load_config
-        from genrec.evaluation.compare import HolisticOptions, run_comparison
+        from genrec.evaluation.compare import HolisticOptions
+        from genrec.runs.compare import run_comparison
 
-        flags = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir}
-        overrides = [f"{key}={v}" for key, v in flags.items() if v is not None] + list(set_ or [])
-        chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
-        cfg = load_config(config, overrides, models=chosen)
+        cfg = _experiment(config, dataset=dataset, models=models, output=output,
+                          data_dir=data_dir, set_=set_)
         if not cfg.models:
             raise ValueError("no models: pass --models pop,itemknn,ease or list them in the config")
         opts = HolisticOptions(k=k, n_boot=n_boot)
@@ -409,11 +425,21 @@ def report(
 
 
 # -- LLM layer: rerank, explain, chat, simulate -------------------------------------------
+# They take the same experiment config as `genrec run` (a YAML and/or flags, --set for any
+# key): the candidate model is the config's first model, fitted and evaluated under the
+# protocol exactly as `genrec run` does it.
 
-_Dataset = Annotated[str, typer.Option(help="Recipe name, e.g. ml-100k.")]
-_Candidate = Annotated[str, typer.Option(help="Candidate model kind.")]
-_ModelPath = Annotated[Path | None, typer.Option(help="A saved model folder.")]
-_DataDir = Annotated[str | None, typer.Option(help="Datasets folder.")]
+_Config = Annotated[Path | None, typer.Argument(
+    help="YAML experiment config (as for genrec run); its first model is the candidate.")]
+_Dataset = Annotated[str | None, typer.Option(help="dataset.name, e.g. ml-100k.")]
+_Candidate = Annotated[str | None, typer.Option(
+    help="models: the candidate model kind (default: the config's first model, else ease).")]
+_ModelPath = Annotated[Path | None, typer.Option(
+    help="A saved model folder (e.g. RUN/models/ease of a genrec run of the same config), "
+         "used instead of fitting.")]
+_DataDir = Annotated[str | None, typer.Option(help="dataset.data_dir")]
+_Set = Annotated[list[str] | None, typer.Option(
+    "--set", help="Any config key: --set models.0.train.epochs=5")]
 _User = Annotated[str | None, typer.Option(help="Raw user id (default: first test user).")]
 _LLMUrl = Annotated[str | None, typer.Option(
     "--llm-url", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8080/v1")]
@@ -426,10 +452,12 @@ _LLMKey = Annotated[str, typer.Option("--api-key-env", help="Env var holding the
 
 @app.command("rerank")
 def llm_rerank(
-    dataset: _Dataset,
-    model: _Candidate = "ease",
+    config: _Config = None,
+    dataset: _Dataset = None,
+    model: _Candidate = None,
     model_path: _ModelPath = None,
     data_dir: _DataDir = None,
+    set_: _Set = None,
     users: Annotated[int, typer.Option(min=1, help="Test users to rerank.")] = 50,
     top_n: Annotated[int, typer.Option(min=1, help="Candidates shown to the LLM.")] = 20,
     k: Annotated[int | None, typer.Option(min=1, help="Length of the final list.")] = None,
@@ -437,42 +465,51 @@ def llm_rerank(
     structured: Annotated[bool, typer.Option(help="Ask for schema-bound JSON.")] = True,
     llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
     llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
-    output: Annotated[Path | None, typer.Option(help="Folder for rerank.json.")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="output: run folder (config, split, candidate model, rerank.json); "
+             "default runs/rerank.")] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings.")] = False,
 ) -> None:
     """Rerank a model's top-N with an LLM; print the raw LLM error rates (grounded output)."""
     _setup_logging(quiet)
 
-    def go() -> dict[str, Any]:
+    def go() -> tuple[dict[str, Any], str]:
         from genrec.llm.rerank import RerankConfig
         from genrec.llm.runner import llm_client, prepare, run_rerank
 
         if llm_url is None and llm_gguf is None:
             raise ValueError("rerank needs an LLM: pass --llm-url or --llm-gguf")
-        p = prepare(dataset, model, model_path=model_path, data_dir=data_dir)
+        exp = _experiment(config, dataset=dataset, models=model, output=output,
+                          data_dir=data_dir, set_=set_, default_models="ease",
+                          default_output="runs/rerank")
+        p = prepare(exp, model_path=model_path)
         cfg = RerankConfig(n_candidates=top_n, k=k, permutations=permutations,
                            structured=structured)
         with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
                         api_key_env=api_key_env) as client:
-            return run_rerank(p, client, users=users, config=cfg)
+            res = run_rerank(p, client, users=users, config=cfg)
+        atomic_write_text(Path(exp.output) / "rerank.json", json.dumps(res, indent=2))
+        return res, exp.output
 
-    res = _run_guarded(go)
+    res, out = _run_guarded(go)
     rates = {k_: v for k_, v in res["llm"].items() if k_.endswith("_rate")}
-    typer.echo(json.dumps({k_: v for k_, v in res.items() if k_ not in ("llm", "examples")}
+    typer.echo(f"protocol: {res['protocol_text']}")
+    typer.echo(json.dumps({k_: v for k_, v in res.items()
+                           if k_ not in ("llm", "examples", "candidate", "protocol_text")}
                           | {"raw_rates": rates}, indent=2))
-    if output is not None:
-        from genrec._io import atomic_write_text
-
-        atomic_write_text(output / "rerank.json", json.dumps(res, indent=2))
-        typer.echo(f"written to {output / 'rerank.json'}")
+    typer.echo(f"written to {Path(out) / 'rerank.json'}")
 
 
 @app.command("explain")
 def llm_explain(
-    dataset: _Dataset,
-    model: _Candidate = "ease",
+    config: _Config = None,
+    dataset: _Dataset = None,
+    model: _Candidate = None,
     model_path: _ModelPath = None,
     data_dir: _DataDir = None,
+    set_: _Set = None,
+    output: Annotated[str | None, typer.Option(
+        help="output: run folder for the candidate model; default runs/explain.")] = None,
     user: _User = None,
     k: Annotated[int, typer.Option(min=1, help="Recommendations to explain.")] = 5,
     llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
@@ -486,7 +523,10 @@ def llm_explain(
         from genrec.llm.explain import Explainer
         from genrec.llm.runner import find_user, history_of, llm_client, prepare
 
-        p = prepare(dataset, model, model_path=model_path, data_dir=data_dir)
+        exp = _experiment(config, dataset=dataset, models=model, output=output,
+                          data_dir=data_dir, set_=set_, default_models="ease",
+                          default_output="runs/explain")
+        p = prepare(exp, model_path=model_path)
         row = find_user(p, user)
         hist = history_of(p, row)
         recs = p.model.recommend(p.test.histories.slice(row, row + 1), k).items[0]
@@ -508,10 +548,14 @@ def llm_explain(
 
 @app.command("chat")
 def llm_chat(
-    dataset: _Dataset,
-    model: _Candidate = "ease",
+    config: _Config = None,
+    dataset: _Dataset = None,
+    model: _Candidate = None,
     model_path: _ModelPath = None,
     data_dir: _DataDir = None,
+    set_: _Set = None,
+    output: Annotated[str | None, typer.Option(
+        help="output: run folder for the candidate model; default runs/chat.")] = None,
     user: _User = None,
     k: Annotated[int, typer.Option(min=1, help="Items per reply.")] = 5,
     state: Annotated[Path | None, typer.Option(
@@ -529,11 +573,14 @@ def llm_chat(
     def go() -> None:
         from genrec.llm.conversation import ConversationalRecommender
         from genrec.llm.critique import CritiqueParser
-        from genrec.llm.embeddings import default_encoder
+        from genrec.text.encoders import default_encoder
         from genrec.llm.rerank import LLMReranker
         from genrec.llm.runner import find_user, history_of, llm_client, prepare
 
-        p = prepare(dataset, model, model_path=model_path, data_dir=data_dir)
+        exp = _experiment(config, dataset=dataset, models=model, output=output,
+                          data_dir=data_dir, set_=set_, default_models="ease",
+                          default_output="runs/chat")
+        p = prepare(exp, model_path=model_path)
         with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
                         api_key_env=api_key_env) as client:
             rr = LLMReranker(client, p.catalog, k=k) if client is not None else None
@@ -571,12 +618,16 @@ def llm_chat(
 
 @app.command("simulate")
 def llm_simulate(
-    dataset: Annotated[str, typer.Option(help="Recipe name, e.g. amazon-beauty.")],
-    model: _Candidate = "ease",
+    config: _Config = None,
+    dataset: _Dataset = None,
+    model: _Candidate = None,
     turns: Annotated[int, typer.Option(min=1, help="Turns per conversation.")] = 5,
-    output: Annotated[Path, typer.Option(help="Folder for results.json.")] = Path("runs/simulate"),
+    output: Annotated[str | None, typer.Option(
+        help="output: run folder (config, split, candidate model, simulation.json); "
+             "default runs/simulate.")] = None,
     model_path: _ModelPath = None,
     data_dir: _DataDir = None,
+    set_: _Set = None,
     users: Annotated[int, typer.Option(min=1, help="Test users simulated (seeded sample).")]
     = 500,
     k: Annotated[int, typer.Option(min=1, help="Items per reply.")] = 10,
@@ -593,13 +644,15 @@ def llm_simulate(
     """Simulated users with hidden targets: success within T turns, turns, recall@K per turn."""
     _setup_logging(quiet)
 
-    def go() -> dict[str, Any]:
-        from genrec._io import atomic_write_text
+    def go() -> tuple[dict[str, Any], Path]:
         from genrec.llm.runner import llm_client, prepare, run_simulation
 
         if phrasing not in ("template", "llm"):
             raise ValueError("--phrasing must be template or llm")
-        p = prepare(dataset, model, model_path=model_path, data_dir=data_dir)
+        exp = _experiment(config, dataset=dataset, models=model, output=output,
+                          data_dir=data_dir, set_=set_, default_models="ease",
+                          default_output="runs/simulate")
+        p = prepare(exp, model_path=model_path)
         with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
                         api_key_env=api_key_env) as client:
             if client is None and (phrasing == "llm" or rerank):
@@ -608,10 +661,11 @@ def llm_simulate(
                                  seed=seed, client=client, phrasing=phrasing, rerank=rerank)
             if client is not None and getattr(client, "usage", None) is not None:
                 res["usage"] = client.usage.to_dict()  # type: ignore[attr-defined]
-        atomic_write_text(output / "results.json", json.dumps(res, indent=2))
-        return res
+        path = Path(exp.output) / "simulation.json"
+        atomic_write_text(path, json.dumps(res, indent=2))
+        return res, path
 
-    res = _run_guarded(go)
+    res, path = _run_guarded(go)
     for key in ("with_critiques", "without_critiques"):
         if key in res:
             r = res[key]
@@ -620,7 +674,7 @@ def llm_simulate(
                        f"{'-' if mt is None else f'{mt:.2f}'}  recall@10 per turn="
                        f"{[round(x, 3) for x in r['recall']['@10']]}  overhead p50="
                        f"{r['overhead_ms_per_turn'].get('p50', 0):.2f} ms")
-    typer.echo(f"results written to {output / 'results.json'}")
+    typer.echo(f"results written to {path}")
 
 
 if __name__ == "__main__":

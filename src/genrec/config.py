@@ -7,17 +7,121 @@ a.b=value`` reaches any key, so the two forms are interchangeable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from genrec.data.preprocess import PreprocessConfig
 from genrec.evaluation.protocol import Protocol
 from genrec.models.registry import AnyModelConfig
-from genrec.tuning import TuneSection
 
-__all__ = ["DataConfig", "ExperimentConfig", "load_config", "apply_overrides", "parse_value"]
+__all__ = ["CategoricalParam", "DataConfig", "ExperimentConfig", "FloatParam", "IntParam",
+           "ParamSpec", "TuneSection", "load_config", "apply_overrides", "parse_value"]
+
+Choice = bool | int | float | str | None
+
+
+class FloatParam(BaseModel):
+    """A float drawn from ``[low, high]`` (log-uniformly with ``log: true``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["float"]
+    low: float
+    high: float
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> FloatParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"log: true needs low > 0, got {self.low}")
+        return self
+
+
+class IntParam(BaseModel):
+    """An integer drawn from ``low, low + step, ..., high`` (log-uniformly with ``log``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["int"]
+    low: int
+    high: int
+    step: int = Field(1, ge=1)
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _range(self) -> IntParam:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and (self.low < 1 or self.step != 1):
+            raise ValueError("log: true needs low >= 1 and step 1")
+        return self
+
+
+class CategoricalParam(BaseModel):
+    """One of a list of values (the grid sampler tries each)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["categorical"]
+    choices: list[Choice] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _distinct(cls, v: list[Choice]) -> list[Choice]:
+        if len({(type(c), c) for c in v}) != len(v):
+            raise ValueError(f"choices must be distinct, got {v}")
+        return v
+
+
+ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
+
+
+class TuneSection(BaseModel):
+    """The ``tune:`` section of an experiment config: what ``genrec tune`` searches.
+
+    The direction is always to maximise ``protocol.valid_metric`` on the validation set.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_trials: int = Field(20, ge=1)
+    """Trials to run (the grid sampler stops earlier once every combination is tried)."""
+    timeout_minutes: float | None = Field(None, gt=0)
+    """Start no new trial after this many minutes (a running trial is not interrupted)."""
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    """Optuna sampler; ``grid`` needs every parameter to be categorical."""
+    seed: int = 42
+    """Seed of the sampler."""
+    space: dict[str, ParamSpec] = Field(min_length=1)
+    """Dotted config key of the model (``models.0.l2``) -> its range or choices."""
+
+    @field_validator("space")
+    @classmethod
+    def _model_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in v:
+            parts = key.split(".")
+            # Data, split and protocol are prepared once and shared by all trials, so only
+            # the model's own settings may vary.
+            if len(parts) < 3 or parts[:2] != ["models", "0"] or not all(parts):
+                raise ValueError(f"{key!r}: a tuned key must be a setting of the model, "
+                                 "e.g. models.0.l2 or models.0.train.lr")
+            if parts[2] == "kind":
+                raise ValueError(f"{key!r}: the model kind cannot be tuned")
+        return v
+
+    @model_validator(mode="after")
+    def _grid_is_categorical(self) -> TuneSection:
+        if self.sampler == "grid":
+            other = [k for k, s in self.space.items() if not isinstance(s, CategoricalParam)]
+            if other:
+                raise ValueError(f"the grid sampler needs categorical parameters, not {other}")
+        return self
+
+
 
 
 class DataConfig(BaseModel):

@@ -62,7 +62,8 @@ def test_from_lists(batch: Histories) -> None:
     np.testing.assert_array_equal(batch.indptr, [0, 5, 5, 7])
     np.testing.assert_array_equal(batch.lengths, [5, 0, 2])
     assert _rows(batch) == [[3, 1, 4, 1, 5], [], [2, 0]]
-    np.testing.assert_array_equal(Histories.from_lists([[1], [2]], 3).users, [0, 1])
+    # Without users the rows are anonymous (-1), never users 0..B-1 of the catalogue.
+    np.testing.assert_array_equal(Histories.from_lists([[1], [2]], 3).users, [-1, -1])
 
 
 def test_from_lists_rejects_out_of_range_items() -> None:

@@ -172,7 +172,7 @@ def test_cold_items_never_reach_training_but_stay_targets(tmp_path: Path) -> Non
 
 def test_cold_warm_report_groups_users_by_target() -> None:
     from genrec.evaluation.evaluator import EvalResult
-    from genrec.experiment import cold_warm
+    from genrec.runs.experiment import cold_warm
 
     ds = random_dataset(n_users=100, n_items=30, min_len=4, max_len=8, seed=2)
     s = split(ds, SplitConfig(cold_items=0.3))

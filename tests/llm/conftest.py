@@ -16,8 +16,9 @@ import polars as pl
 import pytest
 
 from genrec.data.interactions import Dataset
-from genrec.llm import ItemCatalog, OpenAIClient
-from genrec.llm.embeddings import HashingEncoder, SentenceEncoder
+from genrec.evaluation.catalogue import Catalogue
+from genrec.llm import OpenAIClient
+from genrec.text.encoders import HashingEncoder, SentenceEncoder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MODELS_DIR = Path(REPO_ROOT).parent / "shared" / "models"
@@ -58,8 +59,8 @@ def tiny() -> Dataset:
 
 
 @pytest.fixture(scope="session")
-def tiny_catalog(tiny: Dataset) -> ItemCatalog:
-    return ItemCatalog.from_dataset(tiny)
+def tiny_catalog(tiny: Dataset) -> Catalogue:
+    return Catalogue.from_dataset(tiny)
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +87,7 @@ def ml100k(data_dir: Path):
     ds = load_dataset("ml-100k", data_dir=data_dir, download=False)
     sp = split(ds)
     model = build_model(model_config("ease")).fit(sp.train.concat(sp.valid))
-    return {"ds": ds, "split": sp, "test": sp.test_set(), "catalog": ItemCatalog.from_dataset(ds),
+    return {"ds": ds, "split": sp, "test": sp.test_set(), "catalog": Catalogue.from_dataset(ds),
             "model": model}
 
 

@@ -55,7 +55,8 @@ def test_parser_paraphrase_needs_the_real_encoder(tiny_catalog, sentence_encoder
 
 
 def test_state_update_rules() -> None:
-    from genrec.llm import Attribute, Critique
+    from genrec.evaluation.catalogue import Attribute
+    from genrec.llm import Critique
 
     st = SessionState()
     sv = frozenset({"brand"})

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from genrec.llm import Explainer, GroundingChecker, LLMError
+from genrec.evaluation.grounding import GroundingChecker
+from genrec.llm import Explainer, LLMError
 from genrec.llm.scripted import ScriptedClient
 
 
@@ -29,11 +30,14 @@ def test_checker_flags_ungrounded_and_contradictions(tiny_catalog) -> None:
     assert chk.check("A Nail Polish by OPI, like OPI Nail Lacquer Red.", item, hist).ok
     r = chk.check("A great Shampoos pick by Revlon.", item, hist)
     assert {c.text for c in r.ungrounded} == {"shampoos", "revlon"}
-    assert [c.text for c in r.contradictions] == ["revlon"]  # another brand than OPI
+    # Another brand than OPI, and a category the item's categories do not hold.
+    assert {c.text for c in r.contradictions} == {"shampoos", "revlon"}
     r = chk.check("This is not a Nail Polish.", item, hist)
     assert r.contradictions and not r.ok
     r = chk.check('You loved "Olay Night Cream".', item, hist)  # not in the history
-    assert "item" in [c.kind for c in r.ungrounded]  # (and the brand Olay is not OPI)
+    assert [(c.kind, c.status) for c in r.ungrounded] == [("item", "outside_history")]
+    r = chk.check('Like "A Lipstick That Never Was".', item, hist)
+    assert [(c.kind, c.status) for c in r.ungrounded] == [("item", "hallucinated")]
     assert chk.check("Only $10.00!", item, hist).ok
     r = chk.check("Only $3!", item, hist)
     assert r.contradictions and r.contradictions[0].kind == "price"
@@ -51,7 +55,7 @@ def test_llm_text_kept_when_grounded_else_template(tiny_catalog) -> None:
     assert out[1].llm_report is not None and not out[1].llm_report.ok
     s = ex.stats_
     assert (s.llm_texts, s.llm_rejected, s.llm_failures, s.final_ungrounded) == (3, 2, 1, 0)
-    assert s.rates()["llm_contradiction_rate"] > 0
+    assert s.rates()["llm_contradiction_rate"] > 0 and s.llm_claims.contradicted == 2
     d = out[1].to_dict(tiny_catalog)
     assert d["item"] == "i1" and d["llm_grounding"]["n_ungrounded"] == 2
 

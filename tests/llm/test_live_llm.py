@@ -17,7 +17,7 @@ from genrec.llm import (
     SimulationConfig,
     simulate,
 )
-from genrec.llm.catalog import Attribute
+from genrec.evaluation.catalogue import Attribute
 
 N_USERS = 12
 
@@ -36,7 +36,7 @@ def test_rerank_many_requests_stays_grounded(live_client, ml100k, structured: bo
         assert set(got) == set(cands.items[row].tolist())  # exactly the offered items
     s = rr.stats_
     assert s.requests == 2 * N_USERS and s.failed_requests == 0
-    assert s.output_entries == s.hallucinated + s.out_of_candidate + s.duplicates \
+    assert s.entries == s.hallucinated + s.out_of_candidate + s.duplicates \
         + sum(s.matched.values())
     rates = s.rates()
     if not structured:  # free text from a toy model: errors are real and are counted

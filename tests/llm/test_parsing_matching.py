@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
-from genrec.llm import ItemCatalog, ItemMatcher, parse_json_object, parse_list
+from genrec.data.interactions import IdMap
+from genrec.evaluation.catalogue import Catalogue, Matcher
+from genrec.evaluation.risks import entry_statuses
+from genrec.llm import parse_json_object, parse_list
 
 
 @pytest.mark.parametrize("text, items, ok", [
@@ -33,27 +37,31 @@ def test_parse_json_object() -> None:
     assert parse_json_object("nothing") is None
 
 
-def test_matching_stages(tiny_catalog: ItemCatalog, hashing_encoder) -> None:
-    cat = tiny_catalog
-    m = ItemMatcher(cat, hashing_encoder, embed_threshold=0.5)
+def test_matching_stages(tiny_catalog: Catalogue, hashing_encoder) -> None:
+    m = Matcher(tiny_catalog, hashing_encoder, embedding_threshold=0.5)
     cands = [0, 1, 2, 5]
-    got = m.match_many(["i0", "I1", "Essie Nail Polish Pink", "essie nail polish pinky",
-                        "Revlon Lipstick Cherri red", "Olay Night Cream", "i7", "zzzz qqqq xxxx",
-                        "[i5] Revlon Lipstick Cherry", "ab"], cands)
-    assert [g.stage for g in got] == ["id", "id", "title", "fuzzy", "embedding", "out_of_candidate",
-                                      "out_of_candidate", "hallucinated", "id", "hallucinated"]
+    texts = ["i0", "I1", "Essie Nail Polish Pink", "essie nail polish pinky",
+             "Revlon Lipstick Cherri red", "Olay Night Cream", "i7", "zzzz qqqq xxxx",
+             "[i5] Revlon Lipstick Cherry", "ab"]
+    got = m.match(texts, cands)
+    assert [g.kind for g in got] == ["id", "id", "exact", "fuzzy", "embedding", "exact", "id",
+                                     "none", "id", "none"]
     assert [g.item for g in got[:5]] == [0, 1, 2, 2, 5]
-    assert all(g.valid == (g.stage in {"id", "title", "fuzzy", "embedding"}) for g in got)
+    # Real items that were not offered are out of candidate, not hallucinated; the second
+    # name of Essie pink is a duplicate.
+    assert entry_statuses(m.resolve([texts], [cands])) == [[
+        "valid", "valid", "valid", "duplicate", "valid", "out_of_candidate",
+        "out_of_candidate", "hallucinated", "duplicate", "hallucinated"]]
 
 
-def test_embedding_stage_with_real_encoder(tiny_catalog: ItemCatalog, sentence_encoder) -> None:
-    m = ItemMatcher(tiny_catalog, sentence_encoder, fuzzy_threshold=99, embed_threshold=0.6)
-    got = m.match_many(["a cherry red lip stick by Revlon", "shampoo for dry hair"], [5, 7, 3])
-    assert [(g.item, g.stage) for g in got] == [(5, "embedding"), (7, "embedding")]
+def test_embedding_stage_with_real_encoder(tiny_catalog: Catalogue, sentence_encoder) -> None:
+    m = Matcher(tiny_catalog, sentence_encoder, fuzzy_threshold=0.99, embedding_threshold=0.6)
+    got = m.match(["a cherry red lip stick by Revlon", "shampoo for dry hair"], [5, 7, 3])
+    assert [(g.item, g.kind) for g in got] == [(5, "embedding"), (7, "embedding")]
     assert m.encoder_s > 0
 
 
-def test_catalog_from_dataset(tiny, tiny_catalog: ItemCatalog) -> None:
+def test_catalog_from_dataset(tiny, tiny_catalog: Catalogue) -> None:
     cat = tiny_catalog
     assert len(cat) == tiny.n_items
     # "Beauty" (8 of 8 items) and "Makeup" (5 of 8) are on most items: they say little
@@ -65,6 +73,6 @@ def test_catalog_from_dataset(tiny, tiny_catalog: ItemCatalog) -> None:
 
 
 def test_catalog_unescapes_html() -> None:
-    cat = ItemCatalog(["a", "b"], ["L&#39;Oreal Mascara", "x"],
-                      [[], []], max_share=1.0)
-    assert cat.titles[0] == "L'Oreal Mascara"
+    cat = Catalogue(pl.DataFrame({"item": [0, 1], "title": ["L&#39;Oreal Mascara", "x"]}),
+                    item_map=IdMap(["a", "b"]), max_share=1.0)
+    assert cat.titles[0] == "L'Oreal Mascara" and cat.by_title("l oreal mascara") == [0]

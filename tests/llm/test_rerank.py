@@ -51,6 +51,9 @@ def test_adversarial_outputs_never_leak(tiny_catalog) -> None:
     s = rr.stats_
     assert s.requests == 3 * len(ADVERSARIAL)
     assert s.hallucinated > 0 and s.duplicates > 0 and s.out_of_candidate > 0
+    # The statuses partition the entries (the one definition of genrec.evaluation.risks).
+    assert s.entries == s.hallucinated + s.out_of_candidate + s.duplicates + sum(
+        s.matched.values())
     assert s.format_errors > 0 and s.failed_requests > 0
     rates = s.rates()
     assert 0 < rates["hallucination_rate"] < 1 and 0 < rates["format_error_rate"] < 1
@@ -113,7 +116,7 @@ def test_concurrent_rerank_matches_serial(tiny_catalog) -> None:
 
 
 def test_stats_add_and_rates() -> None:
-    a, b = RerankStats(requests=2, output_entries=4, hallucinated=1), RerankStats(requests=1)
+    a, b = RerankStats(requests=2, entries=4, hallucinated=1), RerankStats(requests=1)
     a.add(b)
     assert a.requests == 3 and a.rates()["hallucination_rate"] == 0.25
     assert RerankStats().rates()["format_error_rate"] == 0.0

@@ -12,8 +12,10 @@ import torch.nn.functional as F
 
 from genrec.data.interactions import Dataset, Histories
 from genrec.data.splits import split
-from genrec.models import bert4rec
+from genrec.evaluation.protocol import Protocol
+from genrec.models.base import FitContext
 from genrec.models.bert4rec import BERT4Rec, BERT4RecConfig, BERT4RecNet, ClozeTask, cloze_mask
+from genrec.runs.experiment import validation_callback
 from genrec.testing import RecommenderContract, random_dataset, tiny_dataset
 from genrec.training import TrainConfig, load_checkpoint
 
@@ -113,33 +115,32 @@ def test_scoring_appends_mask_after_the_truncated_history() -> None:
 
 
 # -- training ----------------------------------------------------------------------------------
-def test_resume_equals_uninterrupted_run(tmp_path: Path, monkeypatch) -> None:
+def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     sp = split(random_dataset(n_users=30, n_items=20, min_len=3, max_len=10, seed=1))
     valid = sp.valid_set()
+    validate = validation_callback(valid, Protocol())
     params = {"dim": 16, "max_len": 8, "n_layers": 1, "n_heads": 2, "dropout": 0.2,
-              "train": {"epochs": 3, "batch_size": 8, "device": "cpu", "progress": False,
-                        "checkpoint_dir": str(tmp_path / "straight")}}
-    straight = BERT4Rec(**params).fit(sp.train, valid)
+              "train": {"epochs": 3, "batch_size": 8, "device": "cpu", "progress": False}}
+    straight = BERT4Rec(**params).fit(
+        sp.train, FitContext(validate=validate, checkpoint_dir=tmp_path / "straight"))
 
     calls = {"n": 0}  # the second run "dies" while validating epoch 2
-    real_evaluate = bert4rec.evaluate
 
-    def crashing_evaluate(*args, **kwargs):
+    def crashing(model: Any) -> float:
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt("simulated crash")
-        return real_evaluate(*args, **kwargs)
+        return validate(model)
 
-    params["train"]["checkpoint_dir"] = str(tmp_path / "crashed")
-    monkeypatch.setattr(bert4rec, "evaluate", crashing_evaluate)
     with pytest.raises(KeyboardInterrupt):
-        BERT4Rec(**params).fit(sp.train, valid)
-    monkeypatch.setattr(bert4rec, "evaluate", real_evaluate)
+        BERT4Rec(**params).fit(sp.train, FitContext(validate=crashing,
+                                                    checkpoint_dir=tmp_path / "crashed"))
     assert load_checkpoint(tmp_path / "crashed").meta["epoch"] == 1
 
     torch.manual_seed(12345)  # the resumed run must not depend on the global RNG it finds
-    resumed = BERT4Rec(**(params | {"train": params["train"] | {"resume": True}}))
-    resumed.fit(sp.train, valid)
+    resumed = BERT4Rec(**params)
+    resumed.fit(sp.train, FitContext(validate=validate, checkpoint_dir=tmp_path / "crashed",
+                                     resume=True))
     for key, value in straight.net_.state_dict().items():
         assert torch.equal(resumed.net_.state_dict()[key], value), key
     losses = [r["loss"] for r in straight.train_result_.history]

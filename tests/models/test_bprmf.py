@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import torch
 
 from genrec.data.interactions import Histories, Interactions
+from genrec.models.base import FitContext
 from genrec.models.bprmf import (
     BPRMF,
     FactorTrainConfig,
@@ -113,9 +114,11 @@ def test_resume_draws_the_same_negatives(tmp_path: Path) -> None:
     train = tiny_dataset().interactions
     cfg = {"epochs": 4, "batch_size": 8, "device": "cpu", "progress": False, "patience": None}
     straight = BPRMF(dim=8, n_negatives=3, train=cfg).fit(train)
-    ckpt = str(tmp_path / "ckpt")
-    BPRMF(dim=8, n_negatives=3, train=cfg | {"epochs": 2, "checkpoint_dir": ckpt}).fit(train)
-    resumed = BPRMF(dim=8, n_negatives=3,
-                    train=cfg | {"checkpoint_dir": ckpt, "resume": True}).fit(train)
+    ckpt = tmp_path / "ckpt"
+    BPRMF(dim=8, n_negatives=3, train=cfg | {"epochs": 2}).fit(
+        train, FitContext(checkpoint_dir=ckpt))
+    resumed = BPRMF(dim=8, n_negatives=3, train=cfg).fit(
+        train, FitContext(checkpoint_dir=ckpt, resume=True))
+    assert len(resumed.train_result_.history) == 4
     hist = train.histories()
     torch.testing.assert_close(resumed.score(hist), straight.score(hist), rtol=0, atol=0)

@@ -9,6 +9,8 @@ import torch
 from pydantic import ValidationError
 
 from genrec.data.interactions import Dataset, Histories
+from genrec.models import graph_heuristic
+from genrec.models.base import FitContext
 from genrec.models.graph_heuristic import (
     GraphHeuristic,
     GraphHeuristicConfig,
@@ -75,15 +77,43 @@ def test_empty_history_ranks_by_popularity(toy: Dataset) -> None:
     assert rec.items[0, :2].tolist() == [2, 1]          # c (3 events), b (2 events)
 
 
-def test_edge_weight_and_embeddings_order_ring_one(toy: Dataset) -> None:
-    # History b, c: ring 1 of c = {d, e}, equal transition counts. Embeddings make e the
+def test_edge_weight_and_embeddings_order_ring_one(toy: Dataset, monkeypatch) -> None:
+    # History b, c: ring 1 of c = {d, e}, equal transition counts. Text embeddings make e the
     # nearer item to c; with them ring 1 is e, d.
     emb = np.array([[1, 0], [1, 0], [0, 1], [1, 0.1], [0.1, 1]], dtype=np.float32)
-    model = GraphHeuristic(budgets=[[2]]).fit(toy.interactions, item_embeddings=emb)
+    seen: list[tuple] = []
+
+    def fake_text(items: pl.DataFrame, n_items: int, config) -> np.ndarray:
+        seen.append((items, n_items, config))
+        return emb
+
+    monkeypatch.setattr(graph_heuristic, "item_embeddings", fake_text)
+    model = GraphHeuristic(budgets=[[2]], similarity="text").fit(
+        toy.interactions, FitContext(items=toy.items))
+    assert len(seen) == 1 and seen[0][0] is toy.items and seen[0][1] == 5
     rec = model.recommend(Histories.from_lists([[1, 2]], n_items=5), k=2)
     assert rec.items.tolist() == [[4, 3]]
-    with pytest.raises(ValueError, match="item_embeddings"):
-        GraphHeuristic().fit(toy.interactions, item_embeddings=emb[:3])
+    with pytest.raises(ValueError, match="item features"):
+        GraphHeuristic(similarity="text").fit(toy.interactions)
+
+
+def test_text_similarity_from_item_features(toy: Dataset, tmp_path) -> None:
+    titles = pl.DataFrame({"item": list("abcde"),
+                           "title": ["red shoe", "blue shoe", "green hat", "red hat", "tea"]})
+    ds = Dataset.from_raw("toy", toy.interactions.frame.select("user", "item").with_columns(
+        pl.col("item").replace_strict(range(5), list("abcde"), return_dtype=pl.String)),
+        items=titles)
+    assert ds.items.height == 5
+    text = {"encoder": "hashing:64", "cache": False}
+    model = GraphHeuristic(similarity="text", text=text).fit(ds.interactions,
+                                                             FitContext(items=ds.items))
+    assert model.item_embeddings_.shape == (5, 64)
+    torch.testing.assert_close(model.item_embeddings_.norm(dim=1), torch.ones(5))
+    hist = Histories.from_lists([[1, 2]], n_items=5)
+    model.save(tmp_path / "m")
+    loaded = GraphHeuristic.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.recommend(hist, k=3).items,
+                                  model.recommend(hist, k=3).items)
 
 
 def test_second_source_skips_the_first_block(toy: Dataset) -> None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from genrec.data.interactions import Dataset, Histories
+from genrec.models.base import FitContext
 from genrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
 from genrec.testing import RecommenderContract, tiny_dataset
 from genrec.training import TrainConfig
@@ -110,9 +111,9 @@ def test_text_modes_train_save_and_reload(mode: str, tmp_path) -> None:
     ds = tiny_dataset()
     params = {"dim": 16, "max_len": 6, "n_heads": 2, "train": TINY_TRAIN, "item_text": mode,
               "text": TEXT}
-    with pytest.raises(ValueError, match="set_item_features"):
+    with pytest.raises(ValueError, match="item features"):
         SASRec(**params).fit(ds.interactions)
-    model = SASRec(**params).set_item_features(ds.items).fit(ds.interactions)
+    model = SASRec(**params).fit(ds.interactions, FitContext(items=ds.items))
     hist = ds.interactions.histories()
     model.save(tmp_path / "m")
     loaded = SASRec.load(tmp_path / "m")
@@ -143,7 +144,7 @@ def test_adaptor_scores_an_item_never_seen_in_training() -> None:
 
     train = Interactions(keep, ds.n_users, ds.n_items)
     model = SASRec(dim=16, max_len=6, n_heads=2, train=TINY_TRAIN, item_text="adaptor",
-                   text=TEXT).set_item_features(ds.items).fit(train)
+                   text=TEXT).fit(train, FitContext(items=ds.items))
     scores = model.score(train.histories())
     assert torch.isfinite(scores[:, cold]).all()
     assert scores[:, cold].std() > 0  # a real, user-dependent score, not a constant

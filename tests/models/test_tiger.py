@@ -9,9 +9,14 @@ import polars as pl
 import pytest
 import torch
 
+from safetensors.torch import load_file, save_file
+
 from genrec.data.interactions import Dataset, Histories
+from genrec.evaluation.catalogue import Catalogue
+from genrec.evaluation.generative import beam_risks
+from genrec.models.base import FitContext, NotFittedError
 from genrec.models.tiger import TIGER, TIGERConfig, training_examples
-from genrec.semantic_ids import RQKMeansConfig
+from genrec.semantic_ids import RQKMeansConfig, SemanticIDs
 from genrec.testing import RecommenderContract, random_dataset, tiny_dataset
 from genrec.training import TrainConfig
 
@@ -110,12 +115,14 @@ def test_unconstrained_search_reports_hallucinations(trained) -> None:
     res = model.generate(hist, constrained=False, beam_size=12)
     valid = model.trie_.lookup(res.codes)
     torch.testing.assert_close(res.items, valid)
-    assert res.hallucination_rate == pytest.approx(float((valid < 0).float().mean()))
+    cat = Catalogue(ds.items, ds.n_items)
+    assert beam_risks(res, cat)["hallucination_rate"] == pytest.approx(
+        float((valid < 0).float().mean()))
     # A beam as large as the code space enumerates every code: all 30 items and every code
     # that is no item, so the hallucination rate is exactly 1 - items / codes.
     n_codes = int(np.prod(model.trie_.vocab_sizes))
     full = model.generate(hist, constrained=False, beam_size=n_codes)
-    assert full.hallucination_rate == pytest.approx(1 - ds.n_items / n_codes)
+    assert beam_risks(full, cat)["hallucination_rate"] == pytest.approx(1 - ds.n_items / n_codes)
     assert sorted(full.items[0][full.items[0] >= 0].tolist()) == list(range(ds.n_items))
     unconstrained = TIGER(model.config.model_copy(update={"decoding": "unconstrained",
                                                            "beam_size": 12}))
@@ -146,17 +153,19 @@ def test_text_item_vectors_and_rqvae_round_trip(tmp_path: Path) -> None:
                   "tokenizer": {"kind": "rqvae", "n_levels": 2, "codebook_size": 4,
                                 "latent_dim": 4, "hidden_dims": [16], "epochs": 5,
                                 "batch_size": 4}}
-    with pytest.raises(ValueError, match="set_item_features"):
+    with pytest.raises(ValueError, match="FitContext"):
         TIGER(**cfg).fit(ds.interactions)
-    model = TIGER(**cfg).set_item_features(ds.items).fit(ds.interactions)
+    model = TIGER(**cfg).fit(ds.interactions, FitContext(items=ds.items))
     assert len(list((tmp_path / "cache").iterdir())) == 1  # the embeddings were cached
     assert np.unique(model.codes_, axis=0).shape[0] == ds.n_items
+    assert model.semantic_ids_.source_["item_vectors"] == "text"
     model.save(tmp_path / "m")
     loaded = TIGER.load(tmp_path / "m")
     hist = ds.interactions.histories()
     torch.testing.assert_close(loaded.score(hist), model.score(hist), rtol=0, atol=0)
     np.testing.assert_array_equal(loaded.codes_, model.codes_)
     assert loaded.health_ == model.health_
+    assert loaded.semantic_ids_.source_ == model.semantic_ids_.source_
     vectors = np.random.default_rng(0).normal(size=(3, 64)).astype(np.float32)
     np.testing.assert_array_equal(loaded.tokenizer_.transform(vectors),
                                   model.tokenizer_.transform(vectors))
@@ -166,26 +175,85 @@ def test_semantic_ids_saved_once_are_reused_by_another_model(tmp_path: Path) -> 
     ds = tiny_dataset()
     cfg = TINY | {"item_vectors": "text", "text": {"encoder": "hashing:32", "cache": False},
                   "tokenizer": RQKMeansConfig(n_levels=2, codebook_size=3)}
-    first = TIGER(**cfg).set_item_features(ds.items).fit_semantic_ids(ds.interactions)
+    first = TIGER(**cfg).fit_semantic_ids(ds.interactions, FitContext(items=ds.items))
     first.save_semantic_ids(tmp_path / "ids")
-    # The reusing model needs no item features and takes the folder's tokenizer settings.
-    other = TIGER(**(TINY | {"semantic_ids": str(tmp_path / "ids")})).fit(ds.interactions)
+    # The reusing model needs no item features; the folder's settings win over the config's
+    # (tokenizer 2 x 4 in TINY), and live in the fitted stage, not in the config.
+    other = TIGER(**(TINY | {"semantic_ids": str(tmp_path / "ids")}))
+    config_before = other.config.model_copy(deep=True)
+    other.fit(ds.interactions)
+    assert other.config == config_before, "fit must not change the config"
+    assert other.config.tokenizer.codebook_size == 4 and other.config.item_vectors == "auto"
+    stage = other.semantic_ids_
     np.testing.assert_array_equal(other.codes_, first.codes_)
-    assert other.config.tokenizer.codebook_size == 3 and other.config.item_vectors == "text"
+    assert stage.config.tokenizer.codebook_size == 3 and stage.source_["item_vectors"] == "text"
+    assert stage.origin_ == str(tmp_path / "ids")
     assert other.health_ == first.health_
+    # The model trained on reused IDs saves and loads without the folder.
     other.save(tmp_path / "m")
-    np.testing.assert_array_equal(TIGER.load(tmp_path / "m").codes_, first.codes_)
+    for f in (tmp_path / "ids").iterdir():
+        f.unlink()
+    loaded = TIGER.load(tmp_path / "m")
+    assert loaded.config == other.config
+    np.testing.assert_array_equal(loaded.codes_, first.codes_)
+    assert loaded.semantic_ids_.config == stage.config
+    assert loaded.semantic_ids_.source_ == stage.source_
+    assert loaded.semantic_ids_.origin_ == stage.origin_
+    hist = ds.interactions.histories()
+    torch.testing.assert_close(loaded.score(hist), other.score(hist), rtol=0, atol=0)
+    # A model's saved stage is also reusable: write it out again and fit on it.
+    loaded.save_semantic_ids(tmp_path / "ids")
     bigger = random_dataset(n_users=20, n_items=ds.n_items + 5, seed=0)
     with pytest.raises(ValueError, match="made for"):
         TIGER(**(TINY | {"semantic_ids": str(tmp_path / "ids")})).fit(bigger.interactions)
 
 
+def test_fit_semantic_ids_alone_is_not_fitted(tmp_path: Path) -> None:
+    ds = tiny_dataset()
+    hist = ds.interactions.histories()
+    for model in (TIGER(**TINY), TIGER(**TINY).fit(ds.interactions)):
+        model.fit_semantic_ids(ds.interactions)
+        assert model.codes_.shape == (ds.n_items, 3)
+        with pytest.raises(NotFittedError):
+            model.score(hist)
+        with pytest.raises(NotFittedError):
+            model.recommend(hist, k=3)
+        with pytest.raises(NotFittedError):
+            model.generate(hist)
+        with pytest.raises(NotFittedError):
+            model.save(tmp_path / "m")
+        assert not (tmp_path / "m").exists()
+        model.save_semantic_ids(tmp_path / "ids")  # the stage itself is fitted
+    with pytest.raises(NotFittedError):
+        TIGER(**TINY).save_semantic_ids(tmp_path / "ids2")
+    # Then fit trains the network as usual.
+    model.fit(ds.interactions)
+    assert model.score(hist).shape == (len(hist), ds.n_items)
+
+
+def test_loads_models_saved_before_the_stage_object(tmp_path: Path) -> None:
+    """Older model folders: codes and tokenizer at the top of state.safetensors, their
+    settings in config.json."""
+    ds = tiny_dataset()
+    model = TIGER(**TINY).fit(ds.interactions)
+    model.save(tmp_path / "m")
+    state = load_file(str(tmp_path / "m" / "state.safetensors"))
+    legacy = {k.removeprefix("semantic_ids."): v for k, v in state.items()
+              if k.startswith(("semantic_ids.codes", "semantic_ids.tokenizer.", "net."))}
+    save_file(legacy, str(tmp_path / "m" / "state.safetensors"))
+    loaded = TIGER.load(tmp_path / "m")
+    np.testing.assert_array_equal(loaded.codes_, model.codes_)
+    hist = ds.interactions.histories()
+    torch.testing.assert_close(loaded.score(hist), model.score(hist), rtol=0, atol=0)
+
+
 def test_auto_item_vectors_fall_back_to_interactions() -> None:
     ds = tiny_dataset()
     empty = pl.DataFrame({"item": np.arange(ds.n_items), "colour": [None] * ds.n_items})
-    a = TIGER(**TINY).set_item_features(empty).fit(ds.interactions)
+    a = TIGER(**TINY).fit(ds.interactions, FitContext(items=empty))
     b = TIGER(**TINY).fit(ds.interactions)
     np.testing.assert_array_equal(a.codes_, b.codes_)
+    assert a.semantic_ids_.source_ == {"item_vectors": "collaborative", "collaborative_dim": 64}
 
 
 def test_config_validation() -> None:
@@ -208,7 +276,7 @@ def test_genrec_run_trains_tokenizer_and_tiger_end_to_end(tmp_path: Path, data_d
     from genrec.cli import app
     from genrec.config import load_config
     from genrec.data.splits import Split
-    from genrec.experiment import load_data
+    from genrec.runs.experiment import load_data
     from genrec.models.registry import load_model
 
     config = Path(__file__).resolve().parents[2] / "configs" / "tiger-tiny-ml100k.yaml"
@@ -234,9 +302,7 @@ def test_genrec_run_trains_tokenizer_and_tiger_end_to_end(tmp_path: Path, data_d
     ds = load_data(load_config(config, [f"dataset.data_dir={data_dir}"]).dataset)
     assert model.codes_.shape == (ds.n_items, 3)
     assert model.health_.utilisation[0] > 0.5
-    reused = TIGER(**(TINY | {"semantic_ids": str(tmp_path / "ids")}))
-    reused._load_semantic_ids(tmp_path / "ids", ds.n_items)
-    np.testing.assert_array_equal(reused.codes_, model.codes_)
+    np.testing.assert_array_equal(SemanticIDs.load(tmp_path / "ids").codes_, model.codes_)
     test = Split.load(out / "split", ds).test_set()
     hist = test.histories.slice(0, 200)
     rec = model.recommend(hist, k=10)

@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+import polars as pl
+
+from genrec.evaluation.catalogue import Catalogue
+from genrec.evaluation.generative import beam_risks
 from genrec.semantic_ids import PrefixTrie, beam_search
+
+CATALOGUE = Catalogue(pl.DataFrame({"item": list(range(5))}), 5)
+"""The toy catalogue of CODES: items 0..4."""
 
 CODES = np.array([[0, 1, 0], [0, 1, 1], [0, 2, 0], [2, 0, 0], [2, 2, 0]])  # 5 items
 SIZES = [3, 3, 2]
@@ -79,7 +86,7 @@ def test_unconstrained_beam_is_exhaustive_over_all_codes() -> None:
     n_codes = 3 * 3 * 2
     res = beam_search(log_probs, trie, 3, n_codes, constrained=False)
     assert torch.isfinite(res.scores).all()
-    assert res.hallucination_rate == pytest.approx(1 - 5 / n_codes)
+    assert beam_risks(res, CATALOGUE)["hallucination_rate"] == pytest.approx(1 - 5 / n_codes)
     every = list(itertools.product(*(range(v) for v in SIZES)))
     brute = torch.stack([exact(c) for c in every], 1)              # (B, 18)
     torch.testing.assert_close(res.scores, brute.sort(1, descending=True).values)
@@ -97,7 +104,7 @@ def test_banned_items_are_never_generated() -> None:
     res = beam_search(log_probs, trie, 2, 5, banned=banned)
     assert set(res.items[0].tolist()) == {1, 2, 4, -1}
     assert res.items[1, 0] == 4 and (res.items[1, 1:] == -1).all()
-    assert res.hallucination_rate == 0.0
+    assert beam_risks(res, CATALOGUE)["hallucination_rate"] == 0.0
 
 
 @pytest.mark.parametrize("seed", range(5))

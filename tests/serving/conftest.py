@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from genrec.config import load_config
-from genrec.experiment import run_experiment
+from genrec.runs.experiment import run_experiment
 from genrec.serving import export_run
 from genrec.serving.testing import free_port
 

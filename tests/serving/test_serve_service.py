@@ -110,3 +110,41 @@ def test_pool_reload_swaps_and_refuses_corruption(bundles, tmp_path) -> None:
     shutil.copytree(bundles.ease, path)
     pool.reload("m")
     assert pool.get("m").bundle.model.config.kind == "ease"
+
+
+def test_queries_carry_real_user_ids(ease) -> None:
+    b = ease.bundle
+    u = b.user_index["196"]
+    assert ease.prepare(user="196").user == u
+    assert ease.prepare(user="196", history=["50"]).user == u  # extra history: still the user
+    assert ease.prepare(history=["50"]).user == -1              # history-only: anonymous
+    assert ease.prepare(user="no-such-user", history=["50"]).user == -1
+    q = ease.prepare_similar("50")
+    assert q.user == -1 and q.history.tolist() == [b.item_index["50"]]
+    assert q.block is not None and q.block[b.item_index["50"]]
+
+
+def test_batched_ranking_equals_one_by_one(ease) -> None:
+    """Mixed queries ranked together (cold and warm, exclude_seen on and off, filters on some
+    rows only, several k) get exactly their one-by-one answers."""
+    queries = [
+        ease.prepare(user="196", k=5),
+        ease.prepare(user="no-such-user", k=3),
+        ease.prepare(user="1", k=20, exclude_seen=False, blocked_categories=["Drama"]),
+        ease.prepare(history=["50", "181"], k=7, categories=["Horror"]),
+        ease.prepare_similar("50", k=4, blocked_items=["181"]),
+        ease.prepare(k=2, categories=["Comedy"]),
+        ease.prepare(user="186", k=10, blocked_items=["50"]),
+    ]
+    together = ease.rank(queries)
+    for q, r in zip(queries, together, strict=True):
+        alone = ease.rank([q])[0]
+        np.testing.assert_array_equal(r.items, alone.items)
+        np.testing.assert_allclose(r.scores, alone.scores, rtol=1e-6)
+        assert r.cold_start == q.cold_start and len(r.items) <= q.k
+    cats = ease.bundle.categories
+    assert all("Drama" not in cats[i] for i in together[2].items)
+    assert all("Horror" in cats[i] for i in together[3].items)
+    assert together[1].cold_start and together[5].cold_start
+    assert all("Comedy" in cats[i] for i in together[5].items)
+    assert ease.bundle.item_index["181"] not in together[4].items

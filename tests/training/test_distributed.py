@@ -33,15 +33,17 @@ WORKER = textwrap.dedent("""
     from genrec.data.splits import split
     from genrec.evaluation.evaluator import evaluate
     from genrec.evaluation.protocol import Protocol
+    from genrec.models.base import FitContext
     from genrec.models.sasrec import SASRec
+    from genrec.runs.experiment import validation_callback
     from genrec.testing import random_dataset
 
     out = sys.argv[1]
     sp = split(random_dataset(n_users=64, n_items=40, min_len=10, max_len=14, seed=3))
-    train = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "device": "cpu", "progress": False,
-             "checkpoint_dir": os.path.join(out, "ckpt")}
+    train = {"epochs": 3, "batch_size": 16, "lr": 3e-3, "device": "cpu", "progress": False}
     model = SASRec(dim=16, max_len=6, n_layers=1, n_heads=2, dropout=0.0, train=train)
-    model.fit(sp.train, sp.valid_set())
+    model.fit(sp.train, FitContext(validate=validation_callback(sp.valid_set(), Protocol()),
+                                   checkpoint_dir=os.path.join(out, "ckpt")))
     if int(os.environ.get("RANK", "0")) == 0:
         test = evaluate(model, sp.test_set(), Protocol()).summary()
         json.dump({"world": int(os.environ.get("WORLD_SIZE", "1")), "test": test,

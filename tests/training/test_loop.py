@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import json
+import logging
+import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
 
+from genrec.config import ExperimentConfig
 from genrec.data.interactions import EvalSet
 from genrec.data.splits import split
-from genrec.models import _sequential
-from genrec.models.sasrec import SASRec, SASRecNet
+from genrec.evaluation.protocol import Protocol
+from genrec.models.base import FitContext
+from genrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
+from genrec.runs.experiment import Prepared, fit_context, validation_callback
 from genrec.testing import random_dataset
 from genrec.training import TrainConfig, load_checkpoint, train
-from genrec.training.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
-from genrec.training.loop import _epoch_batches, _lr_at
+from genrec.training.checkpoint import (
+    CheckpointError,
+    flatten_optimizer_state,
+    unflatten_optimizer_state,
+)
+from genrec.training.loop import ResumeMismatchError, _epoch_batches, _lr_at, identity_diff
 
 TINY = {"dim": 16, "max_len": 8, "n_layers": 1, "n_heads": 2, "dropout": 0.2}
 
@@ -26,6 +37,28 @@ TINY = {"dim": 16, "max_len": 8, "n_layers": 1, "n_heads": 2, "dropout": 0.2}
 def data() -> tuple:
     sp = split(random_dataset(n_users=40, n_items=30, min_len=3, max_len=10, seed=1))
     return sp.train, sp.valid_set()
+
+
+def ctx(valid: EvalSet, **kw: Any) -> FitContext:
+    """What ``genrec run`` hands a model: the protocol's validation metric on ``valid``."""
+    return FitContext(validate=validation_callback(valid, Protocol()), **kw)
+
+
+def crashing(validate: Callable[[Any], float], at_call: int) -> Callable[[Any], float]:
+    """``validate`` that "kills the process" on its ``at_call``-th call."""
+    calls = {"n": 0}
+
+    def wrapped(model: Any) -> float:
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise KeyboardInterrupt("simulated crash")
+        return validate(model)
+
+    return wrapped
+
+
+def truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def tiny_net(seed: int = 0) -> SASRecNet:
@@ -54,32 +87,24 @@ def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 
 # -- resume ------------------------------------------------------------------------------
-def test_resume_equals_uninterrupted_run(data, tmp_path: Path, monkeypatch) -> None:
+TRAIN3 = {"epochs": 3, "batch_size": 8, "device": "cpu", "progress": False}
+
+
+def test_resume_equals_uninterrupted_run(data, tmp_path: Path) -> None:
     train_set, valid = data
-    params = TINY | {"train": {"epochs": 3, "batch_size": 8, "device": "cpu", "progress": False,
-                               "checkpoint_dir": str(tmp_path / "straight")}}
-    straight = SASRec(**params).fit(train_set, valid)
+    straight = SASRec(**TINY, train=TRAIN3).fit(
+        train_set, ctx(valid, checkpoint_dir=tmp_path / "straight"))
 
     # Second run: the process "dies" while validating epoch 2, after epoch 1's checkpoint.
-    calls = {"n": 0}
-    real_evaluate = _sequential.evaluate
-
-    def crashing_evaluate(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return real_evaluate(*args, **kwargs)
-
-    params["train"]["checkpoint_dir"] = str(tmp_path / "crashed")
-    monkeypatch.setattr(_sequential, "evaluate", crashing_evaluate)
+    dying = FitContext(validate=crashing(validation_callback(valid, Protocol()), 2),
+                       checkpoint_dir=tmp_path / "crashed")
     with pytest.raises(KeyboardInterrupt):
-        SASRec(**params).fit(train_set, valid)
-    monkeypatch.setattr(_sequential, "evaluate", real_evaluate)
+        SASRec(**TINY, train=TRAIN3).fit(train_set, dying)
     assert load_checkpoint(tmp_path / "crashed").meta["epoch"] == 1
 
     torch.manual_seed(12345)  # the resumed run must not depend on the global RNG it finds
-    resumed = SASRec(**(params | {"train": params["train"] | {"resume": True}}))
-    resumed.fit(train_set, valid)
+    resumed = SASRec(**TINY, train=TRAIN3).fit(
+        train_set, ctx(valid, checkpoint_dir=tmp_path / "crashed", resume=True))
     assert_same_state(resumed.net_.state_dict(), straight.net_.state_dict())
     assert without_timing(resumed.train_result_.history) == without_timing(
         straight.train_result_.history)
@@ -90,24 +115,124 @@ def test_resume_equals_uninterrupted_run(data, tmp_path: Path, monkeypatch) -> N
 
 def test_resume_after_the_last_epoch_trains_nothing(data, tmp_path: Path) -> None:
     train_set, valid = data
-    cfg = {"epochs": 2, "batch_size": 8, "device": "cpu", "progress": False,
-           "checkpoint_dir": str(tmp_path)}
-    first = SASRec(**TINY, train=cfg).fit(train_set, valid)
-    again = SASRec(**TINY, train=cfg | {"resume": True}).fit(train_set, valid)
+    cfg = {"epochs": 2, "batch_size": 8, "device": "cpu", "progress": False}
+    first = SASRec(**TINY, train=cfg).fit(train_set, ctx(valid, checkpoint_dir=tmp_path))
+    again = SASRec(**TINY, train=cfg).fit(train_set,
+                                          ctx(valid, checkpoint_dir=tmp_path, resume=True))
     assert len(again.train_result_.history) == 2
     assert torch.equal(again.score(valid.histories), first.score(valid.histories))
 
 
+def test_truncated_newest_checkpoint_resumes_from_the_previous_one(
+        data, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    train_set, valid = data
+    straight = SASRec(**TINY, train=TRAIN3).fit(train_set, ctx(valid))
+    dying = FitContext(validate=crashing(validation_callback(valid, Protocol()), 3),
+                       checkpoint_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):  # dies validating epoch 3: checkpoints 1 and 2
+        SASRec(**TINY, train=TRAIN3).fit(train_set, dying)
+    assert sorted(p.name for p in tmp_path.glob("epoch-*")) == ["epoch-0001", "epoch-0002"]
+    truncate(tmp_path / "epoch-0002" / "model.safetensors")
+
+    with caplog.at_level(logging.WARNING, logger="genrec.training"):
+        resumed = SASRec(**TINY, train=TRAIN3).fit(
+            train_set, ctx(valid, checkpoint_dir=tmp_path, resume=True))
+    warned = " ".join(r.getMessage() for r in caplog.records)
+    assert "epoch-0002" in warned and "unreadable" in warned and "epoch-0001" in warned
+    assert [r["epoch"] for r in resumed.train_result_.history] == [1, 2, 3]
+    assert without_timing(resumed.train_result_.history) == without_timing(
+        straight.train_result_.history)
+    assert_same_state(resumed.net_.state_dict(), straight.net_.state_dict())
+    # The rewritten epoch 2 and the new epoch 3 are whole again; epoch 1 is gone.
+    assert sorted(p.name for p in tmp_path.glob("epoch-*")) == ["epoch-0002", "epoch-0003"]
+    assert load_checkpoint(tmp_path).meta["epoch"] == 3
+
+
+def test_unreadable_checkpoints_give_one_clear_error(data, tmp_path: Path) -> None:
+    rows = tiny_rows(data[0])
+    train(tiny_net(), rows, fast(epochs=2), checkpoint_dir=tmp_path)
+    truncate(tmp_path / "epoch-0002" / "model.safetensors")
+    (tmp_path / "epoch-0001" / "state.json").write_text("{")
+    before = torch.are_deterministic_algorithms_enabled()
+    with pytest.raises(CheckpointError) as err:
+        train(tiny_net(), rows, fast(epochs=3), checkpoint_dir=tmp_path, resume=True)
+    message = str(err.value)
+    assert isinstance(err.value, ValueError)  # the CLI reports ValueErrors as one line
+    assert "\n" not in message and "no readable checkpoint" in message
+    assert "epoch-0002" in message and "epoch-0001" in message
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
+def test_resume_under_another_identity_is_refused(data, tmp_path: Path) -> None:
+    train_set, valid = data
+    cfg = {"epochs": 1, "batch_size": 8, "device": "cpu", "progress": False}
+    SASRec(**TINY, train=cfg).fit(train_set, ctx(valid, checkpoint_dir=tmp_path,
+                                                 identity={"dataset": "toy"}))
+    saved = (tmp_path / "epoch-0001" / "state.json").read_bytes()
+    again = dict(checkpoint_dir=tmp_path, resume=True, identity={"dataset": "toy"})
+    other_lr = SASRec(**TINY, train=cfg | {"lr": 0.01})
+    with pytest.raises(ResumeMismatchError, match=r"model\.train\.lr: 0\.001 in the "
+                       r"checkpoint, 0\.01 now") as err:
+        other_lr.fit(train_set, ctx(valid, **again))
+    assert "\n" not in str(err.value) and isinstance(err.value, ValueError)
+    with pytest.raises(ResumeMismatchError, match=r"model\.dim"):
+        SASRec(**TINY | {"dim": 8}, train=cfg).fit(train_set, ctx(valid, **again))
+    with pytest.raises(ResumeMismatchError, match=r"seed: 42 in the checkpoint, 7 now") as err:
+        SASRec(**TINY, train=cfg).fit(train_set, ctx(valid, **again | {"seed": 7}))
+    assert "model." not in str(err.value)
+    with pytest.raises(ResumeMismatchError, match=r"dataset: 'toy' in the checkpoint, 'x' now"):
+        SASRec(**TINY, train=cfg).fit(train_set, ctx(valid, **again | {"identity": {
+            "dataset": "x"}}))
+    other_data = split(random_dataset(n_users=40, n_items=30, min_len=3, max_len=10, seed=2))
+    with pytest.raises(ResumeMismatchError, match="train_data"):
+        SASRec(**TINY, train=cfg).fit(other_data.train, ctx(valid, **again))
+    # A refused resume leaves the checkpoint as it was.
+    assert (tmp_path / "epoch-0001" / "state.json").read_bytes() == saved
+
+
+def test_resume_may_change_how_long_and_where_it_runs(data, tmp_path: Path) -> None:
+    train_set, valid = data
+    cfg = {"epochs": 1, "batch_size": 8, "device": "cpu", "progress": False}
+    SASRec(**TINY, train=cfg).fit(train_set, ctx(valid, checkpoint_dir=tmp_path))
+    more = SASRec(**TINY, train=cfg | {"epochs": 2, "progress": True, "num_workers": 0,
+                                       "max_minutes": 60, "device": "cpu"})
+    more.fit(train_set, ctx(valid, checkpoint_dir=tmp_path, resume=True))
+    assert [r["epoch"] for r in more.train_result_.history] == [1, 2]
+
+
+def test_identity_is_compared_as_the_checkpoint_stores_it(data, tmp_path: Path) -> None:
+    # JSON turns tuples into lists and int keys into strings; NaN != NaN in Python. None of
+    # that may make an identical experiment look like another one.
+    identity = {"split": {"ratios": (0.1, 0.1), "by_size": {1: 2.0}}, "cutoffs": (5, 10),
+                "lr": 1e-3, "nan": math.nan, "none": None}
+    rows = tiny_rows(data[0])
+    first = train(tiny_net(), rows, fast(epochs=1), checkpoint_dir=tmp_path, identity=identity)
+    more = train(tiny_net(), rows, fast(epochs=2), checkpoint_dir=tmp_path, resume=True,
+                 identity=identity)
+    assert len(more.history) == 2 and more.history[0] == first.history[0]
+    assert identity_diff(json.loads(json.dumps(identity)), identity) == []
+    assert identity_diff({"a": {"b": 1}}, {"a": {"b": 2, "c": 3}}) == [
+        "a.b: 1 in the checkpoint, 2 now", "a.c: <absent> in the checkpoint, 3 now"]
+
+
 def test_checkpoint_layout(data, tmp_path: Path) -> None:
     rows = tiny_rows(data[0])
-    train(tiny_net(), rows, fast(epochs=2, checkpoint_dir=str(tmp_path)), validate=lambda n: 0.5)
-    assert json.loads((tmp_path / "latest.json").read_text()) == {"dir": "epoch-0002"}
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0002", "latest.json"]
+    train(tiny_net(), rows, fast(epochs=3), validate=lambda n: 0.5, checkpoint_dir=tmp_path)
+    assert json.loads((tmp_path / "latest.json").read_text()) == {"dir": "epoch-0003"}
+    # The newest checkpoint and the one before it (the fallback) are kept.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0002", "epoch-0003",
+                                                          "latest.json"]
+    ckpt = load_checkpoint(tmp_path)
+    assert ckpt is not None and ckpt.meta["epoch"] == 3 and ckpt.meta["best_epoch"] == 1
+    train(tiny_net(), rows, fast(epochs=2), validate=lambda n: 0.5, checkpoint_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0001", "epoch-0002",
+                                                          "latest.json"]
     assert sorted(p.name for p in (tmp_path / "epoch-0002").iterdir()) == [
         "best.safetensors", "model.safetensors", "optimizer.json", "optimizer.safetensors",
         "rng.safetensors", "state.json"]
     ckpt = load_checkpoint(tmp_path)
     assert ckpt is not None and ckpt.meta["epoch"] == 2 and ckpt.meta["best_epoch"] == 1
+    assert ckpt.meta["identity"] == {}
     assert ckpt.rng["torch_cpu.rank0"].dtype == torch.uint8
     assert load_checkpoint(tmp_path / "nothing-here") is None
 
@@ -187,9 +312,9 @@ def test_without_validation_keeps_final_weights(data) -> None:
 def test_same_seed_same_model_other_seed_other_model(data) -> None:
     train_set, valid = data
     cfg = {"epochs": 2, "batch_size": 8, "device": "cpu", "progress": False}
-    a = SASRec(**TINY, train=cfg).fit(train_set, valid)
-    b = SASRec(**TINY, train=cfg).fit(train_set, valid)
-    c = SASRec(**TINY, train=cfg | {"seed": 7}).fit(train_set, valid)
+    a = SASRec(**TINY, train=cfg).fit(train_set, ctx(valid))
+    b = SASRec(**TINY, train=cfg).fit(train_set, ctx(valid))
+    c = SASRec(**TINY, train=cfg).fit(train_set, ctx(valid, seed=7))
     hist = valid.histories
     assert torch.equal(a.score(hist), b.score(hist))
     assert not torch.equal(a.score(hist), c.score(hist))
@@ -237,23 +362,28 @@ def test_learning_rate_schedule() -> None:
 
 def test_train_config_validation() -> None:
     with pytest.raises(ValidationError):
-        TrainConfig(valid_metric="ndcg")
-    with pytest.raises(ValidationError):
-        TrainConfig(valid_metric="nope@10")
-    with pytest.raises(ValidationError):
         TrainConfig(epochs=0)
     with pytest.raises(ValidationError):
         TrainConfig(no_such_field=1)
-    assert TrainConfig(valid_metric="recall@20").valid_metric == "recall@20"
+    # Declared once, in the experiment (protocol.valid_metric, protocol.seed, output,
+    # resume) and handed over in the FitContext: a model config no longer takes them.
+    for moved in ("valid_metric", "seed", "checkpoint_dir", "resume"):
+        with pytest.raises(ValidationError, match=moved):
+            TrainConfig(**{moved: None})
 
 
 def test_empty_validation_set_is_ignored(data) -> None:
     train_set, valid = data
     empty = EvalSet(valid.histories.slice(0, 0), np.zeros(1, dtype=np.int64),
                     np.zeros(0, dtype=np.int64))
-    m = SASRec(**TINY, train={"epochs": 1, "device": "cpu", "progress": False}).fit(train_set,
-                                                                                    empty)
-    assert m.train_result_.best_epoch == 0
+    mcfg = SASRecConfig(**TINY, train={"epochs": 1, "device": "cpu", "progress": False})
+    sp = split(random_dataset(n_users=40, n_items=30, min_len=3, max_len=10, seed=1))
+    prepared = Prepared(random_dataset(n_users=40, n_items=30, min_len=3, max_len=10, seed=1),
+                        sp, empty, sp.test_set(), {})
+    fit_ctx = fit_context(mcfg, prepared, ExperimentConfig(checkpoints=False))
+    assert fit_ctx.validate is None
+    m = SASRec(mcfg).fit(train_set, fit_ctx)
+    assert m.train_result_.best_epoch == 0 and m.train_result_.best_metric is None
 
 
 # -- GPU -----------------------------------------------------------------------------------
@@ -261,16 +391,16 @@ def test_empty_validation_set_is_ignored(data) -> None:
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_trains_checkpoints_and_resumes_on_cuda(data, tmp_path: Path) -> None:
     train_set, valid = data
-    cfg = {"epochs": 2, "batch_size": 8, "device": "cuda", "progress": False,
-           "checkpoint_dir": str(tmp_path)}
-    model = SASRec(**TINY, train=cfg).fit(train_set, valid)
+    cfg = {"epochs": 2, "batch_size": 8, "device": "cuda", "progress": False}
+    model = SASRec(**TINY, train=cfg).fit(train_set, ctx(valid, checkpoint_dir=tmp_path))
     assert next(model.net_.parameters()).is_cuda
     scores = model.score(valid.histories)
     assert scores.is_cuda and torch.isfinite(scores).all()
     ckpt = load_checkpoint(tmp_path)
     assert ckpt is not None and "torch_cuda.rank0" in ckpt.rng
     assert ckpt.meta["history"][0]["peak_mem_mb"] > 0
-    more = SASRec(**TINY, train=cfg | {"epochs": 3, "resume": True}).fit(train_set, valid)
+    more = SASRec(**TINY, train=cfg | {"epochs": 3}).fit(
+        train_set, ctx(valid, checkpoint_dir=tmp_path, resume=True))
     assert [r["epoch"] for r in more.train_result_.history] == [1, 2, 3]
     model.save(tmp_path / "saved")
     loaded = SASRec.load(tmp_path / "saved")  # loads on CPU

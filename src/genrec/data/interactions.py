@@ -9,6 +9,7 @@ from configuration.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -162,12 +163,17 @@ class Histories:
     @classmethod
     def from_lists(cls, histories: list[list[int]], n_items: int,
                    users: list[int] | None = None) -> Histories:
-        """Build a batch from Python lists (for serving and tests, not hot paths)."""
+        """Build a batch from Python lists (for serving and tests, not hot paths).
+
+        Without ``users`` every row is an anonymous user (id ``-1``): models that learn a
+        vector per user (the factor models) treat the rows as cold users and read only the
+        histories, rather than mistaking row ``i`` for user ``i``.
+        """
         lengths = np.array([len(h) for h in histories], dtype=np.int64)
         items = np.fromiter((i for h in histories for i in h), dtype=np.int64, count=lengths.sum())
         if len(items) and (items.min() < 0 or items.max() >= n_items):
             raise ValueError(f"history item ids must be in [0, {n_items})")
-        users_arr = np.arange(len(histories)) if users is None else np.asarray(users)
+        users_arr = np.full(len(histories), -1) if users is None else np.asarray(users)
         return cls(users_arr.astype(np.int64), np.concatenate([[0], np.cumsum(lengths)]),
                    items, n_items)
 
@@ -246,6 +252,15 @@ class Interactions:
         offsets = np.arange(indptr[-1]) - np.repeat(indptr[:-1], lengths)
         items = items_all[np.repeat(starts, lengths) + offsets]
         return Histories(users, indptr, items, self.n_items)
+
+    def fingerprint(self) -> str:
+        """A short hash of the id spaces and every ``(user, item, timestamp)`` row: equal
+        tables give equal fingerprints (what a resumed training checks it trains on)."""
+        h = hashlib.blake2b(digest_size=12)
+        h.update(f"{self.n_users},{self.n_items},{len(self)}".encode())
+        for col in (Columns.user, Columns.item, Columns.timestamp):
+            h.update(np.ascontiguousarray(self.frame[col].to_numpy()).tobytes())
+        return h.hexdigest()
 
     def concat(self, other: Interactions) -> Interactions:
         """Union of two tables over the same id space (re-sorted by user and time)."""

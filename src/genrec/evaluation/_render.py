@@ -7,16 +7,21 @@ cells) and figures; only the final formatting differs. Cells carry a mark (``bes
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import base64
 import datetime as dt
 import html
-import json
 import math
 from dataclasses import dataclass, field
 
 import polars as pl
 
-from genrec.evaluation.report import HolisticReport, RunData
+from genrec.evaluation.results import TEST_COLUMNS
+from genrec.evaluation.risks import RATES
+
+if TYPE_CHECKING:  # report.py imports this module to render
+    from genrec.evaluation.report import HolisticReport, RunData
 
 __all__ = ["render_html", "render_markdown"]
 
@@ -99,8 +104,6 @@ def _protocol(run: RunData, rep: HolisticReport | None) -> Section:
 
 
 def _summary(run: RunData) -> Section:
-    from genrec.experiment import TEST_COLUMNS
-
     rows_in = run.results["results"]
     vm = run.results["protocol"].get("valid_metric", "ndcg@10")
     cols = [c for c in TEST_COLUMNS if any(c in r["test"] for r in rows_in)]
@@ -114,8 +117,7 @@ def _summary(run: RunData) -> Section:
 
 def _sections(run: RunData, rep: HolisticReport | None) -> list[Section]:
     out = [_protocol(run, rep), _summary(run)]
-    risks = run.path / "holistic" / "risks.json"
-    tail = [_risks_section(json.loads(risks.read_text()))] if risks.is_file() else []
+    tail = [_risks_section(run.risks)] if run.risks else []
     if rep is None:
         return out + tail
     k = rep.k
@@ -123,8 +125,6 @@ def _sections(run: RunData, rep: HolisticReport | None) -> list[Section]:
               f"(paired Wilcoxon signed-rank test, Holm-corrected, alpha={rep.run.options.alpha})."
               " Brackets: bootstrap interval of the mean.")
     acc_metrics = rep.accuracy["metric"].unique(maintain_order=True).to_list()
-    from genrec.experiment import TEST_COLUMNS
-
     shown = [m for m in TEST_COLUMNS if m in acc_metrics] or acc_metrics
     out.append(Section("Accuracy with confidence intervals", legend,
                        [_metric_table(rep, rep.accuracy, shown, "Test metrics")],
@@ -214,15 +214,30 @@ def _significance_section(rep: HolisticReport) -> Section:
                 "significant"], rows)])
 
 
-def _risks_section(risks: dict[str, dict[str, float]]) -> Section:
-    cols = sorted({c for v in risks.values() for c in v})
-    rows = [[Cell(m), *[Cell(_fmt(v.get(c))) for c in cols]] for m, v in risks.items()]
-    return Section("Generative risks", "Shares of emitted items: hallucination_rate (matching "
-                   "no catalogue item), match_<kind> (how the rest matched: id, exact title, "
-                   "normalised title, fuzzy, embedding), duplicate_rate, policy_violation_rate; "
-                   "and of explanation claims: grounding_rate, contradiction_rate, "
-                   "citation_rate (cited items in the user's history), "
-                   "hallucinated_citation_rate.", [Table(["model", *cols], rows)])
+_RISK_COUNTS = ("users", "beam_size", "entries", "invalid_items")
+
+
+def _risks_section(risks: dict[str, dict[str, Any]]) -> Section:
+    have = {c for v in risks.values() for c in v["rates"]}
+    order = [*_RISK_COUNTS, *RATES]
+    cols = [c for c in order if c in have] + sorted(have - set(order))
+
+    def cell(v: float | None, col: str) -> Cell:
+        return Cell(str(int(v)) if col in _RISK_COUNTS and v is not None else _fmt(v))
+
+    rows = [[Cell(name), *[cell(v["rates"].get(c), c) for c in cols]]
+            for name, v in risks.items()]
+    protocol = " ".join(f"{name}: {v['protocol'].rstrip('.')}." for name, v in risks.items()
+                        if v.get("protocol"))
+    defs = " ".join(f"{c}: {RATES[c]}." for c in cols if c in RATES)
+    intro = ("Protocol. " + protocol + " " if protocol else "") + (
+        "An entry is one item a model emitted (a beam with a finite score, an entry of an "
+        "LLM's list); each entry is valid, hallucinated, out of candidate or a duplicate, in "
+        "that order of checks (genrec.evaluation.risks), so the entry rates add up. "
+        "invalid_items: hallucinated + out-of-candidate entries. " + defs
+        + (" match_<kind>: valid entries matched by id, exact title, normalised title, fuzzy "
+           "title or embedding / all emitted entries." if any(c.startswith("match_") for c in cols) else ""))
+    return Section("Generative risks", intro, [Table(["model", *cols], rows)])
 
 
 # -- HTML ------------------------------------------------------------------------------------

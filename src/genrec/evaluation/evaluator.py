@@ -13,10 +13,12 @@ from typing import Protocol as TypingProtocol
 
 import numpy as np
 import torch
+from rich.progress import track
 
 from genrec.data.interactions import EvalSet, Histories
 from genrec.evaluation.metrics import METRICS
 from genrec.evaluation.protocol import Protocol
+from genrec.models.ranking import rank
 
 __all__ = ["EvalResult", "evaluate", "Scorer"]
 
@@ -98,7 +100,6 @@ def evaluate(model: Scorer, data: EvalSet, protocol: Protocol, *,
     tops: list[np.ndarray] = []
     bounds = range(0, len(data), batch_size)
     if progress:
-        from rich.progress import track
         bounds = track(bounds, description="evaluating", total=len(bounds), transient=True)
     with torch.no_grad():
         for lo in bounds:
@@ -110,30 +111,27 @@ def evaluate(model: Scorer, data: EvalSet, protocol: Protocol, *,
             rows = torch.from_numpy(np.repeat(np.arange(b), np.diff(part.target_indptr))).to(dev)
             target = torch.zeros((b, n_items), dtype=torch.bool, device=dev)       # (B, I)
             target[rows, torch.from_numpy(part.target_items).to(dev)] = True
-            if protocol.exclude_seen:
-                hist.mask_seen(scores)
-                # A target that is also in the history cannot be recommended; it stays a target.
+            allow = None
             if protocol.candidates == "sampled":
                 forbidden = target.clone()
                 h_rows = np.repeat(np.arange(b), hist.lengths)
                 forbidden[torch.from_numpy(h_rows).to(dev), torch.from_numpy(hist.items).to(dev)] = True
                 neg = _sample_negatives(forbidden.cpu(), protocol.n_negatives,
                                         weights, gen).to(dev)                     # (B, N)
-                keep = target.clone()
+                allow = target.clone()
                 valid = neg >= 0
-                keep[torch.arange(b, device=dev).repeat_interleave(valid.sum(1)), neg[valid]] = True
-                scores = scores.masked_fill(~keep, float("-inf"))
-            k = min(kmax, n_items)
-            top = torch.topk(scores, k, dim=1)
-            hits = target.gather(1, top.indices).double()                         # (B, K)
-            hits[~torch.isfinite(top.values)] = 0.0
+                allow[torch.arange(b, device=dev).repeat_interleave(valid.sum(1)), neg[valid]] = True
+            # A target that is also in the history cannot be recommended; it stays a target.
+            top_items, _ = rank(scores, hist, kmax, exclude_seen=protocol.exclude_seen,
+                                allow=allow)                                   # (B, K)
+            hits = target.gather(1, top_items.clamp(min=0)).double()               # (B, K)
+            hits[top_items < 0] = 0.0
             n_rel = torch.from_numpy(np.diff(part.target_indptr)).to(dev)
             for m in protocol.metrics:
                 for c in protocol.cutoffs:
                     chunks[f"{m}@{c}"].append(METRICS[m](hits, n_rel, c).cpu())
-            if keep_top_items:
-                # Masked (-inf) positions are not recommendations: -1, as in RecList.
-                tops.append(torch.where(torch.isfinite(top.values), top.indices, -1).cpu().numpy())
+            if keep_top_items:  # masked (-inf) positions are not recommendations: -1
+                tops.append(top_items.cpu().numpy())
     per_user = {name: torch.cat(v).numpy() if v else np.zeros(0) for name, v in chunks.items()}
     seconds = time.perf_counter() - start
     _log.info("evaluated %d users in %.2fs", len(data), seconds)

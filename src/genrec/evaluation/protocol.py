@@ -54,6 +54,23 @@ class Protocol(BaseModel):
             raise ValueError(f"unknown metrics {sorted(unknown)}; known: {sorted(METRICS)}")
         return v
 
+    @field_validator("valid_metric")
+    @classmethod
+    def _valid_metric(cls, v: str) -> str:
+        name, _, k = v.partition("@")
+        if name not in METRICS or not k.isdigit() or int(k) < 1:
+            raise ValueError(f"valid_metric must look like 'ndcg@10' with a metric from "
+                             f"{sorted(METRICS)}, got {v!r}")
+        return v
+
+    def with_valid_metric(self) -> Protocol:
+        """This protocol, measuring the validation metric too (its name and cutoff added to
+        ``metrics`` and ``cutoffs`` when missing)."""
+        name, _, k = self.valid_metric.partition("@")
+        return self.model_copy(update={
+            "metrics": self.metrics + ([name] if name not in self.metrics else []),
+            "cutoffs": sorted(set(self.cutoffs) | {int(k)})})
+
     def describe(self) -> str:
         """One line that says how the numbers were produced."""
         cand = ("full ranking" if self.candidates == "full" else

@@ -1,10 +1,11 @@
 """The holistic report of a comparison run: tables, significance, plots, HTML and Markdown.
 
-:func:`analyse` turns a run folder (written by
-:func:`genrec.evaluation.compare.run_comparison`) into tables; :func:`write_report` renders
-them as a self-contained ``report.html`` (plots embedded as base64 PNG) and ``report.md``
-(plots saved under ``plots/``). A plain ``genrec run`` folder, without ``holistic/``, gets a
-report with the results table only.
+:func:`analyse` turns a run folder (written by :func:`genrec.runs.compare.run_comparison`)
+into tables; :func:`write_report` renders them as a self-contained ``report.html`` (plots
+embedded as base64 PNG) and ``report.md`` (plots saved under ``plots/``). A plain ``genrec
+run`` folder, without ``holistic/``, gets a report with the results table only; generative
+risks (``holistic/risks.json``, see :mod:`genrec.evaluation.generative`) get their own
+section whenever the run has them.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
+from genrec._io import atomic_write_bytes, atomic_write_text
 from genrec.evaluation.beyond import (
     catalog_coverage,
     exposure_counts,
@@ -29,9 +31,12 @@ from genrec.evaluation.beyond import (
     lorenz_curve,
     personalization,
 )
+from genrec.evaluation._render import render_html, render_markdown
 from genrec.evaluation.compare import HolisticOptions, load_npz, per_user_beyond
 from genrec.evaluation.fairness import exposure_fairness, group_summary
+from genrec.evaluation.generative import load_risks
 from genrec.evaluation.metrics import METRICS
+from genrec.evaluation.plots import make_plots
 from genrec.evaluation.stats import bootstrap_means, pairwise_significance
 
 __all__ = ["RunData", "HolisticReport", "load_run", "analyse", "write_report",
@@ -61,6 +66,7 @@ class RunData:
         options: Holistic options (defaults when the run has none).
         context: ``holistic/context.npz`` (None for a plain run).
         models: ``model -> {"top_items": ..., "<metric>": per-user values}``.
+        risks: ``holistic/risks.json``: ``name -> {"protocol": ..., "rates": {...}}``.
     """
 
     path: Path
@@ -68,6 +74,7 @@ class RunData:
     options: HolisticOptions
     context: dict[str, np.ndarray] | None = None
     models: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    risks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def holistic(self) -> bool:
@@ -97,7 +104,7 @@ def load_run(run_dir: str | Path, options: HolisticOptions | None = None) -> Run
     if (hol / "options.json").is_file():
         saved = json.loads((hol / "options.json").read_text())
     opts = options or HolisticOptions.model_validate(saved)
-    run = RunData(path, results, opts)
+    run = RunData(path, results, opts, risks=load_risks(path))
     if (hol / "context.npz").is_file():
         run.context = load_npz(hol / "context.npz")
         for r in results["results"]:
@@ -294,16 +301,11 @@ def write_report(run_dir: str | Path, options: HolisticOptions | None = None
     Returns:
         Paths of the HTML and Markdown reports.
     """
-    from genrec.evaluation._render import render_html, render_markdown
-    from genrec.evaluation.plots import make_plots
-
     start = time.perf_counter()
     run = load_run(run_dir, options)
     rep = analyse(run) if run.holistic else None
     plots = make_plots(rep) if rep is not None else {}
     path = Path(run_dir)
-    from genrec._io import atomic_write_bytes, atomic_write_text
-
     for name, png in plots.items():
         atomic_write_bytes(path / "plots" / f"{name}.png", png)
     html_path, md_path = path / "report.html", path / "report.md"

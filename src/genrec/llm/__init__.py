@@ -3,9 +3,12 @@
 Everything works over any OpenAI-compatible chat-completions endpoint through the
 :class:`LLMClient` protocol, and everything except LLM phrasing also works with no LLM at all
 (template explanations, embedding-based critique parsing, the template simulated user).
+
+The catalogue, the matcher of output strings, the grounding checker of explanations and the
+risk rates are those of the holistic evaluation (:mod:`genrec.evaluation.catalogue`,
+:mod:`genrec.evaluation.grounding`, :mod:`genrec.evaluation.risks`); this layer uses them.
 """
 
-from genrec.llm.catalog import Attribute, ItemCatalog
 from genrec.llm.client import (
     ChatMessage,
     ClientConfig,
@@ -24,7 +27,7 @@ from genrec.llm.conversation import (
     SessionState,
 )
 from genrec.llm.critique import Critique, CritiqueParser
-from genrec.llm.embeddings import (
+from genrec.text.encoders import (
     HashingEncoder,
     SentenceEncoder,
     TextEncoder,
@@ -32,16 +35,12 @@ from genrec.llm.embeddings import (
     encode_cached,
 )
 from genrec.llm.explain import ExplainConfig, Explainer, Explanation
-from genrec.llm.grounding import Claim, GroundingChecker, GroundingReport
-from genrec.llm.matching import ItemMatcher, Match
 from genrec.llm.parsing import parse_json_object, parse_list
 from genrec.llm.rerank import LLMReranker, RerankConfig, RerankResult, RerankStats
 from genrec.llm.simulator import SimulatedUser, SimulationConfig, simulate
 
 __all__ = [
-    "Attribute",
     "ChatMessage",
-    "Claim",
     "ClientConfig",
     "Completion",
     "ConversationConfig",
@@ -51,15 +50,10 @@ __all__ = [
     "ExplainConfig",
     "Explainer",
     "Explanation",
-    "GroundingChecker",
-    "GroundingReport",
     "HashingEncoder",
-    "ItemCatalog",
-    "ItemMatcher",
     "LLMClient",
     "LLMError",
     "LLMReranker",
-    "Match",
     "OpenAIClient",
     "Reply",
     "RerankConfig",

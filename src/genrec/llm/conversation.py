@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from genrec._io import atomic_write_text
 from genrec.data.interactions import Histories
-from genrec.llm.catalog import Attribute, ItemCatalog
+from genrec.evaluation.catalogue import Attribute, Catalogue
 from genrec.llm.critique import Critique, CritiqueParser
 from genrec.llm.rerank import LLMReranker
 from genrec.models.base import Recommender
@@ -144,7 +144,7 @@ class ConversationalRecommender:
         **overrides: Fields that replace those of ``config``.
     """
 
-    def __init__(self, model: Recommender[Any], catalog: ItemCatalog,
+    def __init__(self, model: Recommender[Any], catalog: Catalogue,
                  parser: CritiqueParser | None = None, config: ConversationConfig | None = None,
                  *, reranker: LLMReranker | None = None, **overrides: Any) -> None:
         merged = (config or ConversationConfig()).model_dump() | overrides
@@ -173,7 +173,8 @@ class ConversationalRecommender:
         """Model scores of every item for the state's history and liked items, ``(n_items,)``."""
         hist = state.history + [i for i in state.like_items if i not in state.history]
         h = Histories.from_lists([hist], self.catalog.item_attr.shape[0],
-                                 users=[state.user or 0]).truncate(self.config.history_len)
+                                 users=[-1 if state.user is None else state.user]
+                                 ).truncate(self.config.history_len)
         with torch.no_grad():
             s = self.model.score(h)
         return s[0].float().cpu().numpy().astype(np.float64)

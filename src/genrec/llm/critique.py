@@ -13,15 +13,16 @@ from __future__ import annotations
 import html
 import re
 import time
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from genrec.llm.catalog import Attribute, ItemCatalog, PhraseIndex
-from genrec.llm.embeddings import TextEncoder
+from genrec.evaluation.catalogue import Attribute, Catalogue
+from genrec.text.encoders import TextEncoder
 
-__all__ = ["Critique", "CritiqueParser"]
+__all__ = ["Critique", "CritiqueParser", "PhraseIndex"]
 
 _CLAUSE = re.compile(r"[.;!?\n]+|,\s*(?:but|and|though)?\s*|\s+(?:but|however|though|although)\s+")
 _NEG = re.compile(r"\b(?:no|not|nothing|none|without|avoid|except|exclude|dislike|hate|"
@@ -48,6 +49,58 @@ _PRICIER = re.compile(r"\b(?:pricier|more expensive|premium|high[- ]end|luxury|t
 _BRAND_CUE = re.compile(r"\b(?:brand|from|by|made by|maker)\b")
 _STOP_VALUES = {"the", "and", "for", "new", "one", "all", "set", "kit", "yes", "not", "other",
                 "more", "less", "like", "want", "something", "please", "instead", "anything"}
+
+
+_TOKEN = re.compile(r"[\w']+")
+
+
+def _prep(text: str) -> str:
+    return unicodedata.normalize("NFKC", html.unescape(text)).replace("’", "'").lower()
+
+
+class PhraseIndex:
+    """Find attribute values in text by greedy longest match over word n-grams.
+
+    A dict look-up per n-gram: fast for thousands of values, where one big regex alternation
+    costs milliseconds per sentence. Values of fewer than ``min_chars`` characters (``"OPI"``,
+    ``"Re"``) match only where written with a capital letter, so "you're" never finds "Re".
+
+    Args:
+        catalog: The catalogue whose attribute values to find.
+        min_chars: See above.
+        stop: Values never matched (too generic).
+    """
+
+    def __init__(self, catalog: Catalogue, *, min_chars: int = 4,
+                 stop: frozenset[str] = frozenset()) -> None:
+        self.min_chars = min_chars
+        self.index: dict[tuple[str, ...], list[Attribute]] = {}
+        for a in catalog.vocab:
+            toks = tuple(_TOKEN.findall(_prep(a.value)))
+            if toks and " ".join(toks) not in stop and not (len(toks) == 1 and toks[0].isdigit()):
+                self.index.setdefault(toks, []).append(a)
+        self.max_len = max((len(k) for k in self.index), default=0)
+
+    def find(self, text: str) -> list[tuple[int, int, list[Attribute]]]:
+        """Non-overlapping ``(start, end, attributes)`` character spans, left to right."""
+        raw = html.unescape(text).replace("’", "'")
+        words = [(m.start(), m.end(), m.group(0)) for m in _TOKEN.finditer(raw)]
+        toks = [w[2].lower() for w in words]
+        out, i = [], 0
+        while i < len(toks):
+            for n in range(min(self.max_len, len(toks) - i), 0, -1):
+                attrs = self.index.get(tuple(toks[i : i + n]))
+                if attrs is None:
+                    continue
+                span = raw[words[i][0] : words[i + n - 1][1]]
+                if len(span) < self.min_chars and span.islower():
+                    continue
+                out.append((words[i][0], words[i + n - 1][1], attrs))
+                i += n
+                break
+            else:
+                i += 1
+        return out
 
 
 @dataclass
@@ -93,7 +146,7 @@ class CritiqueParser:
             capital letter (``"NYX"``, not the "re" of "you're").
     """
 
-    def __init__(self, catalog: ItemCatalog, encoder: TextEncoder | None = None, *,
+    def __init__(self, catalog: Catalogue, encoder: TextEncoder | None = None, *,
                  embed_fields: Sequence[str] = ("categories", "genres"),
                  embed_threshold: float = 0.6, min_value_chars: int = 4) -> None:
         self.catalog = catalog

@@ -3,8 +3,9 @@
 Retrieval first: the history items that share the most attributes with the recommended item
 are the evidence. Then either a template writes the text (default, no LLM) or an LLM does,
 from a prompt that holds only that evidence. Every text is checked by
-:class:`~genrec.llm.grounding.GroundingChecker`; an LLM text with an ungrounded claim or a
-contradiction is replaced by the template (and counted).
+:class:`~genrec.evaluation.grounding.GroundingChecker`; an LLM text with an ungrounded claim
+(a contradiction included) is replaced by the template, and its claims are counted by the
+one definition of :class:`~genrec.evaluation.risks.ClaimCounts`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from genrec.llm.catalog import Attribute, ItemCatalog
+from genrec.evaluation.catalogue import Attribute, Catalogue
+from genrec.evaluation.grounding import GroundingChecker, GroundingReport
+from genrec.evaluation.risks import ClaimCounts, share
 from genrec.llm.client import LLMClient, LLMError
-from genrec.llm.grounding import GroundingChecker, GroundingReport
 from genrec.llm.parsing import parse_json_object
 from genrec.llm.prompts import explain_messages, explain_schema
 
@@ -69,7 +71,7 @@ class Explanation:
     llm_report: GroundingReport | None = None
     raw: str | None = None
 
-    def to_dict(self, catalog: ItemCatalog) -> dict[str, Any]:
+    def to_dict(self, catalog: Catalogue) -> dict[str, Any]:
         """Plain dict with raw ids."""
         return {"item": catalog.raw_ids[self.item], "title": catalog.title(self.item),
                 "text": self.text, "source": self.source,
@@ -81,25 +83,32 @@ class Explanation:
 
 @dataclass
 class ExplainStats:
-    """Counts over explanations (LLM texts, rejected ones, grounding scores)."""
+    """Counts over explanations (LLM texts, rejected ones, the claims of LLM texts).
+
+    Attributes:
+        explanations: Explanations made.
+        llm_texts: LLM texts received.
+        llm_failures: LLM requests that failed.
+        llm_rejected: LLM texts replaced by the template.
+        llm_claims: Claims of the LLM texts, by status.
+        final_ungrounded: Explanations shown with an ungrounded claim.
+    """
 
     explanations: int = 0
     llm_texts: int = 0
     llm_failures: int = 0
     llm_rejected: int = 0
-    llm_ungrounded_claims: int = 0
-    llm_contradictions: int = 0
-    llm_claims: int = 0
+    llm_claims: ClaimCounts = field(default_factory=ClaimCounts)
     final_ungrounded: int = 0
-    extra: dict[str, float] = field(default_factory=dict)
 
     def rates(self) -> dict[str, float]:
-        """LLM rejection, ungrounded-claim and contradiction rates."""
-        n = max(self.llm_texts, 1)
-        return {"llm_rejection_rate": self.llm_rejected / n,
-                "llm_ungrounded_claim_rate": self.llm_ungrounded_claims / max(self.llm_claims, 1),
-                "llm_contradiction_rate": self.llm_contradictions / n,
-                "final_ungrounded_rate": self.final_ungrounded / max(self.explanations, 1)}
+        """``llm_rejection_rate`` (per LLM text), the claim rates of the LLM texts
+        (``llm_ungrounded_claim_rate``, ``llm_contradiction_rate``, ...; see
+        :data:`~genrec.evaluation.risks.RATES`) and ``final_ungrounded_rate`` (per
+        explanation)."""
+        return {"llm_rejection_rate": share(self.llm_rejected, self.llm_texts),
+                **{f"llm_{k}": v for k, v in self.llm_claims.rates().items()},
+                "final_ungrounded_rate": share(self.final_ungrounded, self.explanations)}
 
 
 def _join(values: list[str]) -> str:
@@ -116,7 +125,7 @@ class Explainer:
         **overrides: Fields that replace those of ``config``.
     """
 
-    def __init__(self, catalog: ItemCatalog, client: LLMClient | None = None,
+    def __init__(self, catalog: Catalogue, client: LLMClient | None = None,
                  config: ExplainConfig | None = None, **overrides: Any) -> None:
         merged = (config or ExplainConfig()).model_dump() | overrides
         self.config = ExplainConfig.model_validate(merged)
@@ -188,9 +197,7 @@ class Explainer:
         llm_rep = self.checker.check(raw, item, list(history))
         s = self.stats_
         s.llm_texts += 1
-        s.llm_claims += len(llm_rep.claims)
-        s.llm_ungrounded_claims += len(llm_rep.ungrounded)
-        s.llm_contradictions += bool(llm_rep.contradictions)
+        s.llm_claims.add(llm_rep.counts())
         # An empty or claim-free text explains nothing: treat it as a failure too.
         if llm_rep.ok and llm_rep.claims or not self.config.fallback:
             s.final_ungrounded += not llm_rep.ok

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from genrec.llm.catalog import ItemCatalog
+from genrec.evaluation.catalogue import Catalogue
 from genrec.llm.client import ChatMessage
 
 __all__ = [
@@ -28,7 +28,7 @@ RERANK_SYSTEM = (
 )
 
 
-def rerank_messages(catalog: ItemCatalog, history: Sequence[int], candidates: Sequence[int],
+def rerank_messages(catalog: Catalogue, history: Sequence[int], candidates: Sequence[int],
                     k: int, *, title_chars: int = 80) -> list[ChatMessage]:
     """Listwise rerank prompt: history titles (oldest first) and candidates as ``[id] title``."""
     hist = "\n".join(f"- {catalog.title(i, title_chars)}" for i in history) or "- (none)"
@@ -58,7 +58,7 @@ EXPLAIN_SYSTEM = (
 )
 
 
-def explain_messages(catalog: ItemCatalog, item: int, history: Sequence[int],
+def explain_messages(catalog: Catalogue, item: int, history: Sequence[int],
                      *, title_chars: int = 80) -> list[ChatMessage]:
     """Retrieval-augmented explanation prompt: the item's metadata and related history items."""
     hist = "\n".join(f"- {catalog.describe(i, title_chars)}" for i in history) or "- (none)"

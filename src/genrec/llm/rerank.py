@@ -1,11 +1,13 @@
 """Listwise LLM reranking of a candidate model's top-N, with a grounding guarantee.
 
 The LLM sees the user's history titles and the candidates (ids and titles) and returns a
-ranking. Each output string is mapped back to an item (id, exact title, fuzzy title,
-embedding); hallucinated, out-of-candidate and duplicate entries are dropped and the list is
-filled from the original ranking. Whatever the LLM writes, the final list is a permutation of
-(a prefix of) the candidates: no invented, repeated or foreign item reaches the user. The raw
-error rates of the LLM output are counted in :class:`RerankStats`.
+ranking. Each output string is mapped back to an item by the one matcher of
+:mod:`genrec.evaluation.catalogue` (id, exact title, normalised title, fuzzy title,
+embedding); hallucinated, out-of-candidate and duplicate entries (as defined in
+:mod:`genrec.evaluation.risks`) are dropped and the list is filled from the original ranking.
+Whatever the LLM writes, the final list is a permutation of (a prefix of) the candidates: no
+invented, repeated or foreign item reaches the user. The raw error rates of the LLM output are
+counted in :class:`RerankStats`.
 """
 
 from __future__ import annotations
@@ -15,20 +17,20 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from genrec.data.interactions import Histories
-from genrec.llm.catalog import ItemCatalog
+from genrec.evaluation.catalogue import Catalogue, Match, Matcher, Resolved
+from genrec.evaluation.risks import EntryCounts, entry_statuses, share
 from genrec.llm.client import LLMClient, LLMError
-from genrec.llm.embeddings import TextEncoder
-from genrec.llm.matching import ItemMatcher, Match
 from genrec.llm.parsing import parse_list
 from genrec.llm.prompts import rerank_messages, rerank_schema
 from genrec.models.base import RecList
+from genrec.text.encoders import TextEncoder
 
 __all__ = ["LLMReranker", "RerankConfig", "RerankResult", "RerankStats", "ground_ranking"]
 
@@ -64,49 +66,35 @@ class RerankConfig(BaseModel):
 
 
 @dataclass
-class RerankStats:
+class RerankStats(EntryCounts):
     """Raw quality of the LLM output, summed over requests.
 
-    Rates are per output entry (hallucinated, out-of-candidate, duplicate) or per request
-    (format errors, failures), before grounding repaired anything.
+    The output entries are counted as :class:`~genrec.evaluation.risks.EntryCounts`
+    (``entries``, ``hallucinated``, ``out_of_candidate``, ``duplicates``, ``matched``), whose
+    rates are the one definition of :data:`~genrec.evaluation.risks.RATES`; the other rates
+    are per request (format errors, failures) or per final item (fill), before grounding
+    repaired anything.
     """
 
     requests: int = 0
     failed_requests: int = 0
     format_errors: int = 0
     empty_outputs: int = 0
-    output_entries: int = 0
-    hallucinated: int = 0
-    out_of_candidate: int = 0
-    duplicates: int = 0
-    matched: dict[str, int] = field(default_factory=lambda: {
-        "id": 0, "title": 0, "fuzzy": 0, "embedding": 0})
     filled: int = 0
     final_items: int = 0
     llm_s: float = 0.0
     encoder_s: float = 0.0
     total_s: float = 0.0
 
-    def add(self, other: RerankStats) -> None:
-        """Add ``other`` into ``self``."""
-        for k, v in asdict(other).items():
-            if isinstance(v, dict):
-                for kk, vv in v.items():
-                    self.matched[kk] = self.matched.get(kk, 0) + vv
-            else:
-                setattr(self, k, getattr(self, k) + v)
-
     def rates(self) -> dict[str, float]:
-        """Hallucination, out-of-candidate, duplicate, format-error and failure rates."""
-        e, r = max(self.output_entries, 1), max(self.requests, 1)
-        return {
-            "hallucination_rate": self.hallucinated / e,
-            "out_of_candidate_rate": self.out_of_candidate / e,
-            "duplicate_rate": self.duplicates / e,
-            "format_error_rate": self.format_errors / r,
-            "empty_output_rate": self.empty_outputs / r,
-            "request_failure_rate": self.failed_requests / r,
-            "fill_rate": self.filled / max(self.final_items, 1),
+        """Entry rates (hallucination, out-of-candidate, invalid, duplicate), then format-error,
+        empty-output and failure rates per request and the fill rate."""
+        r = self.requests
+        return super().rates() | {
+            "format_error_rate": share(self.format_errors, r),
+            "empty_output_rate": share(self.empty_outputs, r),
+            "request_failure_rate": share(self.failed_requests, r),
+            "fill_rate": share(self.filled, self.final_items),
         }
 
     def overhead_ms(self) -> float:
@@ -137,23 +125,12 @@ class RerankResult:
     stats: RerankStats
 
 
-def ground_ranking(matches: Sequence[Match], stats: RerankStats) -> list[int]:
-    """Valid, first-seen candidate items of ``matches``; counts errors into ``stats``."""
-    seen: set[int] = set()
-    out: list[int] = []
-    for m in matches:
-        stats.output_entries += 1
-        if m.stage == "hallucinated":
-            stats.hallucinated += 1
-        elif m.stage == "out_of_candidate":
-            stats.out_of_candidate += 1
-        elif m.item in seen:
-            stats.duplicates += 1
-        else:
-            stats.matched[m.stage] = stats.matched.get(m.stage, 0) + 1
-            seen.add(m.item)
-            out.append(m.item)
-    return out
+def ground_ranking(resolved: Resolved, stats: RerankStats) -> list[int]:
+    """The valid entries of one resolved output, in order; counts every entry into ``stats``."""
+    statuses = entry_statuses(resolved)
+    stats.add(EntryCounts.from_resolved(resolved, statuses))
+    return [int(i) for i, s in zip(resolved.items[0], statuses[0], strict=True)
+            if s == "valid"]
 
 
 def _borda(rankings: Sequence[Sequence[int]], candidates: Sequence[int]) -> list[int]:
@@ -179,13 +156,13 @@ class LLMReranker:
         **overrides: Fields that replace those of ``config``.
     """
 
-    def __init__(self, client: LLMClient, catalog: ItemCatalog, config: RerankConfig | None = None,
+    def __init__(self, client: LLMClient, catalog: Catalogue, config: RerankConfig | None = None,
                  *, encoder: TextEncoder | None = None, **overrides: Any) -> None:
         merged = (config or RerankConfig()).model_dump() | overrides
         self.config = RerankConfig.model_validate(merged)
         self.client = client
         self.catalog = catalog
-        self.matcher = ItemMatcher(catalog, encoder)
+        self.matcher = Matcher(catalog, encoder)
         self.stats_ = RerankStats()
         self.results_: list[RerankResult] = []
         self._lock = threading.Lock()
@@ -215,7 +192,8 @@ class LLMReranker:
         if not cands:
             return RerankResult([], [], [], [], stats)  # nothing to rank, nothing asked
         hist = list(history)[-cfg.history_len:] if cfg.history_len else []
-        rng = np.random.default_rng([cfg.seed, int(user)])
+        # Anonymous rows (user -1, see Histories.from_lists) share one stream of shuffles.
+        rng = np.random.default_rng([cfg.seed, int(user)] if user >= 0 else [cfg.seed])
         orders = [list(cands)] + [list(rng.permutation(cands)) for _ in
                                   range(cfg.permutations - 1)]
         schema = rerank_schema([self.catalog.raw_ids[i] for i in cands], k)
@@ -241,10 +219,10 @@ class LLMReranker:
             stats.format_errors += not parsed.well_formed
             stats.empty_outputs += not parsed.items
             e0 = self.matcher.encoder_s
-            matches = self.matcher.match_many(parsed.items, order)
+            resolved = self.matcher.resolve([parsed.items], [order])
             stats.encoder_s += self.matcher.encoder_s - e0
-            all_matches.append(matches)
-            rankings.append(ground_ranking(matches, stats))
+            all_matches.append(resolved.matches(0))
+            rankings.append(ground_ranking(resolved, stats))
         ranked = _borda(rankings, cands) if len(rankings) > 1 else (rankings or [[]])[0]
         final = ranked[:k]
         chosen = set(final)

@@ -1,9 +1,13 @@
-"""End-to-end runs of the LLM layer behind the CLI and the benchmark.
+"""End-to-end runs of the LLM layer behind the CLI and the benchmark, on the shared glue.
 
-``prepare`` loads a dataset, splits it (leave-one-out), builds the catalogue and fits (or
-loads) a candidate model on train + valid; ``run_rerank`` and ``run_simulation`` return
-plain dicts ready for ``results.json``; ``llm_client`` opens a client for a URL or starts a
-local llama.cpp server for a GGUF file.
+``prepare`` takes the same :class:`~genrec.config.ExperimentConfig` as ``genrec run``: the
+dataset is loaded, preprocessed and split by :func:`genrec.runs.experiment.prepare`, and the
+candidate model (the config's first model) is fitted and evaluated by
+:func:`genrec.runs.experiment.fit_and_evaluate`, with the protocol's validation callback and
+early stopping, item text and seed; so ``genrec rerank`` and ``genrec run`` on one config give
+the candidate model the same split, the same best epoch and the same test metrics.
+``run_rerank`` and ``run_simulation`` return plain dicts ready for ``results.json``;
+``llm_client`` opens a client for a URL or starts a local llama.cpp server for a GGUF file.
 """
 
 from __future__ import annotations
@@ -18,15 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from genrec.data.interactions import Dataset, EvalSet
-from genrec.llm.catalog import ItemCatalog
+from genrec.config import ExperimentConfig
+from genrec.data.interactions import Dataset, EvalSet, Histories
+from genrec.evaluation.catalogue import Catalogue
 from genrec.llm.client import LLMClient, OpenAIClient
 from genrec.llm.conversation import ConversationalRecommender
 from genrec.llm.critique import CritiqueParser
-from genrec.llm.embeddings import TextEncoder, default_encoder
+from genrec.llm.local import LocalLlamaServer
 from genrec.llm.rerank import LLMReranker, RerankConfig
 from genrec.llm.simulator import SimulationConfig, simulate
 from genrec.models.base import RecList, Recommender
+from genrec.models.registry import load_model
+from genrec.runs import experiment
+from genrec.text.encoders import TextEncoder, default_encoder
 
 __all__ = ["Prepared", "find_user", "llm_client", "prepare", "run_rerank", "run_simulation"]
 
@@ -35,56 +43,66 @@ _log = logging.getLogger(__name__)
 
 @dataclass
 class Prepared:
-    """A dataset ready for the LLM layer.
+    """A dataset and a candidate model ready for the LLM layer.
 
     Attributes:
         dataset: The dataset.
-        test: Test users (history = train + valid, target = the last item).
+        test: Test users (history = train + valid, target = the test item).
         catalog: Its catalogue.
         model: The fitted candidate model.
         model_name: The model's kind.
         fit_seconds: Time to fit (0 when loaded).
+        candidate: The candidate model's results row (valid and test metrics under the
+            protocol, training record), as ``genrec run`` writes it; None when loaded.
+        protocol_text: The protocol the candidate was fitted and evaluated under.
     """
 
     dataset: Dataset
     test: EvalSet
-    catalog: ItemCatalog
+    catalog: Catalogue
     model: Recommender[Any]
     model_name: str
     fit_seconds: float
+    candidate: dict[str, Any] | None = None
+    protocol_text: str = ""
 
 
-def prepare(dataset: str, model: str = "ease", *, model_path: str | Path | None = None,
-            data_dir: str | Path | None = None, params: dict[str, Any] | None = None) -> Prepared:
-    """Load ``dataset``, split it, build its catalogue and fit or load ``model``.
+def prepare(cfg: ExperimentConfig, *, model_path: str | Path | None = None) -> Prepared:
+    """Load and split the data of ``cfg``; fit and evaluate its first model (or load one).
+
+    The output folder gets what ``genrec run`` writes for that model (config.yaml, split/,
+    models/, results.json with the candidate's valid and test metrics).
 
     Args:
-        dataset: A recipe name (``ml-100k``, ``amazon-beauty``, ...).
-        model: A registry kind (used when ``model_path`` is None).
-        model_path: A folder written by ``Recommender.save``, fitted on the same split.
-        data_dir: Where the datasets lie.
-        params: Hyperparameters of ``model``.
+        cfg: The experiment (dataset, preprocessing, protocol, candidate model, output).
+        model_path: A folder written by ``Recommender.save`` on this dataset's catalogue
+            (e.g. ``RUN/models/ease`` of a ``genrec run`` of the same config); used instead
+            of fitting.
 
     Returns:
-        The prepared bundle.
-    """
-    from genrec.data.recipes import load_dataset
-    from genrec.data.splits import split
-    from genrec.models.registry import build_model, load_model, model_config
+        The prepared dataset, catalogue and candidate model.
 
-    ds = load_dataset(dataset, data_dir=data_dir)
-    sp = split(ds)
-    t0 = time.perf_counter()
+    Raises:
+        ValueError: Without a model, or if a loaded model has another catalogue size.
+    """
+    if model_path is None and not cfg.models:
+        raise ValueError("no candidate model: pass --model KIND or list one in the config")
+    data = experiment.prepare(cfg)
+    ds = data.dataset
+    row = None
     if model_path is not None:
         m = load_model(model_path)
         if m.n_items_ != ds.n_items:
-            raise ValueError(f"{model_path}: model has {m.n_items_} items, {dataset} has "
+            raise ValueError(f"{model_path}: model has {m.n_items_} items, {ds.name} has "
                              f"{ds.n_items}")
         fit_s, name = 0.0, m.config.kind
     else:
-        m = build_model(model_config(model, **(params or {}))).fit(sp.train.concat(sp.valid))
-        fit_s, name = time.perf_counter() - t0, model
-    return Prepared(ds, sp.test_set(), ItemCatalog.from_dataset(ds), m, name, fit_s)
+        m, row, _ = experiment.fit_and_evaluate(cfg.models[0], data, cfg)
+        fit_s, name = row["fit_seconds"], cfg.models[0].kind
+        # The output folder is a run folder like genrec run's: results.json of the candidate.
+        experiment.write_results(Path(cfg.output), experiment.results_document(cfg, data, [row]))
+    return Prepared(ds, data.test_set, Catalogue.from_dataset(ds), m, name, fit_s, row,
+                    cfg.protocol.describe())
 
 
 @contextlib.contextmanager
@@ -101,8 +119,6 @@ def llm_client(url: str | None = None, model: str | None = None, *, gguf: str | 
         return
     with contextlib.ExitStack() as stack:
         if gguf is not None:
-            from genrec.llm.local import LocalLlamaServer
-
             server = stack.enter_context(LocalLlamaServer(gguf, n_ctx=4096, threads=1))
             url, model = server.base_url, model or server.alias
         client = stack.enter_context(OpenAIClient(base_url=url, model=model or "default",
@@ -159,7 +175,8 @@ def run_rerank(p: Prepared, client: LLMClient, *, users: int = 50, config: Reran
 
     usage = getattr(client, "usage", None)
     return {
-        "dataset": p.dataset.name, "model": p.model_name, "users": len(rows),
+        "dataset": p.dataset.name, "protocol_text": p.protocol_text, "model": p.model_name,
+        "candidate": p.candidate, "users": len(rows),
         "n_candidates": cfg.n_candidates, "k": k, "permutations": cfg.permutations,
         "structured": cfg.structured,
         f"hit@{k}_before": hit(RecList(cands.users, cands.items[:, :k], cands.scores[:, :k])),
@@ -177,8 +194,6 @@ def run_rerank(p: Prepared, client: LLMClient, *, users: int = 50, config: Reran
 
 def _rows(ev: EvalSet, rows: np.ndarray) -> EvalSet:
     """The test rows ``rows`` as an EvalSet (any order)."""
-    from genrec.data.interactions import Histories
-
     hs = [ev.histories.items[ev.histories.indptr[r]: ev.histories.indptr[r + 1]].tolist()
           for r in rows]
     ts = [ev.target_items[ev.target_indptr[r]: ev.target_indptr[r + 1]].tolist() for r in rows]
@@ -216,7 +231,8 @@ def run_simulation(p: Prepared, *, turns: int = 5, users: int | None = 500, k: i
     parser.warmup()
     reranker = LLMReranker(client, p.catalog, n_candidates=20, k=k) \
         if rerank and client is not None else None
-    out: dict[str, Any] = {"dataset": p.dataset.name, "model": p.model_name,
+    out: dict[str, Any] = {"dataset": p.dataset.name, "protocol_text": p.protocol_text,
+                           "model": p.model_name, "candidate": p.candidate,
                            "fit_seconds": p.fit_seconds, "turns": turns, "k": k}
     runs = ([("with_critiques", True)] if critique else []) + \
         ([("without_critiques", False)] if baseline else [])

@@ -21,7 +21,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from genrec.data.interactions import EvalSet
-from genrec.llm.catalog import Attribute, ItemCatalog, normalize_text
+from genrec.evaluation.catalogue import Attribute, Catalogue, normalize_text
 from genrec.llm.client import LLMClient, LLMError
 from genrec.llm.conversation import ConversationalRecommender
 from genrec.llm.parsing import parse_json_object
@@ -62,7 +62,7 @@ class SimulatedUser:
         negative: Also reject one attribute of the shown items the target lacks.
     """
 
-    def __init__(self, target: int, catalog: ItemCatalog, rng: np.random.Generator, *,
+    def __init__(self, target: int, catalog: Catalogue, rng: np.random.Generator, *,
                  client: LLMClient | None = None,
                  fields: Sequence[str] = ("categories", "genres", "brand", "decade"),
                  reveal_price: bool = True, negative: bool = True) -> None:
@@ -113,10 +113,10 @@ class SimulatedUser:
             return None
         obj = parse_json_object(out.text)
         text = str(obj["utterance"]) if obj and isinstance(obj.get("utterance"), str) else out.text
-        norm = normalize_text(text)
+        norm = f" {normalize_text(text)} "
         # The phrasing must still carry every fact, or the simulation would test the LLM.
         needed = [normalize_text(v) for v in likes + avoids]
-        if text.strip() and all(n.replace("$", "") in norm.replace("$", "") for n in needed):
+        if text.strip() and all(f" {n} " in norm for n in needed):
             return text.strip()
         return None
 

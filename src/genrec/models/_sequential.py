@@ -18,13 +18,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from genrec.data.interactions import EvalSet, Histories, Interactions
-from genrec.evaluation.evaluator import evaluate
-from genrec.evaluation.protocol import Protocol
-from genrec.models.base import ModelConfig, Recommender
+from genrec.data.interactions import Histories, Interactions
+from genrec.models.base import FitContext, ModelConfig, Recommender
 from genrec.training import losses
 from genrec.training.loop import TrainConfig
-from genrec.training.loop import train as train_loop
 
 __all__ = ["SequentialConfig", "SequentialNet", "SequentialRecommender", "next_item_loss",
            "log_proposal"]
@@ -124,25 +121,17 @@ class SequentialRecommender(Recommender[C]):
     def _build_net(self, item_counts: np.ndarray | None) -> SequentialNet:
         """A freshly initialised net (``item_counts`` feed the negative sampler)."""
 
-    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+    def _fit(self, train: Interactions, ctx: FitContext) -> None:
         cfg = self.config
-        torch.manual_seed(cfg.train.seed)  # initialisation
+        torch.manual_seed(ctx.seed)  # initialisation
         self.net_ = self._build_net(train.item_counts())
         seq = train.histories().padded(cfg.max_len + 1)                # (U, L + 1)
         inputs, targets = seq[:, :-1], seq[:, 1:]                      # (U, L) each
         keep = (targets > 0).any(dim=1)                                # users with a next item
-        validate = None
-        if valid is not None and len(valid) > 0:
-            name, _, k = cfg.train.valid_metric.partition("@")
-            protocol = Protocol(metrics=[name], cutoffs=[int(k)])
-
-            def validate(_: nn.Module) -> float:
-                return evaluate(self, valid, protocol).summary()[cfg.train.valid_metric]
-
         _log.info("%s: %d training sequences, %d items, %d parameters", type(self).__name__,
                   int(keep.sum()), train.n_items, sum(p.numel() for p in self.net_.parameters()))
-        self.train_result_ = train_loop(self.net_, (inputs[keep], targets[keep]), cfg.train,
-                                        validate=validate)
+        self.train_result_ = self._train_net(self.net_, (inputs[keep], targets[keep]), train,
+                                             ctx, cfg.train)
 
     score_batch: int = 256
     """Rows per forward pass when scoring a padding-invariant net (sorted by length)."""

@@ -10,19 +10,24 @@ from __future__ import annotations
 import json
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
+import polars as pl
 import torch
 from pydantic import BaseModel, ConfigDict
 from safetensors.torch import load, save_file
 
 from genrec._io import atomic_write, atomic_write_text
-from genrec.data.interactions import EvalSet, Histories, Interactions
+from genrec.data.interactions import Histories, Interactions
+from genrec.models.ranking import rank
+from genrec.training.loop import BENIGN_KEYS, TrainConfig, TrainResult
+from genrec.training.loop import train as train_loop
 
-__all__ = ["ModelConfig", "Recommender", "RecList", "NotFittedError"]
+__all__ = ["FitContext", "ModelConfig", "Recommender", "RecList", "NotFittedError"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +47,38 @@ class ModelConfig(BaseModel):
 
 
 @dataclass(frozen=True)
+class FitContext:
+    """What a model may receive besides its training interactions, always through ``fit``.
+
+    The glue layer (:mod:`genrec.runs`) builds one per fit from the experiment: the item
+    features of the dataset, a validation callback made from the protocol, the protocol's
+    seed and where checkpoints go. A model reads what it needs and ignores the rest; a
+    library user may pass none (``FitContext()``: no item features, no validation).
+
+    Attributes:
+        items: Item feature table (``Dataset.items``: dense ``item`` column plus metadata).
+        validate: Returns the validation metric of the model as it stands (higher is better);
+            trained models early-stop on it. None: train all epochs, keep the last weights.
+        valid_metric: Name of that metric (for logs and training records).
+        seed: Seeds initialisation, shuffling, dropout and negative sampling.
+        checkpoint_dir: Folder for a training checkpoint after every epoch (None: none).
+        resume: Continue from the checkpoint in ``checkpoint_dir`` when there is one.
+        identity: What a checkpoint records of the experiment (model config, data and split
+            fingerprints); resuming under another identity is refused.
+        progress: Show progress bars.
+    """
+
+    items: pl.DataFrame | None = None
+    validate: Callable[[Recommender[Any]], float] | None = None
+    valid_metric: str = "ndcg@10"
+    seed: int = 42
+    checkpoint_dir: str | Path | None = None
+    resume: bool = False
+    identity: dict[str, Any] = field(default_factory=dict)
+    progress: bool = True
+
+
+@dataclass(frozen=True)
 class RecList:
     """Top-k recommendations for a batch of users.
 
@@ -57,14 +94,12 @@ class RecList:
     scores: np.ndarray
 
     @classmethod
-    def top_k(cls, users: np.ndarray, scores: torch.Tensor, k: int) -> RecList:
-        """The ``k`` best columns of ``scores`` (``-inf`` columns are never returned)."""
-        k = min(k, scores.shape[1])
-        top = torch.topk(scores, k, dim=1)
-        items = top.indices.cpu().numpy().astype(np.int64)
-        vals = top.values.float().cpu().numpy()
-        items[~np.isfinite(vals)] = -1
-        return cls(np.asarray(users), items, vals)
+    def from_ranked(cls, users: np.ndarray, ranked: tuple[torch.Tensor, torch.Tensor]
+                    ) -> RecList:
+        """Wrap the ``(items, values)`` pair returned by :func:`~genrec.models.ranking.rank`."""
+        items, vals = ranked
+        return cls(np.asarray(users), items.cpu().numpy().astype(np.int64),
+                   vals.float().cpu().numpy())
 
 
 C = TypeVar("C", bound=ModelConfig)
@@ -85,19 +120,55 @@ class Recommender(ABC, Generic[C]):
         self.config: C = self.config_cls.model_validate(merged)  # type: ignore[assignment]
 
     # -- learning ---------------------------------------------------------------------------
-    def fit(self, train: Interactions, valid: EvalSet | None = None) -> Self:
-        """Learn from ``train``; models that early-stop use ``valid``.
+    def fit(self, train: Interactions, ctx: FitContext | None = None) -> Self:
+        """Learn from ``train``.
+
+        Args:
+            train: Training interactions.
+            ctx: Side inputs (item features, a validation callback, seed, checkpoints);
+                default ``FitContext()``.
 
         Returns:
             ``self``.
         """
+        if ctx is not None and not isinstance(ctx, FitContext):
+            raise TypeError(f"fit(train, ctx): ctx must be a FitContext, got "
+                            f"{type(ctx).__name__} (build the validation callback with "
+                            "genrec.runs.validation_callback)")
         self.n_users_ = train.n_users
         self.n_items_ = train.n_items
-        self._fit(train, valid)
+        self._fit(train, ctx or FitContext())
         return self
 
     @abstractmethod
-    def _fit(self, train: Interactions, valid: EvalSet | None) -> None: ...
+    def _fit(self, train: Interactions, ctx: FitContext) -> None: ...
+
+    def _train_net(self, net: torch.nn.Module, data: Sequence[torch.Tensor], train: Interactions,
+                   ctx: FitContext, cfg: TrainConfig,
+                   before_validate: Callable[[], None] | None = None) -> TrainResult:
+        """Run :func:`genrec.training.train` on ``net`` with what ``ctx`` carries: the
+        validation callback (after ``before_validate``, e.g. exporting scoring tensors), the
+        seed, the checkpoint folder, and the identity a resumed run must match (this model's
+        config, minus keys that do not change what is learned, and the training data)."""
+        validate = None
+        if ctx.validate is not None:
+            def validate(_: torch.nn.Module) -> float:
+                if before_validate is not None:
+                    before_validate()
+                return float(ctx.validate(self))  # type: ignore[misc]
+
+        config = self.config.model_dump(mode="json")
+        for key in BENIGN_KEYS:
+            head, _, tail = key.partition(".")
+            node = config.get(head) if tail else config
+            if isinstance(node, dict):
+                node.pop(tail or head, None)
+        identity = {"model": config, "train_data": train.fingerprint(), "seed": ctx.seed,
+                    "valid_metric": ctx.valid_metric if ctx.validate is not None else None,
+                    **ctx.identity}
+        return train_loop(net, data, cfg, validate=validate, seed=ctx.seed,
+                          valid_metric=ctx.valid_metric, checkpoint_dir=ctx.checkpoint_dir,
+                          resume=ctx.resume, identity=identity)
 
     # -- inference --------------------------------------------------------------------------
     def score(self, histories: Histories, items: np.ndarray | None = None) -> torch.Tensor:
@@ -124,12 +195,22 @@ class Recommender(ABC, Generic[C]):
     @abstractmethod
     def _score(self, histories: Histories) -> torch.Tensor: ...
 
-    def recommend(self, histories: Histories, k: int = 10, *, exclude_seen: bool = True) -> RecList:
-        """Top-``k`` items per user, best first, optionally excluding items already seen."""
-        scores = self.score(histories)
-        if exclude_seen:
-            scores = histories.mask_seen(scores)
-        return RecList.top_k(histories.users, scores, k)
+    def recommend(self, histories: Histories, k: int = 10, *, exclude_seen: bool = True,
+                  block: torch.Tensor | np.ndarray | None = None,
+                  allow: torch.Tensor | np.ndarray | None = None) -> RecList:
+        """Top-``k`` items per user, best first (see :func:`~genrec.models.ranking.rank`).
+
+        Args:
+            histories: The users (dense ids; ``-1`` or an id the model never saw is a cold
+                user) and their histories.
+            k: Items per user.
+            exclude_seen: Never recommend an item of the user's history.
+            block: Boolean mask ``(I,)`` or ``(B, I)`` of items never recommended.
+            allow: Boolean mask ``(I,)`` or ``(B, I)``: only these items may be recommended.
+        """
+        scores = self.score(histories).float()
+        return RecList.from_ranked(histories.users, rank(
+            scores, histories, k, exclude_seen=exclude_seen, block=block, allow=allow))
 
     # -- persistence ------------------------------------------------------------------------
     def _state(self) -> dict[str, torch.Tensor]:

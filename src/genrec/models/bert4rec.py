@@ -17,7 +17,7 @@ whose wrapper it reuses for saving, loading and the net's construction:
 - **Scoring** reads the last ``max_len - 1`` items plus ``[MASK]``.
 
 Masking randomness comes from the global torch RNG, like dropout: the training loop seeds it
-from ``train.seed`` (plus the process rank) and stores it in every checkpoint, so a resumed
+from the fit context's seed (plus the process rank) and stores it in every checkpoint, so a resumed
 run draws exactly the masks the uninterrupted run would have drawn. (A private
 ``torch.Generator`` seeded from seed and epoch would need the epoch, which the loop's
 ``net(*batch)`` contract does not pass, and its state would not be in the checkpoint.)
@@ -33,9 +33,8 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
-from genrec.data.interactions import EvalSet, Histories, Interactions
-from genrec.evaluation.evaluator import evaluate
-from genrec.evaluation.protocol import Protocol
+from genrec.data.interactions import Histories, Interactions
+from genrec.models.base import FitContext
 from genrec.models._sequential import (
     SequentialConfig,
     SequentialNet,
@@ -44,7 +43,6 @@ from genrec.models._sequential import (
     next_item_loss,
 )
 from genrec.models.sasrec import SelfAttention
-from genrec.training.loop import train as train_loop
 
 __all__ = ["BERT4Rec", "BERT4RecConfig", "BERT4RecNet", "ClozeTask", "cloze_mask"]
 
@@ -212,24 +210,16 @@ class BERT4Rec(SequentialRecommender[BERT4RecConfig]):
         return BERT4RecNet(self.n_items_, c.max_len, c.dim, c.n_layers, c.n_heads, c.dropout,
                            c.loss, c.n_negatives, log_proposal(item_counts, self.n_items_))
 
-    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+    def _fit(self, train: Interactions, ctx: FitContext) -> None:
         cfg = self.config
-        torch.manual_seed(cfg.train.seed)  # initialisation
+        torch.manual_seed(ctx.seed)  # initialisation
         self.net_ = self._build_net(train.item_counts())
         seq = train.histories().padded(cfg.max_len)                    # (U, L)
         seq = seq[(seq > 0).any(dim=1)]                                # users with an item
-        validate = None
-        if valid is not None and len(valid) > 0:
-            name, _, k = cfg.train.valid_metric.partition("@")
-            protocol = Protocol(metrics=[name], cutoffs=[int(k)])
-
-            def validate(_: nn.Module) -> float:
-                return evaluate(self, valid, protocol).summary()[cfg.train.valid_metric]
-
         _log.info("%s: %d training sequences, %d items, %d parameters", type(self).__name__,
                   len(seq), train.n_items, sum(p.numel() for p in self.net_.parameters()))
-        self.train_result_ = train_loop(ClozeTask(self.net_, cfg.mask_prob), (seq,), cfg.train,
-                                        validate=validate)
+        self.train_result_ = self._train_net(ClozeTask(self.net_, cfg.mask_prob), (seq,), train,
+                                             ctx, cfg.train)
 
     def _score(self, histories: Histories) -> torch.Tensor:
         net = self.net_.eval()

@@ -24,13 +24,10 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from genrec.data.interactions import EvalSet, Histories, Interactions
-from genrec.evaluation.evaluator import evaluate
-from genrec.evaluation.protocol import Protocol
-from genrec.models.base import ModelConfig, Recommender
+from genrec.data.interactions import Histories, Interactions
+from genrec.models.base import FitContext, ModelConfig, Recommender
 from genrec.training import losses
 from genrec.training.loop import TrainConfig
-from genrec.training.loop import train as train_loop
 
 __all__ = [
     "BPRMF",
@@ -110,7 +107,7 @@ def sample_negatives(users: torch.Tensor, n: int, n_items: int, keys: torch.Tens
     """Uniform negatives per user, redrawn where they hit a training positive.
 
     The draws use torch's global generator, which :func:`genrec.training.train` seeds from
-    ``train.seed`` and saves in every checkpoint: the negatives are a function of the seed
+    the fit context's seed and saves in every checkpoint: the negatives are a function of the seed
     and the position in training, and a resumed run draws exactly the ones it would have.
 
     Args:
@@ -166,35 +163,27 @@ class FactorRecommender(Recommender[F]):
     def _export(self) -> None:
         """Set the scoring tensors (``user_emb_``, ``item_emb_``, ...) from ``net_``."""
 
-    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+    def _fit(self, train: Interactions, ctx: FitContext) -> None:
         cfg = self.config
-        torch.manual_seed(cfg.train.seed)  # initialisation
+        torch.manual_seed(ctx.seed)  # initialisation
         x = train.to_csr()                                                 # (U, I) binary
         coo = x.tocoo()
         rows = (torch.from_numpy(coo.row.astype(np.int64)),               # (P,) users
                 torch.from_numpy(coo.col.astype(np.int64)))               # (P,) items
         self.trained_users_ = torch.from_numpy(np.diff(x.indptr) > 0)     # (U,)
         self.net_ = self._build_net(train, x)
-        validate = None
-        if valid is not None and len(valid) > 0:
-            name, _, k = cfg.train.valid_metric.partition("@")
-            protocol = Protocol(metrics=[name], cutoffs=[int(k)])
-
-            def validate(_: nn.Module) -> float:
-                self._export()
-                return evaluate(self, valid, protocol).summary()[cfg.train.valid_metric]
-
         _log.info("%s: %d interactions, %d users, %d items, %d parameters", type(self).__name__,
                   len(rows[0]), train.n_users, train.n_items,
                   sum(p.numel() for p in self.net_.parameters()))
-        self.train_result_ = train_loop(self.net_, rows, cfg.train, validate=validate)
+        self.train_result_ = self._train_net(self.net_, rows, train, ctx, cfg.train,
+                                             before_validate=self._export)
         self._export()  # from the best weights, which the loop restored
 
     # -- scoring ----------------------------------------------------------------------------
     def _known(self, users: np.ndarray) -> torch.Tensor:
         """True for users with a trained embedding, shape ``(B,)``."""
         ids = torch.as_tensor(users, dtype=torch.long)
-        inside = ids < self.n_users_
+        inside = (ids >= 0) & (ids < self.n_users_)  # -1: an anonymous (history-only) user
         known = torch.zeros(len(ids), dtype=torch.bool)
         known[inside] = self.trained_users_[ids[inside]]
         return known

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from genrec.data.interactions import EvalSet, Histories, Interactions
-from genrec.models.base import ModelConfig, Recommender
+from genrec.data.interactions import Histories, Interactions
+from genrec.models.base import FitContext, ModelConfig, Recommender
 
 __all__ = ["EASEConfig", "EASE"]
 
@@ -35,7 +35,7 @@ class EASE(Recommender[EASEConfig]):
 
     config_cls = EASEConfig
 
-    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+    def _fit(self, train: Interactions, ctx: FitContext) -> None:
         x = train.to_csr()                                               # (U, I) sparse
         gram = torch.from_numpy((x.T @ x).toarray().astype(np.float32))  # (I, I)
         gram.diagonal().add_(self.config.l2)

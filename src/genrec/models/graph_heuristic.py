@@ -29,10 +29,10 @@ The list
 How this implementation differs from the paper, and why:
 
 * Similarity. The paper uses cosine similarity of flan-t5-xl embeddings of the item text.
-  :meth:`GraphHeuristic.fit` accepts such embeddings (``item_embeddings=``) and then does
-  exactly that. Without them (``genrec run``, whose models see interactions only) the
-  ``similarity`` setting picks a training-free stand-in: ``cooccurrence``, the cosine of
-  two items' user vectors in the training matrix, or ``popularity``.
+  ``similarity: text`` does exactly that with the all-MiniLM-L6-v2 embeddings of the item
+  text (``FitContext.items``; ``text`` sets template and encoder). The default is a
+  training-free stand-in that needs no text: ``cooccurrence``, the cosine of two items'
+  user vectors in the training matrix; ``popularity`` is the other one.
 * Full ranking. ``score`` ranks the whole catalogue: the source blocks first, then the rest
   of the first source's rings in assembly order, then the remaining items by similarity to
   the last item (by popularity for an empty history), seen items last. The scores encode
@@ -44,7 +44,7 @@ How this implementation differs from the paper, and why:
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, Self
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -52,8 +52,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field, field_validator
 
-from genrec.data.interactions import EvalSet, Histories, Interactions
-from genrec.models.base import ModelConfig, Recommender
+from genrec.data.interactions import Histories, Interactions
+from genrec.models.base import FitContext, ModelConfig, Recommender
+from genrec.text import ItemTextConfig, item_embeddings
 
 __all__ = ["GraphHeuristic", "GraphHeuristicConfig", "assemble_rings", "transition_counts"]
 
@@ -75,9 +76,12 @@ class GraphHeuristicConfig(ModelConfig):
     The number of entries of a source is its number of rings."""
     edge_weight: float = Field(0.5, ge=0)
     """Weight of the normalised ``log1p`` transition count added to ring-1 similarities."""
-    similarity: Literal["cooccurrence", "popularity"] = "cooccurrence"
-    """What ranks items inside a ring and pads short blocks when ``fit`` gets no item
-    embeddings: cosine similarity of the items' training user vectors, or popularity."""
+    similarity: Literal["cooccurrence", "popularity", "text"] = "cooccurrence"
+    """What ranks items inside a ring and pads short blocks: cosine similarity of the items'
+    training user vectors, popularity, or cosine similarity of the items' text embeddings
+    (as in the paper; needs item features)."""
+    text: ItemTextConfig = Field(default_factory=ItemTextConfig)
+    """Item text template and encoder (``similarity: text`` only)."""
 
     @field_validator("budgets")
     @classmethod
@@ -172,33 +176,23 @@ class GraphHeuristic(Recommender[GraphHeuristicConfig]):
 
     config_cls = GraphHeuristicConfig
 
-    def fit(self, train: Interactions, valid: EvalSet | None = None, *,
-            item_embeddings: np.ndarray | torch.Tensor | None = None) -> Self:
-        """Count transitions (and co-occurrences); nothing is trained.
-
-        Args:
-            train: Training interactions.
-            valid: Unused (there is nothing to early-stop).
-            item_embeddings: Optional item feature vectors ``(I, E)`` (e.g. text embeddings,
-                as in the paper); their cosine replaces ``config.similarity``.
-
-        Returns:
-            ``self``.
+    def _fit(self, train: Interactions, ctx: FitContext) -> None:
+        """Count transitions (and co-occurrences); nothing is trained. With
+        ``similarity: text`` the items' text embeddings (from ``ctx.items``) give the
+        similarity, as in the paper.
 
         Raises:
-            ValueError: If ``item_embeddings`` does not have one row per item.
+            ValueError: If ``similarity`` is ``text`` and ``ctx.items`` is missing.
         """
         emb = None
-        if item_embeddings is not None:
-            emb = torch.as_tensor(np.asarray(item_embeddings), dtype=torch.float32)
-            if emb.ndim != 2 or emb.shape[0] != train.n_items:
-                raise ValueError(f"item_embeddings must have shape ({train.n_items}, E), "
-                                 f"got {tuple(emb.shape)}")
-            emb = F.normalize(emb, dim=1)
+        if self.config.similarity == "text":
+            if ctx.items is None:
+                raise ValueError("similarity='text' needs item features: "
+                                 "fit(train, FitContext(items=dataset.items))")
+            emb = F.normalize(torch.from_numpy(np.asarray(
+                item_embeddings(ctx.items, train.n_items, self.config.text),
+                dtype=np.float32)), dim=1)
         self.item_embeddings_ = emb
-        return super().fit(train, valid)
-
-    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
         self.transitions_ = transition_counts(train)                       # (I, I) counts
         counts = train.item_counts().astype(np.float32)
         self.popularity_ = torch.from_numpy(counts / max(counts.max(initial=0.0), 1.0))  # (I,)

@@ -14,8 +14,8 @@ import scipy.sparse as sp
 import torch
 from pydantic import Field
 
-from genrec.data.interactions import EvalSet, Histories, Interactions
-from genrec.models.base import ModelConfig, Recommender
+from genrec.data.interactions import Histories, Interactions
+from genrec.models.base import FitContext, ModelConfig, Recommender
 
 __all__ = ["ItemKNNConfig", "ItemKNN"]
 
@@ -37,7 +37,7 @@ class ItemKNN(Recommender[ItemKNNConfig]):
 
     config_cls = ItemKNNConfig
 
-    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+    def _fit(self, train: Interactions, ctx: FitContext) -> None:
         x = train.to_csr()                                          # (U, I)
         co = (x.T @ x).tocsr().astype(np.float32)                   # (I, I) co-occurrence
         norms = np.sqrt(co.diagonal())

@@ -6,8 +6,8 @@ from typing import Literal
 
 import torch
 
-from genrec.data.interactions import EvalSet, Histories, Interactions
-from genrec.models.base import ModelConfig, Recommender
+from genrec.data.interactions import Histories, Interactions
+from genrec.models.base import FitContext, ModelConfig, Recommender
 
 __all__ = ["PopConfig", "Popularity"]
 
@@ -23,7 +23,7 @@ class Popularity(Recommender[PopConfig]):
 
     config_cls = PopConfig
 
-    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+    def _fit(self, train: Interactions, ctx: FitContext) -> None:
         self.counts_ = torch.from_numpy(train.item_counts()).float()  # (I,)
 
     def _score(self, histories: Histories) -> torch.Tensor:

@@ -7,7 +7,7 @@ one-negative BCE ("SASRec with CE", Klenitskiy & Vasilev, RecSys 2023), which is
 it a strong baseline.
 
 Item text (``item_text``; ``genrec run`` passes the item features through
-:meth:`SASRec.set_item_features`):
+``FitContext.items``):
 
 - ``none``: learned ID embeddings.
 - ``init``: ID embeddings initialised from the items' text embeddings (their top ``dim``
@@ -19,16 +19,16 @@ Item text (``item_text``; ``genrec run`` passes the item features through
 from __future__ import annotations
 
 import logging
-from typing import Literal, Self
+from typing import Literal
 
 import numpy as np
-import polars as pl
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from genrec.data.interactions import EvalSet, Interactions
+from genrec.data.interactions import Interactions
+from genrec.models.base import FitContext
 from genrec.models._sequential import (
     SequentialConfig,
     SequentialNet,
@@ -216,22 +216,15 @@ class SASRec(SequentialRecommender[SASRecConfig]):
 
     config_cls = SASRecConfig
 
-    def set_item_features(self, items: pl.DataFrame) -> Self:
-        """Give the model the item feature table (``Dataset.items``) whose text
-        ``item_text`` uses; ``genrec run`` calls this for you."""
-        self.item_features = items
-        return self
-
-    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+    def _fit(self, train: Interactions, ctx: FitContext) -> None:
         self.text_emb_ = None
         if self.config.item_text != "none":
-            features = getattr(self, "item_features", None)
-            if features is None:
+            if ctx.items is None:
                 raise ValueError(f"item_text={self.config.item_text!r} needs item features: "
-                                 "call set_item_features(dataset.items) before fit")
-            self.text_emb_ = torch.from_numpy(item_embeddings(features, train.n_items,
+                                 "fit(train, FitContext(items=dataset.items))")
+            self.text_emb_ = torch.from_numpy(item_embeddings(ctx.items, train.n_items,
                                                           self.config.text))
-        super()._fit(train, valid)
+        super()._fit(train, ctx)
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.text_emb_ = state.get("net.text")  # adaptor: the frozen text table is saved

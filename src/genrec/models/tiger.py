@@ -22,51 +22,48 @@ Scoring (``decoding``):
   decoder pass per item and user). For parity tests: beam scores equal exact scores on the
   items the beam returns.
 - ``unconstrained``: plain beam search over all codes; codes that are no item are dropped
-  (their share is the hallucination rate, see :meth:`TIGER.generate`).
+  (their share is the hallucination rate, measured by
+  :func:`genrec.evaluation.generative.beam_risks`; ``genrec compare`` reports it).
 
 Item text comes from ``Dataset.items``: ``genrec run`` passes it through
-:meth:`TIGER.set_item_features` before ``fit``. Without it (or with ``item_vectors:
-collaborative``) the item vectors are an SVD of the interactions. The saved model holds the
-codes, the tokenizer and the network, so ``load`` needs no dataset.
+``FitContext.items`` at ``fit``. Without it (or with ``item_vectors:
+collaborative``) the item vectors are an SVD of the interactions. The semantic-ID stage is
+a :class:`~genrec.semantic_ids.SemanticIDs` object (``semantic_ids_``): fitted here from
+the item vectors, or read from a folder (``semantic_ids: DIR``, written by ``genrec
+tokenize``). The saved model holds that stage (codes, tokenizer, settings) and the network,
+so ``load`` needs no dataset and no folder.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from functools import partial
 from pathlib import Path
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import polars as pl
 import torch
 import torch.nn.functional as F
 from pydantic import Field, model_validator
-from safetensors.torch import load, save_file
 from torch import nn
 
-from genrec._io import atomic_write, atomic_write_text
-from genrec.data.interactions import EvalSet, Histories, Interactions
-from genrec.evaluation.evaluator import evaluate
-from genrec.evaluation.protocol import Protocol
-from genrec.models.base import ModelConfig, RecList, Recommender
+from genrec.data.interactions import Histories, Interactions
+from genrec.models.base import FitContext, ModelConfig, NotFittedError, RecList, Recommender
 from genrec.semantic_ids import (
     AnyTokenizerConfig,
     BeamResult,
     CodebookHealth,
     PrefixTrie,
     RQKMeansConfig,
+    SemanticIDs,
+    SemanticIDsConfig,
     Tokenizer,
     beam_search,
-    build_tokenizer,
-    codebook_health,
     collaborative_item_vectors,
-    deduplicate,
 )
 from genrec.text import ItemTextConfig, item_embeddings, render_item_texts
 from genrec.training.loop import TrainConfig
-from genrec.training.loop import train as train_loop
 
 __all__ = ["TIGER", "TIGERConfig", "TIGERNet", "training_examples"]
 
@@ -82,7 +79,7 @@ class TIGERConfig(ModelConfig):
     kind: Literal["tiger"] = "tiger"
     item_vectors: Literal["auto", "text", "collaborative"] = "auto"
     """What the tokenizer quantises. ``text``: embeddings of each item's text (needs item
-    features, see :meth:`TIGER.set_item_features`); ``collaborative``: an SVD of the
+    features in ``FitContext.items``); ``collaborative``: an SVD of the
     training interactions; ``auto``: text when item features with text are given, else
     collaborative."""
     text: ItemTextConfig = Field(default_factory=ItemTextConfig)
@@ -92,9 +89,12 @@ class TIGERConfig(ModelConfig):
     tokenizer: AnyTokenizerConfig = Field(default_factory=RQKMeansConfig)
     """Semantic-ID tokenizer (``kind: rqkmeans`` or ``rqvae``); one dedup level is added."""
     semantic_ids: str | None = None
-    """Folder written by :meth:`TIGER.save_semantic_ids` (``genrec tokenize``) whose codes and
-    tokenizer are reused instead of fitting new ones; ``item_vectors``, ``text`` and
-    ``tokenizer`` are then taken from that folder. Its catalogue must be this dataset's."""
+    """Folder written by :meth:`TIGER.save_semantic_ids` or ``genrec tokenize``
+    (:meth:`genrec.semantic_ids.SemanticIDs.save`) whose codes and tokenizer are reused
+    instead of fitting new ones. The folder's settings win: ``item_vectors``, ``text``,
+    ``collaborative_dim`` and ``tokenizer`` are then unused (this config is not changed; the
+    fitted ``semantic_ids_`` holds the folder's settings and ``origin_``). Its catalogue
+    must be this dataset's."""
     max_len: int = Field(20, ge=1)
     """Most recent history items the encoder reads (TIGER: 20)."""
     dim: int = Field(128, ge=1)
@@ -366,27 +366,47 @@ def training_examples(train: Interactions, max_len: int) -> tuple[torch.Tensor, 
 class TIGER(Recommender[TIGERConfig]):
     """Generative retrieval over semantic IDs (see the module docstring).
 
+    ``fit`` fits the semantic-ID stage (or, with ``semantic_ids: DIR``, loads it), then
+    trains the network; it never changes ``config``. A loaded stage keeps its own tokenizer
+    and item-vector settings in ``semantic_ids_`` (the folder wins over the config's
+    ``item_vectors``, ``text``, ``collaborative_dim`` and ``tokenizer``, which are then
+    unused; a difference is logged as a warning) and ``semantic_ids_.origin_`` records the
+    folder. ``save`` stores the stage with the network, so ``load`` needs neither the folder
+    nor the dataset.
+
     Attributes:
-        codes_: Every item's semantic ID, ``(n_items, L + 1)`` int64 (last: dedup code).
-        health_: Codebook health of the ``L`` tokenizer codes (before dedup).
-        tokenizer_: The fitted tokenizer (codes new item vectors).
-        trie_: Prefix trie of ``codes_`` for constrained decoding.
+        semantic_ids_: The fitted :class:`~genrec.semantic_ids.SemanticIDs` stage.
         net_: The trained :class:`TIGERNet`.
         train_result_: Training history (after ``fit`` only).
+        codes_, health_, tokenizer_, trie_: Shortcuts to the stage's attributes: every item's
+            code ``(n_items, L + 1)`` (last: dedup code), the codebook health of the ``L``
+            tokenizer codes, the fitted tokenizer, the prefix trie of ``codes_``.
     """
 
     config_cls = TIGERConfig
 
-    def set_item_features(self, items: pl.DataFrame) -> Self:
-        """Give the model the item feature table (``Dataset.items``, dense ``item`` column)
-        from which item text is rendered at ``fit``; ``genrec run`` calls this for you."""
-        self.item_features = items
-        return self
+    # -- the semantic-ID stage --------------------------------------------------------------
+    @property
+    def codes_(self) -> np.ndarray:
+        return self.semantic_ids_.codes_
 
-    # -- fitting ----------------------------------------------------------------------------
-    def _item_vectors(self, train: Interactions) -> np.ndarray:
+    @property
+    def health_(self) -> CodebookHealth:
+        return self.semantic_ids_.health_
+
+    @property
+    def tokenizer_(self) -> Tokenizer:
+        return self.semantic_ids_.tokenizer_
+
+    @property
+    def trie_(self) -> PrefixTrie:
+        return self.semantic_ids_.trie_
+
+    def _item_vectors(self, train: Interactions, features: pl.DataFrame | None
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
+        """The item vectors the tokenizer quantises, and how they were made (the stage's
+        ``source``)."""
         c = self.config
-        features = getattr(self, "item_features", None)
         source = c.item_vectors
         if source == "auto":
             has_text = features is not None and any(
@@ -394,91 +414,87 @@ class TIGER(Recommender[TIGERConfig]):
             source = "text" if has_text else "collaborative"
         if source == "text":
             if features is None:
-                raise ValueError("item_vectors='text' needs item features: call "
-                                 "set_item_features(dataset.items) before fit")
+                raise ValueError("item_vectors='text' needs item features: "
+                                 "fit(train, FitContext(items=dataset.items))")
             _log.info("tiger: item vectors from text (%s)", c.text.encoder)
-            return item_embeddings(features, train.n_items, c.text)
+            return (item_embeddings(features, train.n_items, c.text),
+                    {"item_vectors": "text", "text": c.text.model_dump(mode="json")})
         _log.info("tiger: item vectors from interactions (SVD, %d dims)", c.collaborative_dim)
-        return collaborative_item_vectors(train, c.collaborative_dim)
+        return (collaborative_item_vectors(train, c.collaborative_dim),
+                {"item_vectors": "collaborative", "collaborative_dim": c.collaborative_dim})
 
-    def _vocab_sizes(self, codes: np.ndarray) -> list[int]:
-        k = self.config.tokenizer.codebook_size
-        return [k] * (codes.shape[1] - 1) + [int(codes[:, -1].max(initial=0)) + 1]
-
-    def _set_codes(self, raw: np.ndarray, codes: np.ndarray) -> None:
-        self.health_: CodebookHealth = codebook_health(raw, self.config.tokenizer.codebook_size)
-        self.codes_ = codes
-        self.trie_ = PrefixTrie.from_codes(codes, self._vocab_sizes(codes))
-
-    def _build_net(self) -> TIGERNet:
+    def _semantic_id_stage(self, train: Interactions, ctx: FitContext) -> SemanticIDs:
+        """Fit the stage, or read it from ``config.semantic_ids``."""
         c = self.config
-        return TIGERNet(torch.from_numpy(self.codes_), self._vocab_sizes(self.codes_),
-                        c.max_len, c.dim, c.n_layers, c.n_heads, c.ff_dim, c.dropout)
+        if c.semantic_ids:
+            return self._read_semantic_ids(c.semantic_ids, train.n_items)
+        vectors, source = self._item_vectors(train, ctx.items)
+        stage = SemanticIDs(SemanticIDsConfig(tokenizer=c.tokenizer)).fit(vectors,
+                                                                           source=source)
+        _log.info("tiger: semantic IDs of %d items, codebook health:\n%s", stage.n_items_,
+                  stage.health_.format())
+        return stage
 
-    def fit_semantic_ids(self, train: Interactions) -> Self:
-        """Only the first stage of ``fit``: item vectors -> tokenizer -> deduplicated codes
-        (sets ``codes_``, ``tokenizer_``, ``health_``, ``trie_``)."""
+    def _read_semantic_ids(self, path: str | Path, n_items: int) -> SemanticIDs:
+        stage = SemanticIDs.load(path)
+        if stage.n_items_ != n_items:
+            raise ValueError(f"semantic_ids {path}: made for {stage.n_items_} items, this "
+                             f"dataset has {n_items}")
         c = self.config
-        vectors = self._item_vectors(train)
-        self.tokenizer_: Tokenizer = build_tokenizer(c.tokenizer).fit(vectors)
-        raw = self.tokenizer_.transform(vectors)                       # (I, L)
-        self._set_codes(raw, deduplicate(raw))
-        self.n_items_ = train.n_items
-        _log.info("tiger: semantic IDs of %d items, codebook health:\n%s", train.n_items,
-                  self.health_.format())
+        ignored = []
+        if stage.config.tokenizer != c.tokenizer:
+            ignored.append(f"tokenizer (folder: {stage.config.tokenizer!r})")
+        folder_vectors = stage.source_.get("item_vectors")
+        if c.item_vectors != "auto" and folder_vectors not in (None, c.item_vectors):
+            ignored.append(f"item_vectors={c.item_vectors!r} (folder: {folder_vectors!r})")
+        if ignored:
+            _log.warning("tiger: semantic IDs read from %s, made with its own settings; the "
+                         "config's %s do not apply", path, "; ".join(ignored))
+        _log.info("tiger: semantic IDs of %d items read from %s:\n%s", n_items, path,
+                  stage.health_.format())
+        return stage
+
+    def fit_semantic_ids(self, train: Interactions, ctx: FitContext | None = None) -> Self:
+        """Only the first stage of ``fit``: item vectors -> tokenizer -> deduplicated codes,
+        or the folder of ``config.semantic_ids`` (sets ``semantic_ids_``).
+
+        The model is not fitted afterwards: ``score``, ``recommend`` and ``save`` raise
+        :class:`~genrec.models.base.NotFittedError` until ``fit`` (what an earlier ``fit``
+        learned is dropped, since its network belongs to other codes).
+        """
+        if ctx is not None and not isinstance(ctx, FitContext):
+            raise TypeError(f"ctx must be a FitContext, got {type(ctx).__name__}")
+        for stale in ("net_", "train_result_", "n_users_", "n_items_"):
+            self.__dict__.pop(stale, None)
+        self.semantic_ids_ = self._semantic_id_stage(train, ctx or FitContext())
         return self
 
     def save_semantic_ids(self, path: str | Path) -> None:
-        """Write the codes, the tokenizer and the health report to ``path``
-        (``semantic_ids.safetensors`` + ``semantic_ids.json``), for ``semantic_ids:``."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        state = {"codes": torch.from_numpy(self.codes_),
-                 **{f"tokenizer.{k}": v.detach().cpu().contiguous()
-                    for k, v in self.tokenizer_.state().items()}}
-        atomic_write(path / "semantic_ids.safetensors", lambda p: save_file(state, str(p)))
-        meta = {"n_items": int(self.n_items_), "item_vectors": self.config.item_vectors,
-                "text": self.config.text.model_dump(mode="json"),
-                "tokenizer": self.config.tokenizer.model_dump(mode="json"),
-                "health": self.health_.to_dict()}
-        atomic_write_text(path / "semantic_ids.json", json.dumps(meta, indent=2))
+        """Write the semantic-ID stage to ``path`` (``semantic_ids.safetensors`` +
+        ``semantic_ids.json``) for ``semantic_ids:``; see :meth:`SemanticIDs.save`."""
+        if not hasattr(self, "semantic_ids_"):
+            raise NotFittedError(type(self).__name__)
+        self.semantic_ids_.save(path)
 
-    def _load_semantic_ids(self, path: str | Path, n_items: int) -> None:
-        path = Path(path)
-        meta = json.loads((path / "semantic_ids.json").read_text())
-        if meta["n_items"] != n_items:
-            raise ValueError(f"semantic_ids {path}: made for {meta['n_items']} items, this "
-                             f"dataset has {n_items}")
-        # The folder's tokenizer and text settings become this model's (saved with it).
-        self.config = type(self.config).model_validate(
-            self.config.model_dump(mode="json") | {k: meta[k] for k in
-                                                   ("item_vectors", "text", "tokenizer")})
-        state = load((path / "semantic_ids.safetensors").read_bytes())
-        self._restore_codes(state)
-        _log.info("tiger: semantic IDs of %d items read from %s:\n%s", n_items, path,
-                  self.health_.format())
+    def _build_net(self) -> TIGERNet:
+        c, stage = self.config, self.semantic_ids_
+        return TIGERNet(torch.from_numpy(stage.codes_), stage.vocab_sizes_, c.max_len, c.dim,
+                        c.n_layers, c.n_heads, c.ff_dim, c.dropout)
 
-    def _fit(self, train: Interactions, valid: EvalSet | None) -> None:
+    def _fit(self, train: Interactions, ctx: FitContext) -> None:
         c = self.config
-        if c.semantic_ids:
-            self._load_semantic_ids(c.semantic_ids, train.n_items)
-            c = self.config
-        else:
-            self.fit_semantic_ids(train)
-        torch.manual_seed(c.train.seed)  # initialisation
+        self.semantic_ids_ = self._semantic_id_stage(train, ctx)
+        torch.manual_seed(ctx.seed)  # initialisation
         self.net_ = self._build_net()
         seq, target = training_examples(train, c.max_len)
-        validate = None
-        if valid is not None and len(valid) > 0:
-            name, _, k = c.train.valid_metric.partition("@")
-            protocol = Protocol(metrics=[name], cutoffs=[int(k)])
-
-            def validate(_: nn.Module) -> float:
-                return evaluate(self, valid, protocol).summary()[c.train.valid_metric]
-
         _log.info("tiger: %d training examples, %d parameters", len(target),
                   sum(p.numel() for p in self.net_.parameters()))
-        self.train_result_ = train_loop(self.net_, (seq, target), c.train, validate=validate)
+        self.train_result_ = self._train_net(self.net_, (seq, target), train, ctx, c.train)
+
+    def _check_fitted(self) -> None:
+        """``fit_semantic_ids`` alone leaves no network: not fitted."""
+        if not hasattr(self, "net_") or not hasattr(self, "n_items_"):
+            raise NotFittedError(type(self).__name__)
 
     # -- inference --------------------------------------------------------------------------
     def _chunks(self, histories: Histories):
@@ -498,13 +514,14 @@ class TIGER(Recommender[TIGERConfig]):
         Args:
             histories: The users.
             beam_size: Beams per user; default ``config.beam_size``.
-            constrained: Keep beams on the trie of real items. Without constraints the
-                result's ``hallucination_rate`` is the share of generated codes that are no
-                item.
+            constrained: Keep beams on the trie of real items. Without constraints some
+                codes may be no item (``items == -1``); their share, the hallucination rate,
+                is measured by :func:`genrec.evaluation.generative.beam_risks`.
 
         Returns:
             Codes, log-probabilities and items ``(B, W)``, best first, on the CPU.
         """
+        self._check_fitted()
         beam = beam_size or self.config.beam_size
         net = self.net_
         parts = []
@@ -528,6 +545,7 @@ class TIGER(Recommender[TIGERConfig]):
 
     def exact_scores(self, histories: Histories, item_chunk: int = 65536) -> torch.Tensor:
         """``log P(code of item | history)`` of every item, ``(B, n_items)`` (no beam)."""
+        self._check_fitted()
         out = torch.empty(len(histories), self.n_items_)
         with torch.no_grad():
             lo_user = 0
@@ -553,28 +571,41 @@ class TIGER(Recommender[TIGERConfig]):
         out.scatter_(1, cols, torch.where(res.items >= 0, res.scores, float("-inf")))
         return out[:, :-1]
 
-    def recommend(self, histories: Histories, k: int = 10, *, exclude_seen: bool = True) -> RecList:
+    def recommend(self, histories: Histories, k: int = 10, *, exclude_seen: bool = True,
+                  block: torch.Tensor | np.ndarray | None = None,
+                  allow: torch.Tensor | np.ndarray | None = None) -> RecList:
         """Top-``k`` items; with beam decoding at most ``beam_size`` items get scores."""
         if self.config.decoding != "exact" and k > self.config.beam_size:
             _log.warning("tiger: k=%d exceeds beam_size=%d: lists are padded with -1", k,
                          self.config.beam_size)
-        return super().recommend(histories, k, exclude_seen=exclude_seen)
+        return super().recommend(histories, k, exclude_seen=exclude_seen, block=block,
+                                 allow=allow)
 
     # -- persistence -------------------------------------------------------------------------
+    def save(self, path: Path) -> None:
+        """Write the model (see :meth:`Recommender.save`); ``state.safetensors`` holds the
+        semantic-ID stage (``semantic_ids.*``, its settings as JSON bytes) and the network
+        (``net.*``)."""
+        self._check_fitted()
+        super().save(path)
+
     def _state(self) -> dict[str, torch.Tensor]:
-        return {"codes": torch.from_numpy(self.codes_),
-                **{f"tokenizer.{k}": v for k, v in self.tokenizer_.state().items()},
+        self._check_fitted()
+        return {**{f"semantic_ids.{k}": v for k, v in self.semantic_ids_.state().items()},
                 **{f"net.{k}": v for k, v in self.net_.state_dict().items()}}
 
-    def _restore_codes(self, state: dict[str, torch.Tensor]) -> None:
-        codes = state["codes"].numpy().astype(np.int64)
-        self._set_codes(codes[:, :-1], codes)
-        self.tokenizer_ = type(build_tokenizer(self.config.tokenizer)).from_state(
-            self.config.tokenizer, {k.removeprefix("tokenizer."): v for k, v in state.items()
-                                    if k.startswith("tokenizer.")})
-
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
-        self._restore_codes(state)
+        if "semantic_ids.meta" in state:
+            self.semantic_ids_ = SemanticIDs.from_state(
+                {k.removeprefix("semantic_ids."): v for k, v in state.items()
+                 if k.startswith("semantic_ids.")})
+        else:  # saved before the stage was an object: codes and tokenizer at the top level,
+            # the folder's settings already merged into the saved config
+            c = self.config
+            self.semantic_ids_ = SemanticIDs.from_state(
+                {k: v for k, v in state.items() if k == "codes" or k.startswith("tokenizer.")},
+                meta={"tokenizer": c.tokenizer.model_dump(mode="json"),
+                      "item_vectors": c.item_vectors, "origin": c.semantic_ids})
         self.net_ = self._build_net()
         self.net_.load_state_dict({k.removeprefix("net."): v for k, v in state.items()
                                    if k.startswith("net.")})

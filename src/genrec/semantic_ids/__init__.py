@@ -3,11 +3,11 @@ catalogue's collision-free IDs and their health, and prefix-constrained decoding
 
 Tokenizers follow the sklearn transformer shape: ``fit(item_emb) -> self``,
 ``transform(item_emb) -> codes`` with ``codebooks_`` as the learned state.
+:class:`SemanticIDs` is the whole stage a generative model needs, fitted once and reusable:
+item vectors -> tokenizer -> deduplicated codes, their health report and prefix trie, saved
+as ``semantic_ids.safetensors`` + ``semantic_ids.json``. Item vectors are the caller's
+(text embeddings from :mod:`genrec.text`, or :func:`collaborative_item_vectors`).
 """
-
-from typing import Annotated, Any
-
-from pydantic import Discriminator, Tag
 
 from genrec.semantic_ids._base import NotFittedError, Tokenizer, TokenizerConfig, residual_quantize
 from genrec.semantic_ids.collaborative import collaborative_item_vectors
@@ -15,6 +15,8 @@ from genrec.semantic_ids.decoding import BeamResult, PrefixTrie, beam_search
 from genrec.semantic_ids.ids import CodebookHealth, codebook_health, deduplicate
 from genrec.semantic_ids.rkmeans import RQKMeansConfig, RQKMeansTokenizer
 from genrec.semantic_ids.rqvae import RQVAEConfig, RQVAENet, RQVAETokenizer
+from genrec.semantic_ids.stage import SemanticIDs, SemanticIDsConfig
+from genrec.semantic_ids.tokenizers import TOKENIZERS, AnyTokenizerConfig, build_tokenizer
 
 __all__ = [
     "TOKENIZERS",
@@ -28,6 +30,8 @@ __all__ = [
     "RQVAEConfig",
     "RQVAENet",
     "RQVAETokenizer",
+    "SemanticIDs",
+    "SemanticIDsConfig",
     "Tokenizer",
     "TokenizerConfig",
     "beam_search",
@@ -37,28 +41,3 @@ __all__ = [
     "deduplicate",
     "residual_quantize",
 ]
-
-TOKENIZERS: dict[str, type[Tokenizer]] = {
-    "rqkmeans": RQKMeansTokenizer,
-    "rqvae": RQVAETokenizer,
-}
-"""Tokenizer classes by their config's ``kind``."""
-
-
-
-def _tokenizer_kind(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return value.get("kind", "rqkmeans")
-    return getattr(value, "kind", None)
-
-
-AnyTokenizerConfig = Annotated[
-    Annotated[RQKMeansConfig, Tag("rqkmeans")] | Annotated[RQVAEConfig, Tag("rqvae")],
-    Discriminator(_tokenizer_kind),
-]
-"""Tokenizer config picked by ``kind`` (``rqkmeans`` when the key is left out)."""
-
-
-def build_tokenizer(config: TokenizerConfig) -> Tokenizer:
-    """An unfitted tokenizer from its config."""
-    return TOKENIZERS[config.kind](config)

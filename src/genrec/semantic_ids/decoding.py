@@ -147,12 +147,8 @@ class BeamResult:
     scores: torch.Tensor
     items: torch.Tensor
 
-    @property
-    def hallucination_rate(self) -> float:
-        """Share of generated (non-empty) beams whose code is not an item."""
-        live = torch.isfinite(self.scores)
-        n = int(live.sum())
-        return float(((self.items < 0) & live).sum()) / n if n else 0.0
+    # The share of beams that are no item (the hallucination rate) is defined once, for
+    # every generative output, by genrec.evaluation.generative.beam_risks.
 
 
 LogProbFn = Callable[[torch.Tensor], torch.Tensor]

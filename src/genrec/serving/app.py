@@ -442,8 +442,11 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
     async def recommend(req: RecommendRequest) -> Response:
         """Top-k items for a user id and/or an explicit history of raw item ids.
 
-        An unknown user (without history) gets the most popular items, flagged
-        ``cold_start: true``. Unknown items in ``history`` are a 404.
+        A known user is ranked as that user (their learned vector, if the model has one) with
+        their stored history plus ``history``; a history-only request, or an unknown user
+        with a history, is ranked from that history alone. An unknown user (without history)
+        gets the most popular items, flagged ``cold_start: true``. Unknown items in
+        ``history`` are a 404.
         """
         svc = pool.get(req.model)
         f = req.filters
@@ -460,7 +463,8 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
 
     @app.post("/similar", response_model=SimilarResponse, responses=not_found)
     async def similar(req: SimilarRequest) -> Response:
-        """Items most related to ``item`` according to the model."""
+        """Items most related to ``item`` according to the model: its recommendations for an
+        anonymous user whose history is ``item`` alone (the item itself is never returned)."""
         svc = pool.get(req.model)
         f = req.filters
         q = svc.prepare_similar(req.item, k=req.k, blocked_categories=f.blocked_categories,

@@ -2,7 +2,11 @@
 
 Output columns: ``user`` (raw id), ``rank`` (1 = best), ``item`` (raw id), ``score``,
 ``cold_start`` (True where the user is unknown or has no history and got the popularity
-answer). The file is written chunk by chunk to a temporary name and renamed at the end.
+answer). Known users are ranked by :meth:`Recommender.recommend
+<genrec.models.base.Recommender.recommend>` under their dense id with their stored history,
+exactly as the HTTP service ranks them; the popularity answer comes from
+:func:`genrec.models.ranking.rank`. The file is written chunk by chunk to a temporary name and
+renamed at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import torch
 
 from genrec._io import atomic_write
 from genrec.data.interactions import Histories
+from genrec.models import ranking
 from genrec.serving.bundle import Bundle
 
 __all__ = ["BatchSummary", "read_users", "recommend_batch"]
@@ -93,10 +98,9 @@ def recommend_batch(bundle: Bundle, users: Sequence[str] | None, out: str | Path
                         count=len(raw))
     lengths = np.where(dense >= 0, np.diff(bundle.hist_indptr)[np.maximum(dense, 0)], 0)
     cold = lengths == 0
-    pop = torch.from_numpy(bundle.popularity.astype(np.float32))
-    pop_top = torch.topk(pop, k)
-    pop_items = pop_top.indices.numpy()
-    pop_scores = pop_top.values.numpy()
+    pop_items_t, pop_scores_t = ranking.rank(
+        torch.from_numpy(bundle.popularity.astype(np.float32))[None], None, k)
+    pop_items, pop_scores = pop_items_t[0].numpy(), pop_scores_t[0].float().numpy()
     item_ids = np.asarray(bundle.item_ids, dtype=object)
     n_rows = 0
 
@@ -115,16 +119,12 @@ def recommend_batch(bundle: Bundle, users: Sequence[str] | None, out: str | Path
             indptr = np.concatenate([[0], np.cumsum(lens)])
             offs = np.arange(indptr[-1]) - np.repeat(indptr[:-1], lens)
             flat = bundle.hist_items[np.repeat(starts, lens) + offs]
-            h = Histories(u, indptr, flat, bundle.n_items)
             with torch.inference_mode():
-                s = bundle.model.score(h).float()                       # (B, I)
-            s = torch.nan_to_num(s, nan=float("-inf"))
-            if exclude_seen:
-                s = h.mask_seen(s)
-            top = torch.topk(s, k, dim=1)
-            items[warm - lo] = top.indices.numpy()
-            scores[warm - lo] = top.values.numpy()
-        valid = np.isfinite(scores)                                     # drop excluded (-inf)
+                rec = bundle.model.recommend(Histories(u, indptr, flat, bundle.n_items), k,
+                                             exclude_seen=exclude_seen)
+            items[warm - lo] = rec.items
+            scores[warm - lo] = rec.scores
+        valid = items >= 0                            # -1: fewer than k items left to rank
         rows_user = np.repeat(np.asarray(raw[lo:hi], dtype=object), k)
         rank = np.tile(np.arange(1, k + 1, dtype=np.int32), hi - lo)
         cold_col = np.repeat(cold[lo:hi], k)

@@ -36,6 +36,8 @@ from genrec import __version__
 from genrec._io import atomic_write_parquet, atomic_write_text
 from genrec.data.interactions import Columns, Dataset, Interactions
 from genrec.models.base import Recommender
+from genrec.models.registry import load_model
+from genrec.runs.experiment import open_run
 
 __all__ = ["BUNDLE_FORMAT", "Bundle", "BundleError", "export_bundle", "export_run",
            "load_bundle", "verify_bundle"]
@@ -252,15 +254,8 @@ def export_run(run_dir: str | Path, dest: str | Path, *, model: str | None = Non
         FileNotFoundError: If the run folder lacks the config, split or model.
         ValueError: If ``model`` is ambiguous or the dataset no longer matches the split.
     """
-    from genrec.config import load_config
-    from genrec.data.splits import Split
-    from genrec.experiment import load_data
-    from genrec.models.registry import load_model
-
     run = Path(run_dir)
-    for need in ("config.yaml", "split/split.json"):
-        if not (run / need).is_file():
-            raise FileNotFoundError(f"{run} is not a genrec run folder: {need} is missing")
+    cfg, data = open_run(run, data_dir=data_dir)
     saved = sorted(p.name for p in (run / "models").glob("*") if (p / "config.json").is_file())
     if model is None:
         if len(saved) != 1:
@@ -268,11 +263,7 @@ def export_run(run_dir: str | Path, dest: str | Path, *, model: str | None = Non
         model = saved[0]
     if model not in saved:
         raise FileNotFoundError(f"{run}/models/{model} not found; saved models: {saved}")
-    cfg = load_config(run / "config.yaml")
-    if data_dir is not None:
-        cfg.dataset.data_dir = data_dir
-    ds = load_data(cfg.dataset)
-    sp = Split.load(run / "split", ds)
+    ds, sp = data.dataset, data.split
     fitted = load_model(run / "models" / model)
     return export_bundle(fitted, ds, dest, histories=sp.train.concat(sp.valid), name=name,
                          extra={"split": sp.config.model_dump(), "run": str(run.resolve())},
@@ -364,7 +355,6 @@ def load_bundle(path: str | Path, *, name: str | None = None) -> Bundle:
     Raises:
         BundleError: If verification fails or the files disagree with each other.
     """
-    from genrec.models.registry import load_model
 
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="genrec-bundle-") as tmp:

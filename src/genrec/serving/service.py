@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from genrec.data.interactions import Histories
+from genrec.models import ranking
 from genrec.serving.bundle import Bundle, BundleError, load_bundle
 
 __all__ = ["ModelPool", "ModelService", "Query", "Ranked", "UnknownItemError", "UnknownModelError"]
@@ -56,26 +57,29 @@ class Query:
     """A checked request on dense ids, ready to be ranked (possibly in a batch).
 
     Attributes:
+        user: The dense user id the model sees. A known user carries their own id (also when
+            the request appends items to their stored history); a history-only request (no
+            user, or an unknown user with an explicit history) and ``similar`` carry ``-1``,
+            the anonymous user: factor models fold such a user in from the history.
         history: Dense history, oldest first.
         k: Items wanted.
         exclude_seen: Drop the history's items.
-        blocked_categories: Categories never returned.
-        blocked_items: Raw item ids never returned.
-        categories: If set, only items in one of these categories.
+        block: Boolean mask ``(I,)`` of items never returned (blocked categories and items,
+            the query item of ``similar``), or None.
+        allow: Boolean mask ``(I,)``: only these items may be returned (the ``categories``
+            allow-list), or None for all items.
         cold_start: Answer with popularity (no history).
         reason: Why the popularity answer.
-        exclude_item: A dense item never returned (the query item of ``similar``).
     """
 
+    user: int
     history: np.ndarray
     k: int
     exclude_seen: bool
-    blocked_categories: tuple[str, ...]
-    blocked_items: tuple[str, ...]
-    categories: tuple[str, ...] | None
+    block: torch.Tensor | None
+    allow: torch.Tensor | None
     cold_start: bool
     reason: str | None
-    exclude_item: int | None
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,26 @@ class Ranked:
     history: np.ndarray
 
 
+def _histories(queries: Sequence[Query], n_items: int) -> Histories:
+    """The queries' users and histories as one batch."""
+    lengths = np.fromiter((len(q.history) for q in queries), dtype=np.int64, count=len(queries))
+    return Histories(np.fromiter((q.user for q in queries), dtype=np.int64, count=len(queries)),
+                     np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                     np.concatenate([q.history for q in queries]).astype(np.int64), n_items)
+
+
+def _stack(masks: Sequence[torch.Tensor | None], n_items: int, *, fill: bool
+           ) -> torch.Tensor | None:
+    """Per-query ``(I,)`` masks as one ``(B, I)`` mask (a missing one is all ``fill``), or
+    None when no query has one."""
+    if all(m is None for m in masks):
+        return None
+    if len(masks) == 1:
+        return masks[0]
+    default = torch.full((n_items,), fill, dtype=torch.bool)
+    return torch.stack([default if m is None else m for m in masks])
+
+
 class ModelService:
     """Recommendations and similar items from one bundle, on raw ids.
 
@@ -108,7 +132,8 @@ class ModelService:
         self.bundle = bundle
         self.loaded_at = time.time()
         n = bundle.n_items
-        # Inverted index category -> dense items, built once: filters cost one index_fill_.
+        # Inverted index category -> dense items, built once: a filter mask costs one
+        # indexed assignment per category.
         cat_items: dict[str, list[int]] = {}
         for i, cats in enumerate(bundle.categories):
             for c in cats:
@@ -160,46 +185,30 @@ class ModelService:
         return self.bundle.user_index.get(raw)
 
     # -- ranking ------------------------------------------------------------------------------
-    def _block(self, scores: torch.Tensor, blocked_categories: Sequence[str],
-               blocked_items: Sequence[str], categories: Sequence[str] | None) -> None:
-        """Set blocked items to ``-inf`` in the ``(I,)`` score vector (in place)."""
-        neg = float("-inf")
-        for c in blocked_categories:
-            idx = self._cat_items.get(c)
-            if idx is not None:
-                scores.index_fill_(0, idx, neg)
-        if blocked_items:
-            known = [self.bundle.item_index[r] for r in blocked_items
-                     if r in self.bundle.item_index]  # blocking an unknown item is harmless
-            if known:
-                scores.index_fill_(0, torch.tensor(known, dtype=torch.long), neg)
+    def _masks(self, blocked_categories: Sequence[str], blocked_items: Sequence[str],
+               categories: Sequence[str] | None, extra_block: Sequence[int] = ()
+               ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The ``(block, allow)`` boolean masks ``(I,)`` of a request's filters (None: no
+        filter). Unknown categories and unknown blocked items are ignored."""
+        block = None
+        idx = [self._cat_items[c] for c in blocked_categories if c in self._cat_items]
+        index = self.bundle.item_index
+        # Blocking an unknown item is harmless.
+        items = [index[r] for r in blocked_items if r in index]
+        items.extend(int(i) for i in extra_block)
+        if idx or items:
+            block = torch.zeros(self._n_items, dtype=torch.bool)
+            for t in idx:
+                block[t] = True
+            block[torch.tensor(items, dtype=torch.long)] = True
+        allow = None
         if categories is not None:
-            keep = torch.zeros(self._n_items, dtype=torch.bool)
+            allow = torch.zeros(self._n_items, dtype=torch.bool)
             for c in categories:
-                idx = self._cat_items.get(c)
-                if idx is not None:
-                    keep[idx] = True
-            scores.masked_fill_(~keep, neg)
-
-    @staticmethod
-    def _top(scores: torch.Tensor, k: int) -> tuple[np.ndarray, np.ndarray]:
-        k = min(k, scores.shape[0])
-        top = torch.topk(scores, k)
-        vals = top.values.float().numpy()
-        keep = np.isfinite(vals)  # -inf: excluded or blocked; never returned
-        return top.indices.numpy()[keep].astype(np.int64), vals[keep]
-
-    def _model_scores(self, histories: Sequence[np.ndarray]) -> torch.Tensor:
-        """Model scores for several histories at once, shape ``(B, I)``."""
-        lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
-        h = Histories(np.zeros(len(histories), dtype=np.int64),
-                      np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
-                      np.concatenate(histories).astype(np.int64), self._n_items)
-        with torch.inference_mode():
-            s = self.bundle.model.score(h).float()                      # (B, I)
-        # A model can emit NaN (e.g. an empty history through a normaliser); NaN must not
-        # outrank real scores nor reach the JSON encoder.
-        return torch.nan_to_num(s, nan=float("-inf"), posinf=float("-inf"), neginf=float("-inf"))
+                t = self._cat_items.get(c)
+                if t is not None:
+                    allow[t] = True
+        return block, allow
 
     def prepare(self, *, user: str | None = None, history: Sequence[str] | None = None,
                 k: int = 10, exclude_seen: bool = True, blocked_categories: Sequence[str] = (),
@@ -207,12 +216,17 @@ class ModelService:
                 ) -> Query:
         """Check and convert a recommendation request (the cheap, per-request part).
 
+        A known user is ranked under their dense id with their stored history (plus the
+        explicit ``history``, appended); anyone else with a history is the anonymous user
+        ``-1``, ranked from that history alone.
+
         Raises:
             UnknownItemError: If the explicit history has an unknown item.
         """
         extra = self.item_index(history) if history else np.zeros(0, dtype=np.int64)
         stored = np.zeros(0, dtype=np.int64)
         reason = None
+        dense = None
         if user is not None:
             dense = self.known_user(user)
             if dense is None:
@@ -221,38 +235,56 @@ class ModelService:
                 stored = self.bundle.history(dense)
         hist = np.concatenate([stored, extra]) if len(extra) else stored
         cold = len(hist) == 0
-        return Query(hist, k, exclude_seen, tuple(blocked_categories), tuple(blocked_items),
-                     None if categories is None else tuple(categories), cold,
-                     (reason or "empty history") if cold else None, None)
+        block, allow = self._masks(blocked_categories, blocked_items, categories)
+        return Query(-1 if dense is None else dense, hist, k, exclude_seen, block, allow, cold,
+                     (reason or "empty history") if cold else None)
 
     def prepare_similar(self, item: str, *, k: int = 10, blocked_categories: Sequence[str] = (),
                         blocked_items: Sequence[str] = (),
                         categories: Sequence[str] | None = None) -> Query:
-        """Check and convert a similar-items request.
+        """Check and convert a similar-items request: the anonymous user ``-1`` whose history
+        is the one item, which is blocked.
 
         Raises:
             UnknownItemError: If ``item`` is not in the catalogue.
         """
         hist = self.item_index([item])
-        return Query(hist, k, False, tuple(blocked_categories), tuple(blocked_items),
-                     None if categories is None else tuple(categories), False, None, int(hist[0]))
+        block, allow = self._masks(blocked_categories, blocked_items, categories, hist)
+        return Query(-1, hist, k, False, block, allow, False, None)
 
     def rank(self, queries: Sequence[Query]) -> list[Ranked]:
-        """Answer prepared queries; the model scores all warm ones in one batch."""
-        warm = [i for i, q in enumerate(queries) if not q.cold_start]
-        scores = self._model_scores([queries[i].history for i in warm]) if warm else None
-        row = {i: j for j, i in enumerate(warm)}
-        out = []
+        """Answer prepared queries.
+
+        Every answer comes from :meth:`Recommender.recommend
+        <genrec.models.base.Recommender.recommend>` (the popularity fallback from
+        :func:`genrec.models.ranking.rank`): the warm queries are scored in one model call
+        per ``exclude_seen`` value, their filters passed as ``(B, I)`` masks.
+        """
+        out: list[Ranked | None] = [None] * len(queries)
+        groups: dict[tuple[bool, bool], list[int]] = {}
         for i, q in enumerate(queries):
-            s = self._pop_scores.clone() if q.cold_start else scores[row[i]]  # type: ignore[index]
-            if q.exclude_seen and len(q.history):
-                s.index_fill_(0, torch.from_numpy(q.history), float("-inf"))
-            if q.exclude_item is not None:
-                s[q.exclude_item] = float("-inf")
-            self._block(s, q.blocked_categories, q.blocked_items, q.categories)
-            items, vals = self._top(s, q.k)
-            out.append(Ranked(items, vals, q.cold_start, q.reason, q.history))
-        return out
+            groups.setdefault((q.cold_start, q.exclude_seen and not q.cold_start), []).append(i)
+        for (cold, exclude_seen), rows in groups.items():
+            qs = [queries[i] for i in rows]
+            k = max(q.k for q in qs)
+            block = _stack([q.block for q in qs], self._n_items, fill=False)
+            allow = _stack([q.allow for q in qs], self._n_items, fill=True)
+            h = _histories(qs, self._n_items)
+            if cold:
+                items_t, vals_t = ranking.rank(self._pop_scores.expand(len(qs), -1).clone(), h,
+                                               k, exclude_seen=False, block=block, allow=allow)
+                items, vals = items_t.numpy(), vals_t.float().numpy()
+            else:
+                with torch.inference_mode():
+                    rec = self.bundle.model.recommend(h, k, exclude_seen=exclude_seen,
+                                                      block=block, allow=allow)
+                items, vals = rec.items, rec.scores
+            for j, i in enumerate(rows):
+                q = queries[i]
+                it, v = items[j, :q.k], vals[j, :q.k]
+                keep = it >= 0  # -1: fewer items left than asked after masking
+                out[i] = Ranked(it[keep], v[keep], q.cold_start, q.reason, q.history)
+        return out  # type: ignore[return-value]
 
     def recommend(self, *, user: str | None = None, history: Sequence[str] | None = None,
                   k: int = 10, exclude_seen: bool = True,
@@ -274,10 +306,13 @@ class ModelService:
     def similar(self, item: str, *, k: int = 10, blocked_categories: Sequence[str] = (),
                 blocked_items: Sequence[str] = (),
                 categories: Sequence[str] | None = None) -> Ranked:
-        """Items most related to ``item``: the model's scores for the one-item history.
+        """Items most related to ``item``: the model's recommendations for the anonymous user
+        (``-1``) whose history is ``item`` alone.
 
         For EASE or ItemKNN that is the item-item weight row; for a sequential model the
-        next-item distribution after ``item``. The item itself is never returned.
+        next-item distribution after ``item``; for a factor model the folded-in vector of the
+        one-item history (BPR-MF, LightGCN: the item's own embedding). The item itself is
+        never returned.
 
         Raises:
             UnknownItemError: If ``item`` is not in the catalogue.

@@ -7,7 +7,8 @@ Use it as a mixin; pytest collects the ``test_*`` methods of the subclass::
         params = {"l2": 1.0}   # optional: a fast, tiny configuration
 
 The fixture is :func:`genrec.testing.fixtures.tiny_dataset` (7 users, 10 items). Models whose
-fit is random must seed it from their config, so that a refit equals a fresh fit.
+fit is random must seed it from the fit context (``FitContext.seed``), so that a refit equals
+a fresh fit.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file
 
 from genrec.data.interactions import Dataset, Histories, Interactions
-from genrec.models.base import NotFittedError, Recommender
+from genrec.models.base import FitContext, NotFittedError, Recommender
 from genrec.testing.fixtures import random_dataset, tiny_dataset
 
 __all__ = ["RecommenderContract"]
@@ -108,6 +109,14 @@ class RecommenderContract:
         assert model.fit(train) is model
         assert model.n_items_ == train.n_items
         assert model.n_users_ == train.n_users
+
+    def test_fit_takes_a_fit_context(self, train: Interactions) -> None:
+        # Side inputs travel in a FitContext; the old positional validation set is refused
+        # with a message that says what to pass instead.
+        assert self.make().fit(train, FitContext()).n_items_ == train.n_items
+        valid = Histories.from_lists([[0]], n_items=train.n_items)
+        with pytest.raises(TypeError, match="FitContext"):
+            self.make().fit(train, valid)  # type: ignore[arg-type]
 
     def test_learned_attributes_end_in_underscore(self, train: Interactions) -> None:
         model = self.make()

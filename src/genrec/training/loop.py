@@ -15,6 +15,7 @@ early-stopping decision.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -28,17 +29,17 @@ from typing import Any, Literal
 import torch
 import torch.distributed as dist
 import torch.utils.deterministic
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from genrec.evaluation.metrics import METRICS
 from genrec.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
-__all__ = ["TrainConfig", "TrainResult", "train"]
+__all__ = ["BENIGN_KEYS", "ResumeMismatchError", "TrainConfig", "TrainResult", "identity_diff",
+           "train"]
 
 _log = logging.getLogger(__name__)
 
@@ -70,31 +71,75 @@ class TrainConfig(BaseModel):
     still spans ``epochs``. None: no limit."""
     eval_every: int = Field(1, ge=1)
     """Validate every this many epochs (and after the last one)."""
-    valid_metric: str = "ndcg@10"
-    """Validation metric for early stopping and picking the best weights, ``name@k`` with a
-    name from ``genrec.evaluation.metrics.METRICS`` (full ranking, seen items excluded).
-    ``genrec run`` should match it to ``protocol.valid_metric``."""
-    seed: int = 42
-    """Seeds initialisation, shuffling, dropout and negative sampling."""
     device: Literal["cpu", "cuda", "auto"] = "auto"
     """Where to train; auto picks cuda when available."""
-    checkpoint_dir: str | None = None
-    """Folder for a checkpoint after every epoch; None writes none."""
-    resume: bool = False
-    """Continue from the checkpoint in ``checkpoint_dir`` if there is one."""
     num_workers: int = Field(0, ge=0)
     """DataLoader worker processes (0: batches are gathered in the training process)."""
     progress: bool = True
     """Show a progress bar (rank 0 only)."""
 
-    @field_validator("valid_metric")
-    @classmethod
-    def _metric(cls, v: str) -> str:
-        name, _, k = v.partition("@")
-        if name not in METRICS or not k.isdigit() or int(k) < 1:
-            raise ValueError(f"valid_metric must look like 'ndcg@10' with a metric from "
-                             f"{sorted(METRICS)}, got {v!r}")
-        return v
+
+BENIGN_KEYS = ("train.epochs", "train.max_minutes", "train.progress", "train.num_workers",
+               "train.device", "score_batch_size", "score_batch")
+"""Model config keys a resumed training may change: how long and where it runs, not what it
+learns (more epochs continue a run; the learning-rate schedule still spans ``epochs``)."""
+
+
+class ResumeMismatchError(ValueError):
+    """A checkpoint was written by another experiment than the one asked to resume it."""
+
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix.rstrip("."): d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}{k}.")
+    return out
+
+
+def _as_json(value: Any) -> Any:
+    """``value`` as it reads back from a checkpoint's JSON: tuples become lists, dict keys
+    strings (ints stay ints and floats floats, so ``1`` and ``1.0`` compare equal)."""
+    return json.loads(json.dumps(value))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of JSON values, where NaN equals NaN (it does not survive ``==``)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+def identity_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Human-readable differences between two experiment identities (dotted keys), compared
+    as JSON values: ``current`` is taken as a checkpoint would store it."""
+    a, b = _flat(_as_json(saved)), _flat(_as_json(current))
+
+    def shown(d: dict[str, Any], k: str) -> str:
+        text = repr(d[k]) if k in d else "<absent>"
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    return [f"{k}: {shown(a, k)} in the checkpoint, {shown(b, k)} now"
+            for k in sorted(set(a) | set(b))
+            if k not in a or k not in b or not _same(a[k], b[k])]
+
+
+def _check_identity(ckpt: Checkpoint, identity: dict[str, Any], ckpt_dir: Path) -> None:
+    if "identity" not in ckpt.meta:
+        _log.warning("checkpoint in %s records no experiment identity (written by an older "
+                     "genrec): resuming without checking that it belongs to this run", ckpt_dir)
+        return
+    diff = identity_diff(ckpt.meta["identity"], identity)
+    if diff:
+        raise ResumeMismatchError(
+            f"refusing to resume {ckpt_dir}: it belongs to another experiment ("
+            + "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
+            + "). Resume with the original settings, or use a new output folder.")
 
 
 @dataclass
@@ -218,7 +263,9 @@ def _copy_state(net: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig, *,
-          validate: Callable[[nn.Module], float] | None = None) -> TrainResult:
+          validate: Callable[[nn.Module], float] | None = None, seed: int = 42,
+          valid_metric: str = "metric", checkpoint_dir: str | Path | None = None,
+          resume: bool = False, identity: dict[str, Any] | None = None) -> TrainResult:
     """Train ``net`` on the rows of ``data``; the best validated weights are loaded at the end.
 
     Args:
@@ -228,12 +275,35 @@ def train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig, *,
         validate: Called with ``net`` (in eval mode, without grad) on rank 0 every
             ``cfg.eval_every`` epochs; returns the validation metric, higher is better.
             None trains all epochs and keeps the final weights.
+        seed: Seeds the shuffling and this process's random stream (plus the rank).
+        valid_metric: Name of the validation metric (logs only).
+        checkpoint_dir: Folder for a checkpoint after every epoch; None writes none.
+        resume: Continue from the newest readable checkpoint in ``checkpoint_dir``.
+        identity: JSON-able description of the experiment (model config, data and split
+            fingerprints) stored in every checkpoint; resuming under another is refused.
 
     Returns:
         The per-epoch history and the best epoch.
+
+    Raises:
+        ResumeMismatchError: If the checkpoint to resume was written under another identity
+            (keys of :data:`BENIGN_KEYS` left out by the caller may differ).
+        CheckpointError: If ``resume`` finds checkpoints but none can be read (an
+            unreadable newest one falls back to the one before it, with a warning).
     """
     if len(data[0]) == 0:
         raise ValueError("train: no training rows")
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    identity = identity or {}
+    # Read and check the checkpoint first: a refused resume changes no global state.
+    ckpt = None
+    if resume and ckpt_dir is not None:
+        ckpt = load_checkpoint(ckpt_dir)
+        if ckpt is not None:
+            _check_identity(ckpt, identity, ckpt_dir)
+    if ckpt_dir is not None:
+        identity = _as_json(identity)  # as the checkpoints store it
+
     # -- processes and device ------------------------------------------------------------
     world = int(os.environ.get("WORLD_SIZE", "1"))
     device = _device(cfg.device)
@@ -247,11 +317,33 @@ def train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig, *,
     deterministic_before = (torch.are_deterministic_algorithms_enabled(),
                             torch.is_deterministic_algorithms_warn_only_enabled(),
                             torch.utils.deterministic.fill_uninitialized_memory)
+    try:
+        result, best_state = _train(net, data, cfg, validate, seed, valid_metric, ckpt_dir,
+                                    ckpt, identity, device, rank, world)
+    finally:
+        torch.use_deterministic_algorithms(deterministic_before[0],
+                                           warn_only=deterministic_before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = (  # type: ignore[attr-defined]
+            deterministic_before[2])
+        if created_group:
+            dist.destroy_process_group()
+    if best_state is not None:
+        net.load_state_dict(best_state)
+    return result
+
+
+def _train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig,
+           validate: Callable[[nn.Module], float] | None, seed: int, valid_metric: str,
+           ckpt_dir: Path | None, ckpt: Checkpoint | None, identity: dict[str, Any],
+           device: torch.device, rank: int, world: int
+           ) -> tuple[TrainResult, dict[str, torch.Tensor] | None]:
+    """The body of :func:`train`, once the process group and the checkpoint are known;
+    returns the result and the best validated weights (None if never validated)."""
     if device.type == "cpu":  # cheap on CPU; on CUDA it would slow down embedding backward
         torch.use_deterministic_algorithms(True, warn_only=True)
         # ...but filling every torch.empty with NaN (the default in this mode) is not cheap
         torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
-    torch.manual_seed(cfg.seed + rank)  # dropout / negative-sampling stream of this process
+    torch.manual_seed(seed + rank)  # dropout / negative-sampling stream of this process
 
     net.to(device)
     model: nn.Module = net
@@ -263,13 +355,12 @@ def train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig, *,
     local_batch = math.ceil(cfg.batch_size / world)
     steps_per_epoch = math.ceil(math.ceil(n_rows / world) / local_batch)
     total_steps = cfg.epochs * steps_per_epoch
-    ckpt_dir = Path(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
 
     # -- state that a checkpoint carries -------------------------------------------------
     result = TrainResult()
     start_epoch, step, bad_evals = 0, 0, 0
     best_state: dict[str, torch.Tensor] | None = None
-    if cfg.resume and ckpt_dir is not None and (ckpt := load_checkpoint(ckpt_dir)) is not None:
+    if ckpt is not None:
         net.load_state_dict(ckpt.model)
         optimizer.load_state_dict(ckpt.optimizer)
         _set_rng_states(ckpt.rng, device, rank)
@@ -286,101 +377,91 @@ def train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig, *,
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
     progress = Progress(*columns, disable=not (cfg.progress and rank == 0))
-    try:
-        with progress:
-            task = progress.add_task("training", total=total_steps, completed=step, info="")
-            started = time.perf_counter()
-            for epoch in range(start_epoch, cfg.epochs):
-                if result.stopped_early or result.out_of_time:
-                    break
-                t0 = time.perf_counter()
-                if device.type == "cuda":
-                    torch.cuda.reset_peak_memory_stats(device)
-                net.train()
-                batches = _epoch_batches(n_rows, cfg.seed, epoch, rank, world, local_batch)
-                loader = DataLoader(_Rows(data), sampler=batches, batch_size=None,
-                                    num_workers=cfg.num_workers,
-                                    generator=torch.Generator().manual_seed(cfg.seed + epoch))
-                loss_sum = torch.zeros((), device=device)
-                for i, batch in enumerate(loader):
-                    lr = _lr_at(step, total_steps, cfg)
-                    for group in optimizer.param_groups:
-                        group["lr"] = lr
-                    batch = [t.to(device, non_blocking=True) for t in batch]
-                    _, loss = model(*batch)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if cfg.grad_clip is not None:
-                        nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
-                    optimizer.step()
-                    step += 1
-                    loss_sum += loss.detach()
-                    if i % 10 == 0:  # .item() waits for the GPU: not on every step
-                        progress.update(task, info=f"epoch {epoch + 1} loss {loss.item():.4f}")
-                    progress.advance(task)
-                if world > 1:  # mean loss over processes, for the log only
-                    dist.all_reduce(loss_sum)
-                    loss_sum /= world
-                epoch_loss = loss_sum.item() / max(1, len(batches))
+    with progress:
+        task = progress.add_task("training", total=total_steps, completed=step, info="")
+        started = time.perf_counter()
+        for epoch in range(start_epoch, cfg.epochs):
+            if result.stopped_early or result.out_of_time:
+                break
+            t0 = time.perf_counter()
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            net.train()
+            batches = _epoch_batches(n_rows, seed, epoch, rank, world, local_batch)
+            loader = DataLoader(_Rows(data), sampler=batches, batch_size=None,
+                                num_workers=cfg.num_workers,
+                                generator=torch.Generator().manual_seed(seed + epoch))
+            loss_sum = torch.zeros((), device=device)
+            for i, batch in enumerate(loader):
+                lr = _lr_at(step, total_steps, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                batch = [t.to(device, non_blocking=True) for t in batch]
+                _, loss = model(*batch)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                optimizer.step()
+                step += 1
+                loss_sum += loss.detach()
+                if i % 10 == 0:  # .item() waits for the GPU: not on every step
+                    progress.update(task, info=f"epoch {epoch + 1} loss {loss.item():.4f}")
+                progress.advance(task)
+            if world > 1:  # mean loss over processes, for the log only
+                dist.all_reduce(loss_sum)
+                loss_sum /= world
+            epoch_loss = loss_sum.item() / max(1, len(batches))
 
-                # -- validation and early stopping (rank 0 scores, everyone decides) --------
-                record: dict[str, float] = {"epoch": epoch + 1, "loss": epoch_loss, "lr": lr}
-                result.out_of_time = (epoch + 1 < cfg.epochs
-                                      and _out_of_time(started, cfg.max_minutes, device, world))
-                if validate is not None and ((epoch + 1) % cfg.eval_every == 0
-                                             or epoch + 1 == cfg.epochs or result.out_of_time):
-                    metric = torch.zeros((), dtype=torch.float64, device=device)
-                    if rank == 0:
-                        net.eval()
-                        with torch.no_grad():
-                            metric.fill_(float(validate(net)))
-                    if world > 1:
-                        dist.broadcast(metric, src=0)
-                    value = metric.item()
-                    record["metric"] = value
-                    if result.best_metric is None or value > result.best_metric:
-                        result.best_metric, result.best_epoch = value, epoch + 1
-                        best_state, bad_evals = _copy_state(net), 0
-                    else:
-                        bad_evals += 1
-                    result.stopped_early = (cfg.patience is not None and bad_evals >= cfg.patience
-                                            and epoch + 1 < cfg.epochs)
-                record["seconds"] = time.perf_counter() - t0
-                record["peak_mem_mb"] = _peak_mem_mb(device)
-                result.history.append(record)
-                shown = (f" valid {cfg.valid_metric} {record['metric']:.4f}"
-                         if "metric" in record else "")
-                progress.update(task, info=f"epoch {epoch + 1} loss {epoch_loss:.4f}{shown}")
-                _log.info("epoch %d/%d: loss %.4f%s, lr %.2e, %.1fs, peak memory %.0f MB",
-                          epoch + 1, cfg.epochs, epoch_loss, shown, lr, record["seconds"],
-                          record["peak_mem_mb"])
+            # -- validation and early stopping (rank 0 scores, everyone decides) --------
+            record: dict[str, float] = {"epoch": epoch + 1, "loss": epoch_loss, "lr": lr}
+            result.out_of_time = (epoch + 1 < cfg.epochs
+                                  and _out_of_time(started, cfg.max_minutes, device, world))
+            if validate is not None and ((epoch + 1) % cfg.eval_every == 0
+                                         or epoch + 1 == cfg.epochs or result.out_of_time):
+                metric = torch.zeros((), dtype=torch.float64, device=device)
+                if rank == 0:
+                    net.eval()
+                    with torch.no_grad():
+                        metric.fill_(float(validate(net)))
+                if world > 1:
+                    dist.broadcast(metric, src=0)
+                value = metric.item()
+                record["metric"] = value
+                if result.best_metric is None or value > result.best_metric:
+                    result.best_metric, result.best_epoch = value, epoch + 1
+                    best_state, bad_evals = _copy_state(net), 0
+                else:
+                    bad_evals += 1
+                result.stopped_early = (cfg.patience is not None and bad_evals >= cfg.patience
+                                        and epoch + 1 < cfg.epochs)
+            record["seconds"] = time.perf_counter() - t0
+            record["peak_mem_mb"] = _peak_mem_mb(device)
+            result.history.append(record)
+            shown = (f" valid {valid_metric} {record['metric']:.4f}"
+                     if "metric" in record else "")
+            progress.update(task, info=f"epoch {epoch + 1} loss {epoch_loss:.4f}{shown}")
+            _log.info("epoch %d/%d: loss %.4f%s, lr %.2e, %.1fs, peak memory %.0f MB",
+                      epoch + 1, cfg.epochs, epoch_loss, shown, lr, record["seconds"],
+                      record["peak_mem_mb"])
 
-                # -- checkpoint (all ranks gather RNG states, rank 0 writes) ----------------
-                if ckpt_dir is not None:
-                    rng = _rng_states(device, rank, world)
-                    if rank == 0:
-                        meta: dict[str, Any] = {
-                            "epoch": epoch + 1, "step": step, "bad_evals": bad_evals,
-                            "best_epoch": result.best_epoch, "best_metric": result.best_metric,
-                            "stopped_early": result.stopped_early, "history": result.history,
-                            "world_size": world, "config": cfg.model_dump(mode="json")}
-                        save_checkpoint(ckpt_dir, Checkpoint(
-                            net.state_dict(), optimizer.state_dict(), rng, meta, best_state))
-                    if world > 1:
-                        dist.barrier()  # no process runs ahead of a half-written checkpoint
-            if result.out_of_time:
-                _log.info("time budget of %.1f minutes used after epoch %d; best epoch %d",
-                          cfg.max_minutes, result.history[-1]["epoch"], result.best_epoch)
-            if result.stopped_early:
-                _log.info("early stop: no %s improvement in %d validations; best epoch %d (%.4f)",
-                          cfg.valid_metric, cfg.patience, result.best_epoch, result.best_metric)
-    finally:
-        torch.use_deterministic_algorithms(deterministic_before[0],
-                                           warn_only=deterministic_before[1])
-        torch.utils.deterministic.fill_uninitialized_memory = (  # type: ignore[attr-defined]
-            deterministic_before[2])
-        if created_group:
-            dist.destroy_process_group()
-    if best_state is not None:
-        net.load_state_dict(best_state)
-    return result
+            # -- checkpoint (all ranks gather RNG states, rank 0 writes) ----------------
+            if ckpt_dir is not None:
+                rng = _rng_states(device, rank, world)
+                if rank == 0:
+                    meta: dict[str, Any] = {
+                        "epoch": epoch + 1, "step": step, "bad_evals": bad_evals,
+                        "best_epoch": result.best_epoch, "best_metric": result.best_metric,
+                        "stopped_early": result.stopped_early, "history": result.history,
+                        "world_size": world, "identity": identity}
+                    save_checkpoint(ckpt_dir, Checkpoint(
+                        net.state_dict(), optimizer.state_dict(), rng, meta, best_state))
+                if world > 1:
+                    dist.barrier()  # no process runs ahead of a half-written checkpoint
+        if result.out_of_time:
+            _log.info("time budget of %.1f minutes used after epoch %d; best epoch %d",
+                      cfg.max_minutes, result.history[-1]["epoch"], result.best_epoch)
+        if result.stopped_early:
+            _log.info("early stop: no %s improvement in %d validations; best epoch %d (%.4f)",
+                      valid_metric, cfg.patience, result.best_epoch, result.best_metric)
+    return result, best_state

@@ -11,137 +11,41 @@ and a space whose keys are dotted config keys of the (single) model, e.g.::
         models.0.n_layers: {type: categorical, choices: [1, 2, 3]}
 
 Every trial fits on the training part and is scored on validation; the test set is evaluated
-once, for the chosen configuration, by the ordinary :func:`genrec.experiment.fit_and_evaluate`.
+once, for the chosen configuration, by the ordinary :func:`genrec.runs.experiment.fit_and_evaluate`.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Any
 
 import numpy as np
+import optuna
 import torch
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
 from genrec._io import atomic_write_text
-from genrec.evaluation.evaluator import evaluate
+from genrec.config import (
+    CategoricalParam,
+    ExperimentConfig,
+    FloatParam,
+    IntParam,
+    TuneSection,
+    apply_overrides,
+)
+from genrec.evaluation.results import format_results
+from genrec.models.base import ModelConfig
+from genrec.runs import experiment
+from genrec.runs.experiment import Prepared
 
-if TYPE_CHECKING:  # genrec.config imports this module for TuneSection
-    import optuna
-
-    from genrec.config import ExperimentConfig
-    from genrec.experiment import Prepared
-    from genrec.models.base import ModelConfig
-
-__all__ = ["CategoricalParam", "FloatParam", "IntParam", "ParamSpec", "TuneSection", "tune"]
+__all__ = ["tune"]
 
 _log = logging.getLogger(__name__)
-
-Choice = bool | int | float | str | None
-
-
-class FloatParam(BaseModel):
-    """A float drawn from ``[low, high]`` (log-uniformly with ``log: true``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["float"]
-    low: float
-    high: float
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _range(self) -> FloatParam:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
-        if self.log and self.low <= 0:
-            raise ValueError(f"log: true needs low > 0, got {self.low}")
-        return self
-
-
-class IntParam(BaseModel):
-    """An integer drawn from ``low, low + step, ..., high`` (log-uniformly with ``log``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["int"]
-    low: int
-    high: int
-    step: int = Field(1, ge=1)
-    log: bool = False
-
-    @model_validator(mode="after")
-    def _range(self) -> IntParam:
-        if self.low > self.high:
-            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
-        if self.log and (self.low < 1 or self.step != 1):
-            raise ValueError("log: true needs low >= 1 and step 1")
-        return self
-
-
-class CategoricalParam(BaseModel):
-    """One of a list of values (the grid sampler tries each)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["categorical"]
-    choices: list[Choice] = Field(min_length=1)
-
-    @field_validator("choices")
-    @classmethod
-    def _distinct(cls, v: list[Choice]) -> list[Choice]:
-        if len({(type(c), c) for c in v}) != len(v):
-            raise ValueError(f"choices must be distinct, got {v}")
-        return v
-
-
-ParamSpec = Annotated[FloatParam | IntParam | CategoricalParam, Field(discriminator="type")]
-
-
-class TuneSection(BaseModel):
-    """The ``tune:`` section of an experiment config: what ``genrec tune`` searches.
-
-    The direction is always to maximise ``protocol.valid_metric`` on the validation set.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    n_trials: int = Field(20, ge=1)
-    """Trials to run (the grid sampler stops earlier once every combination is tried)."""
-    timeout_minutes: float | None = Field(None, gt=0)
-    """Start no new trial after this many minutes (a running trial is not interrupted)."""
-    sampler: Literal["tpe", "random", "grid"] = "tpe"
-    """Optuna sampler; ``grid`` needs every parameter to be categorical."""
-    seed: int = 42
-    """Seed of the sampler."""
-    space: dict[str, ParamSpec] = Field(min_length=1)
-    """Dotted config key of the model (``models.0.l2``) -> its range or choices."""
-
-    @field_validator("space")
-    @classmethod
-    def _model_keys(cls, v: dict[str, Any]) -> dict[str, Any]:
-        for key in v:
-            parts = key.split(".")
-            # Data, split and protocol are prepared once and shared by all trials, so only
-            # the model's own settings may vary.
-            if len(parts) < 3 or parts[:2] != ["models", "0"] or not all(parts):
-                raise ValueError(f"{key!r}: a tuned key must be a setting of the model, "
-                                 "e.g. models.0.l2 or models.0.train.lr")
-            if parts[2] == "kind":
-                raise ValueError(f"{key!r}: the model kind cannot be tuned")
-        return v
-
-    @model_validator(mode="after")
-    def _grid_is_categorical(self) -> TuneSection:
-        if self.sampler == "grid":
-            other = [k for k, s in self.space.items() if not isinstance(s, CategoricalParam)]
-            if other:
-                raise ValueError(f"the grid sampler needs categorical parameters, not {other}")
-        return self
 
 
 def tune(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
@@ -151,7 +55,7 @@ def tune(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
     scores it on the validation set only; a trial whose configuration is invalid or whose
     fit raises ``ValueError`` (or runs out of GPU memory) is recorded as failed and the search
     goes on. The best trial's configuration is then refitted with
-    :func:`genrec.experiment.fit_and_evaluate` (valid and test). Written to ``cfg.output``:
+    :func:`genrec.runs.experiment.fit_and_evaluate` (valid and test). Written to ``cfg.output``:
     ``results.json`` (with a ``tuning`` block listing every trial), ``results.md`` and
     ``best.yaml``, the chosen experiment config without the ``tune`` section.
 
@@ -166,10 +70,6 @@ def tune(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
         ValueError: Without a tune section, with other than one model, for a space key that
             is not a setting of the model or a value it rejects, or when every trial fails.
     """
-    import optuna
-
-    from genrec.experiment import fit_and_evaluate, prepare, results_document
-
     section = cfg.tune
     if section is None:
         raise ValueError("no tune section: add `tune: {space: {models.0.KEY: ...}}` to the config")
@@ -179,7 +79,7 @@ def tune(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
     base = cfg.model_dump(mode="json", exclude={"tune"})
     _check_space(base, section)
 
-    data = prepare(cfg)
+    data = experiment.prepare(cfg)
     popularity = data.split.train.item_counts()
     # Trials only compare on validation: nothing of theirs is saved, checkpointed or resumed.
     trial_base = base | {"checkpoints": False, "save_models": False, "resume": False}
@@ -227,13 +127,13 @@ def tune(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
               len(records), _format_values(best["params"]), vm, best["valid"])
 
     best_cfg = _with_values(base, best["params"])
-    _, row, _ = fit_and_evaluate(best_cfg.models[0], data, best_cfg, progress=progress)
+    _, row, _ = experiment.fit_and_evaluate(best_cfg.models[0], data, best_cfg, progress=progress)
     tuning = {"metric": vm, "sampler": section.sampler, "seed": section.seed,
               "space": {k: s.model_dump() for k, s in section.space.items()},
               "n_trials": len(records), "n_failed": len(records) - len(done),
               "best_trial": best["number"], "best_params": best["params"],
               "best_valid": best["valid"], "trials": records}
-    results = results_document(cfg, data, [row], tuning=tuning)
+    results = experiment.results_document(cfg, data, [row], tuning=tuning)
     _write(Path(cfg.output), results, best_cfg)
     return results
 
@@ -253,8 +153,6 @@ def _check_space(base: dict[str, Any], section: TuneSection) -> None:
 
 def _with_values(raw: dict[str, Any], values: dict[str, Any]) -> ExperimentConfig:
     """``raw`` with each dotted key set to its value, validated."""
-    from genrec.config import ExperimentConfig, apply_overrides
-
     overrides = [f"{key}={_yaml_scalar(v)}" for key, v in values.items()]
     return ExperimentConfig.model_validate(apply_overrides(copy.deepcopy(raw), overrides))
 
@@ -274,8 +172,6 @@ def _suggest(trial: optuna.Trial, key: str, spec: FloatParam | IntParam | Catego
 
 
 def _sampler(section: TuneSection) -> optuna.samplers.BaseSampler:
-    import optuna
-
     match section.sampler:
         case "tpe":
             return optuna.samplers.TPESampler(seed=section.seed)
@@ -290,13 +186,12 @@ def _sampler(section: TuneSection) -> optuna.samplers.BaseSampler:
 def _fit_and_validate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig,
                       popularity: np.ndarray, progress: bool) -> tuple[float, dict[str, Any]]:
     """Fit one trial's model and score it on the validation set only."""
-    from genrec.experiment import fit_model, training_record
-
-    model, fit_s = fit_model(mcfg, data, cfg)
-    valid = evaluate(model, data.valid_set, cfg.protocol, item_popularity=popularity,
-                     batch_size=cfg.eval_batch_size, progress=progress)
+    model, fit_s = experiment.fit_model(mcfg, data, cfg)
+    valid = experiment.evaluate(model, data.valid_set, cfg.protocol.with_valid_metric(),
+                                item_popularity=popularity, batch_size=cfg.eval_batch_size,
+                                progress=progress)
     info: dict[str, Any] = {"fit_seconds": round(fit_s, 3)}
-    if (training := training_record(model)) is not None:  # torch models
+    if (training := experiment.training_record(model)) is not None:  # torch models
         info |= {k: training[k] for k in ("epochs_run", "best_epoch")}
     return float(valid.summary()[cfg.protocol.valid_metric]), info
 
@@ -317,10 +212,6 @@ def _format_values(values: dict[str, Any]) -> str:
 
 def _write(out: Path, results: dict[str, Any], best_cfg: ExperimentConfig) -> None:
     """results.json, results.md (with the trials) and best.yaml."""
-    import json
-
-    from genrec.experiment import format_results
-
     t = results["tuning"]
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     atomic_write_text(out / "results.md", format_results(results) + _format_trials(t))

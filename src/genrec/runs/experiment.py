@@ -1,4 +1,10 @@
-"""One experiment, end to end: load, preprocess, split, fit, evaluate, write results.
+"""The glue, written once: load, preprocess, split, fit, evaluate, write results.
+
+Every command runs through here: ``genrec run``, ``compare``, ``tune``, ``tokenize``,
+``export``, and the LLM commands (``rerank``, ``explain``, ``chat``, ``simulate``) all call
+:func:`prepare` for the data, the split and the evaluation sets, and :func:`fit_model` for a
+model fitted under the protocol (item features, validation callback, seed and checkpoints
+handed over in a :class:`~genrec.models.base.FitContext`).
 
 ``results.json`` shape::
 
@@ -9,6 +15,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import platform
@@ -16,38 +23,35 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 import yaml
 
 from genrec._io import atomic_write_text
-from genrec.config import DataConfig, ExperimentConfig
+from genrec.config import DataConfig, ExperimentConfig, load_config
+from genrec.data import readers
 from genrec.data.interactions import Dataset, EvalSet
 from genrec.data.preprocess import preprocess
+from genrec.data.recipes import load_dataset
 from genrec.data.splits import Split, split
 from genrec.evaluation.evaluator import EvalResult, evaluate
 from genrec.evaluation.protocol import Protocol
-from genrec.models.base import ModelConfig, Recommender
+from genrec.evaluation.results import format_results
+from genrec.models.base import FitContext, ModelConfig, Recommender
 from genrec.models.registry import build_model
 
-__all__ = ["Prepared", "TEST_COLUMNS", "bind_run", "fit_and_evaluate", "format_results",
-           "load_data", "make_split", "prepare", "results_document", "run_experiment",
-           "write_results"]
+__all__ = ["Prepared", "cold_warm", "fit_and_evaluate", "fit_context", "fit_model", "load_data",
+           "make_split", "open_run", "prepare", "results_document", "run_experiment",
+           "training_record", "validation_callback", "write_prepared", "write_results"]
 
 _log = logging.getLogger(__name__)
 
-TEST_COLUMNS = ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "mrr@10", "map@10", "recall@20",
-                "ndcg@20"]
-"""Test metrics shown in results.md (all metrics are in results.json)."""
-
-
 def load_data(cfg: DataConfig) -> Dataset:
     """Load a recipe or a custom file, then preprocess it as configured."""
-    from genrec.data import readers
-    from genrec.data.recipes import load_dataset
-
     if cfg.path is None:
         ds = load_dataset(cfg.name, data_dir=cfg.data_dir)
     else:
@@ -84,20 +88,6 @@ def make_split(ds: Dataset, protocol: Protocol, split_path: str | None) -> Split
     return split(ds, protocol.split)
 
 
-def bind_run(mcfg: ModelConfig, cfg: ExperimentConfig) -> ModelConfig:
-    """Settings a trained model takes from the run: it selects (early-stops) on the protocol's
-    valid metric with the protocol's seed, and checkpoints into the output folder."""
-    if "train" not in type(mcfg).model_fields:
-        return mcfg
-    update: dict[str, Any] = {"valid_metric": cfg.protocol.valid_metric, "seed": cfg.protocol.seed}
-    train = getattr(mcfg, "train")
-    if cfg.checkpoints and train.checkpoint_dir is None:
-        update["checkpoint_dir"] = str(Path(cfg.output) / "checkpoints" / mcfg.kind)
-    if cfg.resume:
-        update["resume"] = True
-    return mcfg.model_copy(update={"train": train.model_copy(update=update)})
-
-
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -108,39 +98,120 @@ def _rounded(metrics: dict[str, float]) -> dict[str, float]:
 
 @dataclass
 class Prepared:
-    """What every model of a run shares: the dataset, its split and the evaluation sets."""
+    """What every model of a run shares: the dataset, its split and the evaluation sets.
+
+    Attributes:
+        dataset: The preprocessed dataset (its ``items`` table feeds text-aware models).
+        split: Train / valid / test interactions.
+        valid_set: Validation users (history = train, target = the valid items).
+        test_set: Test users (history = train + valid, target = the test items).
+        identity: Fingerprints of the data and the split; every training checkpoint records
+            them, and a resume under other data or another split is refused.
+    """
 
     dataset: Dataset
     split: Split
     valid_set: EvalSet
     test_set: EvalSet
+    identity: dict[str, Any]
 
 
-def prepare(cfg: ExperimentConfig) -> Prepared:
-    """Write the resolved config, seed, load, preprocess, split and save the split."""
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
-                                                          sort_keys=False))
+def _table_fingerprint(table: pl.DataFrame) -> str:
+    h = hashlib.blake2b(digest_size=12)
+    h.update(",".join(f"{c}:{t}" for c, t in table.schema.items()).encode())
+    h.update(np.ascontiguousarray(table.hash_rows(seed=0).to_numpy()).tobytes())
+    return h.hexdigest()
+
+
+def _identity(ds: Dataset, sp: Split) -> dict[str, Any]:
+    return {"dataset": ds.name, "items": _table_fingerprint(ds.items),
+            "split": sp.config.model_dump(mode="json"), "split_train": sp.train.fingerprint(),
+            "split_valid": sp.valid.fingerprint(), "split_test": sp.test.fingerprint()}
+
+
+def prepare(cfg: ExperimentConfig, *, write: bool = True) -> Prepared:
+    """Seed, load, preprocess and split; with ``write``, also write the resolved config and
+    the split into ``cfg.output`` (:func:`write_prepared`)."""
     torch.manual_seed(cfg.protocol.seed)
     np.random.seed(cfg.protocol.seed)
     ds = load_data(cfg.dataset)
     sp = make_split(ds, cfg.protocol, cfg.split_path)
-    sp.save(out / "split")
+    data = Prepared(ds, sp, sp.valid_set(), sp.test_set(), _identity(ds, sp))
+    if write:
+        write_prepared(cfg, data)
     _log.info("%r; protocol: %s", ds, cfg.protocol.describe())
-    return Prepared(ds, sp, sp.valid_set(), sp.test_set())
+    return data
+
+
+def write_prepared(cfg: ExperimentConfig, data: Prepared) -> None:
+    """Write the resolved ``config.yaml`` and the split into ``cfg.output``."""
+    out = Path(cfg.output)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
+                                                          sort_keys=False))
+    data.split.save(out / "split")
+
+
+def open_run(run_dir: str | Path, *, data_dir: str | None = None
+             ) -> tuple[ExperimentConfig, Prepared]:
+    """Reopen a run folder: its ``config.yaml``, its dataset (reloaded and preprocessed as
+    then) and its saved split (checked against the data).
+
+    Raises:
+        FileNotFoundError: If ``run_dir`` is not a run folder.
+    """
+    run = Path(run_dir)
+    for need in ("config.yaml", "split/split.json"):
+        if not (run / need).is_file():
+            raise FileNotFoundError(f"{run} is not a genrec run folder: {need} is missing")
+    cfg = load_config(run / "config.yaml")
+    if data_dir is not None:
+        cfg.dataset.data_dir = data_dir
+    cfg = cfg.model_copy(update={"split_path": str(run / "split")})
+    return cfg, prepare(cfg, write=False)
+
+
+def validation_callback(valid_set: EvalSet, protocol: Protocol, *,
+                        item_popularity: np.ndarray | None = None, batch_size: int = 2048
+                        ) -> Callable[[Recommender[Any]], float]:
+    """``model -> validation metric``: the protocol's ``valid_metric`` on ``valid_set``, under
+    the protocol's candidates, seen-item rule and history length (only that one metric is
+    computed)."""
+    name, _, k = protocol.valid_metric.partition("@")
+    only = protocol.model_copy(update={"metrics": [name], "cutoffs": [int(k)]})
+
+    def validate(model: Recommender[Any]) -> float:
+        result = evaluate(model, valid_set, only, item_popularity=item_popularity,
+                          batch_size=batch_size)
+        return result.summary()[protocol.valid_metric]
+
+    return validate
+
+
+def fit_context(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig) -> FitContext:
+    """What a model of this run receives besides the training data: the item features, the
+    protocol's validation callback and seed, its checkpoint folder and the run's identity."""
+    ckpt = Path(cfg.output) / "checkpoints" / mcfg.kind if cfg.checkpoints else None
+    if cfg.resume and not cfg.checkpoints:
+        _log.warning("resume: true with checkpoints: false: there is nothing to resume from, "
+                     "%s trains from scratch", mcfg.kind)
+    validate = (validation_callback(data.valid_set, cfg.protocol,
+                                    item_popularity=data.split.train.item_counts(),
+                                    batch_size=cfg.eval_batch_size)
+                if len(data.valid_set) else None)
+    return FitContext(items=data.dataset.items, validate=validate,
+                      valid_metric=cfg.protocol.valid_metric, seed=cfg.protocol.seed,
+                      checkpoint_dir=ckpt, resume=cfg.resume, identity=data.identity)
 
 
 def fit_model(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig
               ) -> tuple[Recommender[Any], float]:
-    """Build the model of ``mcfg`` bound to the run, give it the item features it reads, fit
-    it on the training part (validating on ``data.valid_set``); return it and the fit seconds."""
-    model = build_model(bind_run(mcfg, cfg))
-    if hasattr(model, "set_item_features"):  # text / semantic-ID models render item text
-        model.set_item_features(data.dataset.items)
+    """Build the model of ``mcfg``, fit it on the training part under the run's
+    :func:`fit_context`; return it and the fit seconds."""
+    model = build_model(mcfg)
     _log.info("fitting %r", model)
     t0 = time.perf_counter()
-    model.fit(data.split.train, data.valid_set)
+    model.fit(data.split.train, fit_context(mcfg, data, cfg))
     return model, time.perf_counter() - t0
 
 
@@ -164,7 +235,8 @@ def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *
     model, fit_s = fit_model(mcfg, data, cfg)
     kw: dict[str, Any] = dict(item_popularity=data.split.train.item_counts(),
                               batch_size=cfg.eval_batch_size, progress=progress)
-    valid = evaluate(model, data.valid_set, cfg.protocol, **kw)
+    # Validation always measures the selection metric, even if the test metrics omit it.
+    valid = evaluate(model, data.valid_set, cfg.protocol.with_valid_metric(), **kw)
     test = evaluate(model, data.test_set, cfg.protocol, keep_top_items=keep_top_items, **kw)
     if cfg.save_models:
         model.save(Path(cfg.output) / "models" / mcfg.kind)
@@ -237,43 +309,12 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str
     Returns:
         The ``results.json`` content.
     """
-    data = prepare(cfg)
+    # A resumed run writes its config and split only once its models are fitted: a resume
+    # refused for another experiment leaves the folder as the original run wrote it.
+    data = prepare(cfg, write=not cfg.resume)
     rows = [fit_and_evaluate(m, data, cfg, progress=progress)[1] for m in cfg.models]
+    if cfg.resume:
+        write_prepared(cfg, data)
     results = results_document(cfg, data, rows)
     write_results(Path(cfg.output), results)
     return results
-
-
-def format_results(results: dict[str, Any]) -> str:
-    """Markdown: the protocol first, then one row per model with test metrics."""
-    d = results["dataset"]
-    vm = results["protocol"]["valid_metric"]
-    cols = [c for c in TEST_COLUMNS if any(c in r["test"] for r in results["results"])]
-    lines = [
-        f"# Results: {d['name']}",
-        "",
-        f"**Protocol**: {results['protocol_text']}",
-        "",
-        f"**Dataset**: {d['users']:,} users, {d['items']:,} items, "
-        f"{d['interactions']:,} interactions",
-        "",
-        "| model | fit s | eval s | valid " + vm + " | " + " | ".join(f"test {c}" for c in cols)
-        + " |",
-        "|---" * (4 + len(cols)) + "|",
-    ]
-    for r in results["results"]:
-        vals = " | ".join(f"{r['test'].get(c, float('nan')):.4f}" for c in cols)
-        lines.append(f"| {r['model']} | {r['fit_seconds']:.2f} | {r['eval_seconds']:.2f} | "
-                     f"{r['valid'].get(vm, float('nan')):.4f} | {vals} |")
-    cold = [r for r in results["results"] if "cold_start" in r]
-    if cold:
-        lines += ["", f"**Cold start** ({cold[0]['cold_start']['cold_items']:,} items never in "
-                      "training): test metrics by target item", "",
-                  "| model | group | users | " + " | ".join(cols) + " |",
-                  "|---" * (3 + len(cols)) + "|"]
-        for r in cold:
-            for g in ("cold", "warm"):
-                c = r["cold_start"]
-                vals = " | ".join(f"{c[g].get(m, float('nan')):.4f}" for m in cols)
-                lines.append(f"| {r['model']} | {g} | {c['users'][g]:,} | {vals} |")
-    return "\n".join(lines) + "\n"

@@ -1,0 +1,160 @@
+"""``genrec compare``: a run that also keeps what the holistic report needs, then the report.
+
+For every model: the per-user test metrics and top-K lists (``holistic/<model>.npz``), the
+shared context (``holistic/context.npz``: targets, popularity baseline, categories, user
+groups) and, for every generative model (one that decodes items itself, such as TIGER: see
+:func:`genrec.evaluation.generative.is_generative`), its generative risks under constrained
+and unconstrained decoding on a seeded sample of test users (``holistic/risks.json``, and
+``generative_risks`` in its results row). See :mod:`genrec.evaluation.compare` for the
+format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from genrec._io import atomic_write_text
+from genrec.config import ExperimentConfig
+from genrec.data.interactions import Histories
+from genrec.evaluation.beyond import category_matrix
+from genrec.evaluation.catalogue import Catalogue
+from genrec.evaluation.compare import HolisticOptions, category_column, save_npz
+from genrec.evaluation.evaluator import evaluate
+from genrec.evaluation.fairness import user_groups
+from genrec.evaluation.generative import decoding_risks, is_generative, sample_users, save_risks
+from genrec.evaluation.report import write_report
+from genrec.models.pop import Popularity
+from genrec.runs.experiment import fit_and_evaluate, prepare, results_document, write_results
+
+__all__ = ["RISK_USERS", "generative_model_risks", "run_comparison"]
+
+_log = logging.getLogger(__name__)
+
+RISK_USERS = 1000
+"""Test users sampled (seeded) for the generative-risk measurements of each model."""
+
+
+def generative_model_risks(model: Any, name: str, histories: Histories, catalogue: Catalogue,
+                           run_dir: Path, *, max_users: int | None = RISK_USERS, seed: int = 0
+                           ) -> dict[str, Any]:
+    """Measure a generative model's decoding risks and add them to ``holistic/risks.json``.
+
+    The model decodes the next items of a seeded sample of the users, once constrained to the
+    catalogue's codes and once unconstrained; both are resolved against the catalogue and
+    counted by the one definition of :mod:`genrec.evaluation.risks`. Constrained decoding
+    must emit no invalid item (an error is logged otherwise).
+
+    Args:
+        model: A model with ``generate(histories, beam_size=..., constrained=...)``.
+        name: Its name in the report.
+        histories: The users (the test histories).
+        catalogue: The catalogue.
+        run_dir: The run folder.
+        max_users: Users sampled at most (None: all).
+        seed: Seed of the sample.
+
+    Returns:
+        ``{"users", "sampled_from", "seed", "protocol", "constrained": {...},
+        "unconstrained": {...}}``.
+    """
+    sample = sample_users(histories, max_users, seed)
+    how = (f"all {len(histories):,} test users" if len(sample) == len(histories) else
+           f"{len(sample):,} of {len(histories):,} test users (seeded sample, seed {seed})")
+    common = f"{how}, history = train + valid; every beam with a finite score is an entry"
+    out: dict[str, Any] = {"users": len(sample), "sampled_from": len(histories), "seed": seed,
+                           "protocol": common}
+    for constrained in (True, False):
+        decoding = "constrained" if constrained else "unconstrained"
+        r = decoding_risks(model, sample, catalogue, constrained=constrained)
+        search = "kept on the trie of the catalogue's codes" if constrained else \
+            "over all codes"
+        out[decoding] = r
+        save_risks(run_dir, f"{name} ({decoding})", r,
+                   protocol=f"{common}; beam search of {int(r['beam_size'])} beams {search}")
+    _log.info("%s: generative risks on %s: constrained invalid items %d, unconstrained "
+              "hallucination rate %.4f", name, how, out["constrained"]["invalid_items"],
+              out["unconstrained"]["hallucination_rate"])
+    if out["constrained"]["invalid_items"]:
+        _log.error("%s: constrained decoding emitted %d invalid items", name,
+                   out["constrained"]["invalid_items"])
+    return out
+
+
+def run_comparison(cfg: ExperimentConfig, options: HolisticOptions | None = None, *,
+                   progress: bool = False, report: bool = True,
+                   risk_users: int | None = RISK_USERS) -> dict[str, Any]:
+    """Fit and evaluate every model of ``cfg``, keep per-user data, write results and report.
+
+    Args:
+        cfg: Dataset, protocol, models and output folder.
+        options: Holistic analysis settings.
+        progress: Show progress bars.
+        report: Also write ``report.html`` and ``report.md``.
+        risk_users: Test users sampled for each generative model's risks (None: all).
+
+    Returns:
+        The ``results.json`` content.
+
+    Raises:
+        ValueError: If ``options.k`` exceeds the largest protocol cutoff, or there are no
+            models.
+    """
+    options = options or HolisticOptions()
+    if not cfg.models:
+        raise ValueError("no models to compare")
+    if options.k > max(cfg.protocol.cutoffs):
+        raise ValueError(f"holistic k={options.k} exceeds the largest protocol cutoff "
+                         f"{max(cfg.protocol.cutoffs)}")
+    out = Path(cfg.output)
+    data = prepare(cfg)
+    ds, sp, test_set = data.dataset, data.split, data.test_set
+    counts = sp.train.item_counts()
+    n_train_users = int(np.count_nonzero(np.bincount(sp.train.users, minlength=sp.n_users)))
+    if cfg.protocol.candidates == "sampled":
+        _log.warning("sampled candidates: top-K lists only rank sampled items, so coverage, "
+                     "exposure and diversity describe the sample, not the catalogue")
+
+    hol = out / "holistic"
+    col = category_column(ds, options.category_column)
+    categories = category_matrix(ds.items, col, ds.n_items)[0] if col else None
+    baseline = evaluate(Popularity().fit(sp.train), test_set, cfg.protocol,
+                        item_popularity=counts, batch_size=cfg.eval_batch_size,
+                        keep_top_items=True).top_items
+    groups = user_groups(test_set.histories.users, test_set.histories.lengths, ds.users)
+    cat_arrays = {} if categories is None else {
+        "cat_indptr": categories.indptr, "cat_indices": categories.indices,
+        "cat_shape": np.array(categories.shape)}
+    save_npz(hol / "context.npz", users=test_set.histories.users,
+             history_lengths=test_set.histories.lengths,
+             target_indptr=test_set.target_indptr, target_items=test_set.target_items,
+             item_counts=counts, n_train_users=np.array(n_train_users), baseline_top=baseline,
+             **cat_arrays, **{f"group:{g}": v for g, v in groups.items()})
+    atomic_write_text(hol / "options.json", json.dumps(
+        options.model_dump() | {"category_column": col}, indent=2))
+    (hol / "risks.json").unlink(missing_ok=True)  # risks of an earlier run in this folder
+
+    rows = []
+    catalogue: Catalogue | None = None
+    for mcfg in cfg.models:
+        model, row, test = fit_and_evaluate(mcfg, data, cfg, progress=progress,
+                                            keep_top_items=True)
+        save_npz(hol / f"{mcfg.kind}.npz", top_items=test.top_items,
+                 **{f"m:{m}": v for m, v in test.per_user.items()})
+        if is_generative(model):
+            catalogue = catalogue or Catalogue.from_dataset(ds)
+            row["generative_risks"] = generative_model_risks(
+                model, mcfg.kind, test_set.histories, catalogue, out, max_users=risk_users,
+                seed=options.seed)
+        rows.append(row)
+    results = results_document(cfg, data, rows,
+                               holistic=options.model_dump() | {"category_column": col})
+    write_results(out, results)
+    if report:
+        write_report(out, options)
+    return results
+
