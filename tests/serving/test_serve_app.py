@@ -13,12 +13,20 @@ from genrec.serving.schemas import MAX_EVENTS, MAX_HISTORY, MAX_K
 from genrec.serving.testing import ThreadServer
 
 
+FULL_KEY = "full-access-key-0123456789"
+"""A key with every scope, sent by ``client`` on every request (access control itself is
+tested in test_serve_security.py)."""
+
+
 @pytest.fixture(scope="module")
 def server(bundles, tmp_path_factory) -> Iterator[ThreadServer]:
     root = tmp_path_factory.mktemp("app")
     shutil.copytree(bundles.pop, root / "pop")  # a copy the reload tests may replace
     app = create_app([bundles.ease, f"popular={root / 'pop'}"], settings=ServeSettings(
-        feedback_url=f"sqlite:///{root / 'fb.db'}", admin_token="s3cret", max_body_bytes=65536))
+        feedback_url=f"sqlite:///{root / 'fb.db'}", admin_token="s3cret-admin-token",
+        max_body_bytes=65536,
+        rate_limit=0, api_keys=[{"id": "full", "key": FULL_KEY,
+                                 "scopes": ["recommend", "history", "feedback", "admin"]}]))
     with ThreadServer(app) as srv:
         srv.root = root  # type: ignore[attr-defined]
         yield srv
@@ -26,7 +34,7 @@ def server(bundles, tmp_path_factory) -> Iterator[ThreadServer]:
 
 @pytest.fixture(scope="module")
 def client(server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=30) as c:
+    with httpx.Client(base_url=server.url, timeout=30, headers={"x-api-key": FULL_KEY}) as c:
         yield c
 
 
@@ -138,7 +146,8 @@ def test_concurrent_requests_are_batched_and_answered_right(client, server) -> N
     bodies = [{"user": u, "k": 5} for u in users] + [{"item": "50", "k": 3}, {"user": "ghost"}]
 
     async def fire() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30,
+                                     headers={"x-api-key": FULL_KEY}) as c:
             return await asyncio.gather(*[
                 c.post("/similar" if "item" in b else "/recommend", json=b) for b in bodies])
 
@@ -184,7 +193,7 @@ def test_feedback_is_stored_once_per_event_id(client, server) -> None:
     assert r.status_code == 200 and r.json() == {"accepted": 3, "stored": 3}
     assert client.post("/feedback", json={"events": events[:2]}).json()["stored"] == 0
     store = open_store(server.root / "fb.db")
-    assert {"app-1", "app-2"} <= store.event_ids()
+    assert {"full/app-1", "full/app-2"} <= store.event_ids()  # scoped to the key
     store.close()
 
 
@@ -239,10 +248,11 @@ def test_unknown_route_and_method(client) -> None:
 
 
 def test_admin_reload(client, server, bundles) -> None:
-    auth = {"authorization": "Bearer s3cret"}
-    assert client.post("/admin/reload").status_code == 401
-    assert client.post("/admin/reload", headers={"authorization": "Bearer x"}).status_code == 401
-    r = client.post("/admin/reload", headers=auth)
+    auth = {"authorization": "Bearer s3cret-admin-token"}
+    assert client.post("/admin/reload", json={}, headers={"x-api-key": ""}).status_code == 401
+    assert client.post("/admin/reload", json={},
+                       headers={"authorization": "Bearer x"}).status_code == 401
+    r = client.post("/admin/reload", json={}, headers=auth)
     assert r.status_code == 200 and r.json() == {"reloaded": ["ease", "popular"]}
     r = client.post("/admin/reload", json={"model": "nope"}, headers=auth)
     assert r.status_code == 404

@@ -25,7 +25,7 @@ import polars as pl
 
 from genrec.data.interactions import Columns, Dataset
 
-__all__ = ["DataError", "ReadReport", "PathLike"]
+__all__ = ["DataError", "ITEM_KEYS", "ReadReport", "PathLike"]
 
 # The private reader modules log under the public module name, so that one logger
 # (``genrec.data.readers``) shows or silences every read report.
@@ -239,6 +239,9 @@ def _time_expr(col: str, dtype: pl.DataType) -> pl.Expr:
     from_float = pl.when(integral).then(as_float.cast(pl.Int64, strict=False))
     if dtype.is_float():
         return from_float
+    if dtype == pl.String:  # also dates and times written as text ("2020-01-31 12:00:00")
+        as_date = c.str.strip_chars().str.to_datetime(strict=False, time_unit="us").dt.epoch("s")
+        return pl.coalesce(c.cast(pl.Int64, strict=False), from_float, as_date)
     return pl.coalesce(c.cast(pl.Int64, strict=False), from_float)
 
 
@@ -256,11 +259,21 @@ def clean_interactions(frame: pl.DataFrame, report: ReadReport, *,
     Returns:
         The valid rows: ``user``/``item`` String, ``rating`` Float32, ``timestamp`` Int64.
     """
+    nested = {c: str(t) for c, t in frame.schema.items()
+              if c in (USER, ITEM, RATING, TIME) and t.is_nested()}
+    if nested:
+        raise DataError(report.path, "interaction columns must hold one value per row, but "
+                        + ", ".join(f"{c!r} is {t}" for c, t in nested.items())
+                        + " (explode or flatten the file first, or map another column)")
     for col in (USER, ITEM):
         if frame[col].dtype != pl.String:
             frame = frame.with_columns(pl.col(col).cast(pl.String))
         frame = report.drop(frame, pl.col(col).is_null() | (pl.col(col).str.len_bytes() == 0),
                             f"missing {col} id")
+        # An id of only spaces is no id: it would otherwise become one real user (or item)
+        # that collects every such row. Other ids lose surrounding spaces ("u1 " == "u1").
+        frame = frame.with_columns(pl.col(col).str.strip_chars())
+        frame = report.drop(frame, pl.col(col).str.len_bytes() == 0, f"blank {col} id")
         if int_ids:
             frame = report.drop(frame, int_expr(col).is_null(), f"non-integer {col} id")
             frame = frame.with_columns(int_expr(col).cast(pl.String))
@@ -354,14 +367,15 @@ def _to_int(value: Any) -> int | None:
     return int(f) if f is not None and f == int(f) else None
 
 
-def normalize_record(rec: Mapping[str, Any], key: str) -> dict[str, Any]:
+def normalize_record(rec: Mapping[str, Any], key: str,
+                     id_name: str = "item") -> dict[str, Any]:
     """Bring one item/user record to the column conventions of genrec.
 
     ``title``/``brand`` strings (HTML entities decoded), ``categories``/``genres`` flat string lists, ``price`` and
     ``sales_rank`` floats (an Amazon ``salesRank`` dict gives ``sales_rank`` and
     ``sales_type``), ``year`` int. Other fields keep their name; dicts become JSON text.
     """
-    out: dict[str, Any] = {"item": str(rec[key])}
+    out: dict[str, Any] = {id_name: str(rec[key]).strip()}
     for name, value in rec.items():
         if name == key or name in _DROPPED_FIELDS:
             continue
@@ -402,13 +416,23 @@ def parse_record(line: str, allow_python: bool) -> Any:
         raise json.JSONDecodeError(str(e), line, 0) from e
 
 
+def _id_problem(rec: Mapping[str, Any], key: str | None) -> str | None:
+    """Why ``rec[key]`` is not a usable id (``missing``, ``non-scalar``, ``blank``), or None."""
+    if key is None:
+        return "missing"
+    if isinstance(rec[key], (dict, list, tuple)):
+        return "non-scalar"
+    return "blank" if not str(rec[key]).strip() else None
+
+
 def records_frame(lines: Iterable[tuple[int, str]], report: ReadReport, *,
                   keys: tuple[str, ...] = ("item", "asin", "business_id", "item_id"),
-                  allow_python: bool = False) -> pl.DataFrame:
-    """Parse JSON-object lines into a normalised feature frame keyed by ``item``.
+                  allow_python: bool = False, id_name: str = "item") -> pl.DataFrame:
+    """Parse JSON-object lines into a normalised feature frame keyed by ``id_name``.
 
-    The key is the first of ``keys`` found in a record. Lines that do not parse, are not
-    objects, or lack a key are dropped and counted.
+    The key is the first of ``keys`` found in a record. Lines that do not parse, are nested
+    too deeply, are not objects, or lack a usable key (missing, blank, a list or an object)
+    are dropped and counted.
     """
     rows: list[dict[str, Any]] = []
     for lineno, line in lines:
@@ -417,14 +441,20 @@ def records_frame(lines: Iterable[tuple[int, str]], report: ReadReport, *,
         except json.JSONDecodeError:
             report.add("invalid JSON", 1, lineno)
             continue
+        except RecursionError:
+            report.add("nested too deeply", 1, lineno)
+            continue
         if not isinstance(rec, dict):
             report.add("not a JSON object", 1, lineno)
             continue
         key = next((k for k in keys if rec.get(k) not in (None, "")), None)
-        if key is None:
-            report.add("missing item id", 1, lineno)
+        if (problem := _id_problem(rec, key)) is not None:
+            report.add(f"{problem} {id_name} id", 1, lineno)
             continue
-        rows.append(normalize_record(rec, key))
+        try:
+            rows.append(normalize_record(rec, key, id_name))
+        except RecursionError:
+            report.add("nested too deeply", 1, lineno)
     if not rows:
         return pl.DataFrame()
     names = list(dict.fromkeys(n for r in rows for n in r))
@@ -454,7 +484,7 @@ def _clean_names(expr: pl.Expr) -> pl.Expr:
         maintain_order=True)
 
 
-def _fast_records(text: str, keys: tuple[str, ...]) -> pl.DataFrame | None:
+def _fast_records(text: str, keys: tuple[str, ...], id_name: str = "item") -> pl.DataFrame | None:
     """Vectorised parse of well-formed JSON lines into the frame :func:`records_frame` builds.
 
     Returns None whenever a line or value needs the careful per-line path (a parse error, a
@@ -467,9 +497,12 @@ def _fast_records(text: str, keys: tuple[str, ...]) -> pl.DataFrame | None:
     key = next((k for k in keys if k in frame.columns), None)
     if key is None or frame[key].null_count() or frame.height == 0:
         return None
+    if not (frame[key].dtype == pl.String or frame[key].dtype.is_integer()) or (
+            frame[key].cast(pl.String).str.strip_chars().str.len_bytes() == 0).any():
+        return None  # ids that are lists, objects or blank: counted line by line
     frame = frame.drop([c for c in _DROPPED_FIELDS if c in frame.columns])
     frame = frame.rename({k: v for k, v in _RENAMES.items() if k in frame.columns})
-    exprs = [pl.col(key).cast(pl.String).alias("item")]
+    exprs = [pl.col(key).cast(pl.String).str.strip_chars().alias(id_name)]
     for name, dtype in frame.schema.items():
         if name == key:
             continue
@@ -505,25 +538,37 @@ def _fast_records(text: str, keys: tuple[str, ...]) -> pl.DataFrame | None:
                                if t == _STR_LIST and isinstance(_KNOWN_TYPES.get(n), pl.List)])
 
 
-def read_jsonl_items(path: PathLike, *, encoding: str = "utf-8",
-                     allow_python: bool = False) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Read an item feature file with one JSON object per line.
+ITEM_KEYS = ("item", "asin", "business_id", "item_id")
+"""Id fields looked for, in order, in an item feature file that declares none."""
+
+
+def read_jsonl_items(path: PathLike, *, encoding: str = "utf-8", allow_python: bool = False,
+                     keys: tuple[str, ...] = ITEM_KEYS,
+                     id_name: str = "item") -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Read an item (or user) feature file with one JSON object per line.
 
     Well-formed files are parsed in one vectorised pass; otherwise every line is parsed on
-    its own so that bad lines can be dropped and counted.
+    its own so that bad lines (invalid or too deeply nested JSON, missing or blank ids) can be
+    dropped and counted.
+
+    Args:
+        path: The file.
+        encoding: Text encoding.
+        allow_python: Accept Python dict literals too (old Amazon metadata).
+        keys: Id fields, in order of preference (e.g. ``("asin",)`` or ``("p5_item_id",)``).
+        id_name: Name of the id column of the result (``item`` or ``user``).
 
     Returns:
-        The feature frame (``item`` first) and its ``dataset.log`` entry.
+        The feature frame (``id_name`` first) and its ``dataset.log`` entry.
     """
     path = Path(path)
     report = ReadReport(path)
     text = read_text(path, encoding)
-    keys = ("item", "asin", "business_id", "item_id")
-    frame = _fast_records(text, keys)
+    frame = _fast_records(text, keys, id_name)
     if frame is None:
         lines = lines_frame(text)
         frame = records_frame(lines.select("lineno", "line").iter_rows(), report, keys=keys,
-                              allow_python=allow_python)
+                              allow_python=allow_python, id_name=id_name)
     entry = report.finish(frame.height, "records")
     return frame, entry
 

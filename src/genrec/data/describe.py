@@ -10,7 +10,7 @@ import polars as pl
 
 from genrec.data.interactions import Columns, Dataset
 
-__all__ = ["describe", "format_description", "gini"]
+__all__ = ["describe", "format_description", "gini", "source_summary"]
 
 
 def gini(counts: np.ndarray) -> float:
@@ -107,3 +107,34 @@ def format_description(d: dict[str, Any]) -> str:
         lines.append("log:")
         lines.extend(f"  {i + 1}. {_log_line(e)}" for i, e in enumerate(d["log"]))
     return "\n".join(lines)
+
+
+def source_summary(ds: Dataset) -> dict[str, Any]:
+    """Where ``ds`` came from and what reading it kept, from its log.
+
+    Returns:
+        ``{"origin": recipe name or path, "format", "files": [{"file", "kept", "dropped",
+        "reason"}], "item_metadata": {"file", "items_with", "items_without"} | None, "text":
+        one line in words}``: results.json carries it, and ``genrec run`` prints the line
+        under the dataset counts.
+    """
+    load = next((e for e in ds.log if e.get("step") == "load"), {})
+    origin = load.get("path") or load.get("recipe") or ds.name
+    fmt = load.get("format") or ("recipe" if "recipe" in load else None)
+    files = [{k: e[k] for k in ("file", "kept", "dropped", "reason") if k in e}
+             for e in ds.log if e.get("step") == "read"]
+    attach = [e for e in ds.log if e.get("step") == "attach" and e.get("table") == "items"]
+    meta = None
+    if attach:
+        meta = {"file": attach[-1].get("file"), "items_with": attach[-1]["attached"],
+                "items_without": attach[-1]["items_without_features"]}
+    with_features = ds.items.height if not ds.items.is_empty() else 0
+    parts = [f"{origin}" + (f" ({fmt})" if fmt else "")]
+    for f in files[:1]:
+        reasons = ", ".join(f"{r}: {n:,}" for r, n in (f.get("reason") or {}).items())
+        parts.append(f"read {f['kept'] + f['dropped']:,} rows, kept {f['kept']:,}, dropped "
+                     f"{f['dropped']:,}" + (f" ({reasons})" if reasons else ""))
+    parts.append(f"{with_features:,} of {ds.n_items:,} items have metadata"
+                 + (f" from {meta['file']}" if meta else ""))
+    return {"origin": str(origin), "format": fmt, "files": files, "item_metadata": meta,
+            "text": "; ".join(parts)}

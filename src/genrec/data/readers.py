@@ -56,7 +56,9 @@ __all__ = [
     "read_amazon_meta_jsonl",
     "read_amazon2014",
     "read_csv",
+    "read_jsonl",
     "read_parquet",
+    "time_order_report",
 ]
 
 _log = logging.getLogger(__name__)
@@ -322,7 +324,9 @@ def read_yelp(folder: PathLike, *, name: str = "yelp", encoding: str = "utf-8") 
 # ---------------------------------------------------------------------------------------------
 # Generic tables
 
+EVENT = "event"
 _DEFAULT_COLUMNS = {USER: USER, ITEM: ITEM, TIME: TIME, RATING: RATING}
+_MAPPABLE = (USER, ITEM, TIME, RATING, EVENT)
 
 
 def _mapping(columns: Mapping[str, str] | None, available: list[str],
@@ -331,9 +335,9 @@ def _mapping(columns: Mapping[str, str] | None, available: list[str],
     if columns is None:
         mapping = {k: v for k, v in _DEFAULT_COLUMNS.items() if k in (USER, ITEM) or v in available}
     else:
-        unknown = set(columns) - set(_DEFAULT_COLUMNS)
+        unknown = set(columns) - set(_MAPPABLE)
         if unknown:
-            raise ValueError(f"columns keys must be among {list(_DEFAULT_COLUMNS)}, "
+            raise ValueError(f"columns keys must be among {list(_MAPPABLE)}, "
                              f"got {sorted(unknown)}")
         mapping = {USER: USER, ITEM: ITEM} | dict(columns)
     missing = [v for v in mapping.values() if v not in available]
@@ -362,17 +366,63 @@ def _csv_slow(text: str, sep: str, report: ReadReport) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=header, orient="row")
 
 
+def _keep_events(frame: pl.DataFrame, report: ReadReport,
+                 keep: list[str] | None) -> pl.DataFrame:
+    """Keep the rows whose ``event`` is one of ``keep`` (the others are counted by type)."""
+    if EVENT not in frame.columns:
+        if keep:
+            raise ValueError("keep_events needs an event column: map one with "
+                             "columns: {event: <file column>}")
+        return frame
+    frame = frame.with_columns(pl.col(EVENT).cast(pl.String).str.strip_chars())
+    if not keep:
+        return frame
+    for kind in frame.filter(~pl.col(EVENT).is_in(keep).fill_null(False))[EVENT].unique(
+            maintain_order=True).to_list():
+        frame = report.drop(frame, pl.col(EVENT).eq_missing(kind), f"event {kind!r} not kept")
+    return frame
+
+
+def time_order_report(frame: pl.DataFrame) -> dict[str, Any] | None:
+    """How the time column of raw rows (file order) behaves, before sorting.
+
+    Returns:
+        ``{"step": "time_order", "users_out_of_order": users whose rows are not in time
+        order in the file (sorting fixes it), "tied_events": events sharing their user's
+        timestamp with another event (their order is the file order), "negative_times": ...,
+        "first": ..., "last": ...}``, or None without a time column.
+    """
+    if TIME not in frame.columns or frame.height == 0:
+        return None
+    stats = frame.select(
+        (pl.col(TIME).diff().over(USER) < 0).fill_null(False).any().over(USER)
+        .filter(pl.col(USER).is_first_distinct()).sum().alias("out"),
+        pl.struct(USER, TIME).is_duplicated().sum().alias("ties"),
+        (pl.col(TIME) < 0).sum().alias("neg"), pl.col(TIME).min().alias("first"),
+        pl.col(TIME).max().alias("last"))
+    row = stats.row(0, named=True)
+    return {"step": "time_order", "users_out_of_order": int(row["out"]),
+            "tied_events": int(row["ties"]), "negative_times": int(row["neg"]),
+            "first": int(row["first"]), "last": int(row["last"])}
+
+
 def _finish_table(path: Path, frame: pl.DataFrame, mapping: dict[str, str],
-                  report: ReadReport, name: str | None) -> Dataset:
-    frame = frame.select([pl.col(src).alias(dst) for dst, src in mapping.items()])
+                  report: ReadReport, name: str | None,
+                  keep_events: list[str] | None = None) -> Dataset:
+    lineno = ["lineno"] if "lineno" in frame.columns else []
+    frame = frame.select(*lineno, *[pl.col(src).alias(dst) for dst, src in mapping.items()])
     frame = clean_interactions(frame, report)
+    frame = _keep_events(frame, report, keep_events)
     log = [report.finish(frame.height)]
+    if (order_entry := time_order_report(frame)) is not None:
+        log.append(order_entry)
     order = "timestamp" if TIME in frame.columns else "position"
     return build_dataset(name or path.stem, frame, log, order=order)
 
 
 def read_csv(path: PathLike, columns: Mapping[str, str] | None = None, *, sep: str = ",",
-             encoding: str = "utf-8", name: str | None = None) -> Dataset:
+             encoding: str = "utf-8", name: str | None = None,
+             keep_events: list[str] | None = None) -> Dataset:
     """Read a delimited file with a header row.
 
     Args:
@@ -381,10 +431,12 @@ def read_csv(path: PathLike, columns: Mapping[str, str] | None = None, *, sep: s
             "timestamp": "ts", "rating": "r"}``; every column named here is required. By
             default ``user`` and ``item`` are required and ``timestamp``/``rating`` are used
             when present. Without a timestamp the file order gives the order
-            (``order="position"``).
+            (``order="position"``). ``event`` names an event-type column (view, buy, ...)
+            used by ``keep_events``. Timestamps may be integers or dates/times as text.
         sep: Field separator (one character).
         encoding: Text encoding.
         name: Dataset name (default: the file stem).
+        keep_events: Keep only rows with these event types (others are counted as dropped).
 
     Returns:
         The dataset.
@@ -403,12 +455,15 @@ def read_csv(path: PathLike, columns: Mapping[str, str] | None = None, *, sep: s
     except pl.exceptions.PolarsError:
         _log.info("%s: ragged rows, parsing line by line", path)
         frame = _csv_slow(text, sep, report)
-    return _finish_table(path, frame, _mapping(columns, frame.columns, path), report, name)
+    return _finish_table(path, frame, _mapping(columns, frame.columns, path), report, name,
+                         keep_events)
 
 
 def read_parquet(path: PathLike, columns: Mapping[str, str] | None = None, *,
-                 name: str | None = None) -> Dataset:
+                 name: str | None = None, keep_events: list[str] | None = None) -> Dataset:
     """Read a Parquet interaction table (see :func:`read_csv` for ``columns``).
+
+    Interaction columns holding lists or structs are refused with one clear error.
 
     Datetime timestamps become unix seconds.
 
@@ -428,4 +483,47 @@ def read_parquet(path: PathLike, columns: Mapping[str, str] | None = None, *,
         raise DataError(path, f"not a readable Parquet file ({e})") from e
     if frame.height == 0:
         raise DataError(path, "file is empty (no rows)")
-    return _finish_table(path, frame, mapping, ReadReport(path), name)
+    return _finish_table(path, frame, mapping, ReadReport(path), name, keep_events)
+
+
+def read_jsonl(path: PathLike, columns: Mapping[str, str] | None = None, *,
+               name: str | None = None, encoding: str = "utf-8",
+               keep_events: list[str] | None = None) -> Dataset:
+    """Read interactions written one JSON object per line (see :func:`read_csv` for
+    ``columns``).
+
+    Lines that are not valid JSON objects are dropped and counted; a field holding a list
+    or an object where an id, time or rating belongs drops its row (``non-scalar <column>``).
+
+    Raises:
+        DataError: If the file is missing, empty, lacks a column, or every line is malformed.
+    """
+    path = Path(path)
+    report = ReadReport(path)
+    rows: list[dict[str, Any]] = []
+    for lineno, line in lines_frame(read_text(path, encoding)).select(
+            "lineno", "line").iter_rows():
+        try:
+            rec = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
+            report.add("invalid JSON", 1, lineno)
+            continue
+        if not isinstance(rec, dict):
+            report.add("not a JSON object", 1, lineno)
+            continue
+        rows.append({"lineno": lineno, **rec})
+    available = list(dict.fromkeys(k for r in rows for k in r if k != "lineno"))
+    mapping = _mapping(columns, available, path)
+    wanted = ["lineno", *dict.fromkeys(mapping.values())]
+    table: dict[str, list[Any]] = {c: [] for c in wanted}
+    for r in rows:
+        bad = next((c for c in wanted[1:] if isinstance(r.get(c), (list, dict))), None)
+        if bad is not None:
+            report.add(f"non-scalar {bad}", 1, r["lineno"])
+            continue
+        for c in wanted:
+            v = r.get(c)
+            table[c].append(v if v is None or c == "lineno" else str(v))
+    frame = pl.DataFrame(table, schema={c: pl.Int64 if c == "lineno" else pl.String
+                                        for c in wanted})
+    return _finish_table(path, frame, mapping, report, name, keep_events)

@@ -283,7 +283,8 @@ class Session:
             n = min(cfg.rerank_top, n_ok)
             cand = np.argpartition(-scores, n - 1)[:n]
             cand = cand[np.argsort(-scores[cand], kind="stable")]
-            res = eng.reranker.rerank_one(st.history, cand.tolist(), user=st.user or 0)
+            res = eng.reranker.rerank_one(st.history, cand.tolist(),
+                                          user=-1 if st.user is None else st.user)
             items = res.items[: cfg.k]
             llm_s = res.stats.llm_s
         st.turn += 1

@@ -15,14 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from genrec.evaluation.catalogue import Attribute, Catalogue
 from genrec.evaluation.grounding import GroundingChecker, GroundingReport
 from genrec.evaluation.risks import ClaimCounts, share
+from genrec.data.interactions import Histories
 from genrec.llm.client import LLMClient, LLMError
+from genrec.llm.collab import CollabRetriever
 from genrec.llm.parsing import parse_json_object
-from genrec.llm.prompts import explain_messages, explain_schema
+from genrec.llm.prompts import PROMPT_VERSIONS, explain_messages, explain_schema
 
 __all__ = ["ExplainConfig", "ExplainStats", "Explainer", "Explanation"]
 
@@ -61,6 +64,8 @@ class Explanation:
         report: Grounding report of ``text``.
         llm_report: Report of the rejected LLM text, for ``fallback``.
         raw: Raw LLM output, if any.
+        support: ``(s, n)``: ``s`` of the user's ``n`` most similar users chose the item
+            (collaborative retrieval; None without a retriever).
     """
 
     item: int
@@ -70,6 +75,7 @@ class Explanation:
     report: GroundingReport
     llm_report: GroundingReport | None = None
     raw: str | None = None
+    support: tuple[int, int] | None = None
 
     def to_dict(self, catalog: Catalogue) -> dict[str, Any]:
         """Plain dict with raw ids."""
@@ -78,6 +84,8 @@ class Explanation:
                 "evidence": [{"item": catalog.raw_ids[h], "shared": [a.key for a in s]}
                              for h, s in self.evidence],
                 "grounding": self.report.to_dict(),
+                "similar_users": (None if self.support is None else
+                                  {"chose": self.support[0], "of": self.support[1]}),
                 "llm_grounding": self.llm_report.to_dict() if self.llm_report else None}
 
 
@@ -122,17 +130,27 @@ class Explainer:
         catalog: The catalogue.
         client: Optional chat model; templates only when None.
         config: Settings; defaults to :class:`ExplainConfig`.
+        retriever: A fitted :class:`~genrec.llm.collab.CollabRetriever`: each explanation
+            also says how many of the user's most similar users chose the item
+            (``explain-collab/v1``).
         **overrides: Fields that replace those of ``config``.
     """
 
     def __init__(self, catalog: Catalogue, client: LLMClient | None = None,
-                 config: ExplainConfig | None = None, **overrides: Any) -> None:
+                 config: ExplainConfig | None = None, *,
+                 retriever: CollabRetriever | None = None, **overrides: Any) -> None:
         merged = (config or ExplainConfig()).model_dump() | overrides
         self.config = ExplainConfig.model_validate(merged)
         self.catalog = catalog
         self.client = client
+        self.retriever = retriever
         self.checker = GroundingChecker(catalog)
         self.stats_ = ExplainStats()
+
+    @property
+    def prompt_version(self) -> str:
+        """Version of the LLM prompt this explainer sends (see :data:`PROMPT_VERSIONS`)."""
+        return PROMPT_VERSIONS["explain_collab" if self.retriever is not None else "explain"]
 
     def evidence(self, item: int, history: Sequence[int]) -> list[tuple[int, list[Attribute]]]:
         """History items sharing the most attributes with ``item`` (most recent wins ties)."""
@@ -142,8 +160,15 @@ class Explainer:
         scored.sort(key=lambda x: -len(x[1]))  # stable: recency order breaks ties
         return scored[: self.config.evidence]
 
-    def template(self, item: int, evidence: list[tuple[int, list[Attribute]]]) -> str:
-        """The template text: item facts, then the history items it shares attributes with."""
+    def template(self, item: int, evidence: list[tuple[int, list[Attribute]]],
+                 support: tuple[int, int] | None = None) -> str:
+        """The template text: item facts, the history items it shares attributes with, and
+        (with ``support``) how many similar users chose it."""
+        social = (f" {support[0]} of the {support[1]} users with the most similar histories "
+                  "chose it." if support is not None and support[0] > 0 else "")
+        return self._template(item, evidence) + social
+
+    def _template(self, item: int, evidence: list[tuple[int, list[Attribute]]]) -> str:
         cat, tc = self.catalog, None
         facts = []
         if brand := cat.values(item, "brand"):
@@ -164,11 +189,12 @@ class Explainer:
             reasons.append(f'"{cat.title(h, tc)}" ({what})')
         return head + f". You chose {' and '.join(reasons)}, which share these attributes."
 
-    def _llm_text(self, item: int, evidence: list[tuple[int, list[Attribute]]]) -> str | None:
+    def _llm_text(self, item: int, evidence: list[tuple[int, list[Attribute]]],
+                  support: tuple[int, int] | None) -> str | None:
         assert self.client is not None
         cfg = self.config
         msgs = explain_messages(self.catalog, item, [h for h, _ in evidence],
-                                title_chars=cfg.title_chars)
+                                title_chars=cfg.title_chars, support=support)
         try:
             out = self.client.chat(msgs, schema=explain_schema(cfg.max_chars),
                                    max_tokens=cfg.max_tokens)
@@ -180,20 +206,34 @@ class Explainer:
         text = obj.get("explanation") if obj else None
         return str(text).strip() if isinstance(text, str) and text.strip() else out.text.strip()
 
-    def explain(self, item: int, history: Sequence[int]) -> Explanation:
-        """Explain ``item`` to a user with ``history`` (dense ids, oldest first)."""
+    def support(self, items: Sequence[int], history: Sequence[int],
+                user: int = -1) -> list[tuple[int, int]] | None:
+        """``(s, n)`` per item: ``s`` of the user's ``n`` most similar users chose it (None
+        without a retriever)."""
+        if self.retriever is None:
+            return None
+        h = Histories.from_lists([[int(i) for i in history]], self.catalog.n_items,
+                                 users=[int(user)])
+        n = min(self.retriever.config.neighbours, self.retriever.n_users_)
+        got = self.retriever.neighbour_support(h, np.asarray([list(items)], dtype=np.int64))
+        return [(int(s), n) for s in got[0]]
+
+    def explain(self, item: int, history: Sequence[int], *,
+                support: tuple[int, int] | None = None) -> Explanation:
+        """Explain ``item`` to a user with ``history`` (dense ids, oldest first); ``support``
+        is the item's similar-user count (see :meth:`support`)."""
         ev = self.evidence(item, history)
         self.stats_.explanations += 1
-        text = self.template(item, ev)
+        text = self.template(item, ev, support)
         if self.client is None:
             rep = self.checker.check(text, item, history)
             self.stats_.final_ungrounded += not rep.ok
-            return Explanation(item, text, ev, "template", rep)
-        raw = self._llm_text(item, ev)
+            return Explanation(item, text, ev, "template", rep, support=support)
+        raw = self._llm_text(item, ev, support)
         if raw is None:
             rep = self.checker.check(text, item, history)
             self.stats_.final_ungrounded += not rep.ok
-            return Explanation(item, text, ev, "fallback", rep)
+            return Explanation(item, text, ev, "fallback", rep, support=support)
         llm_rep = self.checker.check(raw, item, list(history))
         s = self.stats_
         s.llm_texts += 1
@@ -201,12 +241,18 @@ class Explainer:
         # An empty or claim-free text explains nothing: treat it as a failure too.
         if llm_rep.ok and llm_rep.claims or not self.config.fallback:
             s.final_ungrounded += not llm_rep.ok
-            return Explanation(item, raw, ev, "llm", llm_rep, raw=raw)
+            return Explanation(item, raw, ev, "llm", llm_rep, raw=raw, support=support)
         s.llm_rejected += 1
         rep = self.checker.check(text, item, history)
         s.final_ungrounded += not rep.ok
-        return Explanation(item, text, ev, "fallback", rep, llm_report=llm_rep, raw=raw)
+        return Explanation(item, text, ev, "fallback", rep, llm_report=llm_rep, raw=raw,
+                           support=support)
 
-    def explain_many(self, items: Sequence[int], history: Sequence[int]) -> list[Explanation]:
-        """Explain each of ``items`` to one user."""
-        return [self.explain(int(i), history) for i in items if i >= 0]
+    def explain_many(self, items: Sequence[int], history: Sequence[int],
+                     user: int = -1) -> list[Explanation]:
+        """Explain each of ``items`` to one user (``user``: their dense id, which is never
+        their own neighbour; -1 anonymous)."""
+        items = [int(i) for i in items if i >= 0]
+        sup = self.support(items, history, user) if items else None
+        return [self.explain(i, history, support=sup[j] if sup else None)
+                for j, i in enumerate(items)]

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,8 +27,9 @@ from genrec.data.interactions import Histories
 from genrec.evaluation.catalogue import Catalogue, Match, Matcher, Resolved
 from genrec.evaluation.risks import EntryCounts, entry_statuses, share
 from genrec.llm.client import LLMClient, LLMError
+from genrec.llm.collab import CollabRetriever
 from genrec.llm.parsing import parse_list
-from genrec.llm.prompts import rerank_messages, rerank_schema
+from genrec.llm.prompts import PROMPT_VERSIONS, rerank_messages, rerank_schema
 from genrec.models.base import RecList
 from genrec.text.encoders import TextEncoder
 
@@ -116,6 +117,7 @@ class RerankResult:
         raw_outputs: Raw LLM texts, one per permutation.
         matches: Grounding of each output entry, per permutation.
         stats: Counts of this user's requests.
+        context: Collaborative context items shown in the prompt (empty without a retriever).
     """
 
     items: list[int]
@@ -123,6 +125,7 @@ class RerankResult:
     raw_outputs: list[str]
     matches: list[list[Match]]
     stats: RerankStats
+    context: list[int] = field(default_factory=list)
 
 
 def ground_ranking(resolved: Resolved, stats: RerankStats) -> list[int]:
@@ -153,19 +156,28 @@ class LLMReranker:
         catalog: Items, titles and attributes.
         config: Settings; defaults to :class:`RerankConfig`.
         encoder: Text encoder of the embedding-match stage (None: no such stage).
+        retriever: A fitted :class:`~genrec.llm.collab.CollabRetriever`: the items of users
+            with similar histories are added to every prompt (``rerank-collab/v1``).
         **overrides: Fields that replace those of ``config``.
     """
 
     def __init__(self, client: LLMClient, catalog: Catalogue, config: RerankConfig | None = None,
-                 *, encoder: TextEncoder | None = None, **overrides: Any) -> None:
+                 *, encoder: TextEncoder | None = None, retriever: CollabRetriever | None = None,
+                 **overrides: Any) -> None:
         merged = (config or RerankConfig()).model_dump() | overrides
         self.config = RerankConfig.model_validate(merged)
         self.client = client
         self.catalog = catalog
+        self.retriever = retriever
         self.matcher = Matcher(catalog, encoder)
         self.stats_ = RerankStats()
         self.results_: list[RerankResult] = []
         self._lock = threading.Lock()
+
+    @property
+    def prompt_version(self) -> str:
+        """Version of the prompt this reranker sends (see :data:`PROMPT_VERSIONS`)."""
+        return PROMPT_VERSIONS["rerank_collab" if self.retriever is not None else "rerank"]
 
     @property
     def k(self) -> int:
@@ -173,13 +185,16 @@ class LLMReranker:
         return self.config.k or self.config.n_candidates
 
     def rerank_one(self, history: Sequence[int], candidates: Sequence[int],
-                   *, user: int = 0) -> RerankResult:
+                   *, user: int = 0, context: Sequence[int] | None = None) -> RerankResult:
         """Rerank one user's candidates (model order, best first; ``-1`` entries ignored).
 
         Args:
             history: The user's history, oldest first.
             candidates: Candidate items from the model, best first.
-            user: Dense user id (varies the permutation seed).
+            user: Dense user id (varies the permutation seed; with a retriever, the user's own
+                training row is not their neighbour; -1: anonymous).
+            context: Collaborative context items (default: retrieved for ``history`` when the
+                reranker has a retriever, else none).
 
         Returns:
             The grounded result; ``items`` has ``min(k, #candidates)`` entries.
@@ -192,6 +207,10 @@ class LLMReranker:
         if not cands:
             return RerankResult([], [], [], [], stats)  # nothing to rank, nothing asked
         hist = list(history)[-cfg.history_len:] if cfg.history_len else []
+        if context is None:
+            context = (self.retriever.retrieve_one(history, user)
+                       if self.retriever is not None else [])
+        ctx = [int(i) for i in context if i >= 0]
         # Anonymous rows (user -1, see Histories.from_lists) share one stream of shuffles.
         rng = np.random.default_rng([cfg.seed, int(user)] if user >= 0 else [cfg.seed])
         orders = [list(cands)] + [list(rng.permutation(cands)) for _ in
@@ -199,7 +218,8 @@ class LLMReranker:
         schema = rerank_schema([self.catalog.raw_ids[i] for i in cands], k)
         rankings, raws, all_matches = [], [], []
         for order in orders:
-            msgs = rerank_messages(self.catalog, hist, order, k, title_chars=cfg.title_chars)
+            msgs = rerank_messages(self.catalog, hist, order, k, title_chars=cfg.title_chars,
+                                   context=ctx)
             stats.requests += 1
             t1 = time.perf_counter()
             try:
@@ -236,7 +256,7 @@ class LLMReranker:
         stats.total_s += time.perf_counter() - t0
         with self._lock:
             self.stats_.add(stats)
-        return RerankResult(final, cands, raws, all_matches, stats)
+        return RerankResult(final, cands, raws, all_matches, stats, ctx)
 
     def rerank(self, query: Histories, candidates: RecList) -> RecList:
         """Rerank the top-N candidates of every user in ``query``.
@@ -252,11 +272,14 @@ class LLMReranker:
         if len(query) != len(candidates.users):
             raise ValueError("rerank: query and candidates have different numbers of users")
         k = self.k
+        # One batched retrieval for all users rather than one per request.
+        ctx = self.retriever.retrieve(query) if self.retriever is not None else None
 
         def one(row: int) -> RerankResult:
             lo, hi = query.indptr[row], query.indptr[row + 1]
             return self.rerank_one(query.items[lo:hi].tolist(), candidates.items[row].tolist(),
-                                   user=int(query.users[row]))
+                                   user=int(query.users[row]),
+                                   context=ctx.row(row) if ctx is not None else None)
 
         rows = range(len(query))
         if self.config.concurrency > 1 and len(query) > 1:

@@ -23,12 +23,16 @@ from typing import Any
 import numpy as np
 
 from genrec.config import ExperimentConfig
-from genrec.data.interactions import Dataset, EvalSet, Histories
+from genrec.data.interactions import Dataset, EvalSet, Histories, Interactions
 from genrec.evaluation.catalogue import Catalogue
+from genrec.evaluation.position import position_bias
+from genrec.evaluation.stats import paired_tests
 from genrec.llm.client import LLMClient, OpenAIClient
+from genrec.llm.collab import CollabConfig, CollabRetriever
 from genrec.llm.conversation import ConversationalRecommender
 from genrec.llm.critique import CritiqueParser
 from genrec.llm.local import LocalLlamaServer
+from genrec.llm.models import resolve_gguf
 from genrec.llm.rerank import LLMReranker, RerankConfig
 from genrec.llm.simulator import SimulationConfig, simulate
 from genrec.models.base import RecList, Recommender
@@ -55,6 +59,7 @@ class Prepared:
         candidate: The candidate model's results row (valid and test metrics under the
             protocol, training record), as ``genrec run`` writes it; None when loaded.
         protocol_text: The protocol the candidate was fitted and evaluated under.
+        train: The training interactions (the only data collaborative retrieval reads).
     """
 
     dataset: Dataset
@@ -65,6 +70,13 @@ class Prepared:
     fit_seconds: float
     candidate: dict[str, Any] | None = None
     protocol_text: str = ""
+    train: Interactions | None = None
+
+    def retriever(self, config: CollabConfig | None = None) -> CollabRetriever:
+        """A collaborative retriever fitted on the training interactions."""
+        if self.train is None:
+            raise ValueError("no training interactions to retrieve similar users from")
+        return CollabRetriever(config).fit(self.train)
 
 
 def prepare(cfg: ExperimentConfig, *, model_path: str | Path | None = None) -> Prepared:
@@ -102,7 +114,7 @@ def prepare(cfg: ExperimentConfig, *, model_path: str | Path | None = None) -> P
         # The output folder is a run folder like genrec run's: results.json of the candidate.
         experiment.write_results(Path(cfg.output), experiment.results_document(cfg, data, [row]))
     return Prepared(ds, data.test_set, Catalogue.from_dataset(ds), m, name, fit_s, row,
-                    cfg.protocol.describe())
+                    cfg.protocol.describe(), data.split.train)
 
 
 @contextlib.contextmanager
@@ -110,6 +122,8 @@ def llm_client(url: str | None = None, model: str | None = None, *, gguf: str | 
                cache_dir: str | None = None, api_key_env: str | None = "OPENAI_API_KEY",
                timeout_s: float = 60.0) -> Iterator[LLMClient | None]:
     """A client for ``url``, or for a local llama.cpp server on ``gguf``; None for neither.
+
+    ``gguf`` is a file or a short name of :data:`genrec.llm.models.KNOWN_GGUF` (``smollm2``).
 
     Yields:
         The client (closed on exit; a local server is stopped).
@@ -119,7 +133,8 @@ def llm_client(url: str | None = None, model: str | None = None, *, gguf: str | 
         return
     with contextlib.ExitStack() as stack:
         if gguf is not None:
-            server = stack.enter_context(LocalLlamaServer(gguf, n_ctx=4096, threads=1))
+            server = stack.enter_context(LocalLlamaServer(resolve_gguf(gguf), n_ctx=4096,
+                                                          threads=1))
             url, model = server.base_url, model or server.alias
         client = stack.enter_context(OpenAIClient(base_url=url, model=model or "default",
                                                   cache_dir=cache_dir, api_key_env=api_key_env,
@@ -149,8 +164,18 @@ def history_of(p: Prepared, row: int) -> list[int]:
 
 
 def run_rerank(p: Prepared, client: LLMClient, *, users: int = 50, config: RerankConfig | None = None,
-               encoder: TextEncoder | None = None, seed: int = 0) -> dict[str, Any]:
+               encoder: TextEncoder | None = None, seed: int = 0,
+               collab: CollabConfig | None = None) -> dict[str, Any]:
     """Rerank the model's top-N for a sample of test users and report quality and rates.
+
+    Args:
+        p: The prepared dataset and candidate model.
+        client: The chat model.
+        users: Test users reranked (seeded sample).
+        config: Rerank settings.
+        encoder: Text encoder of the embedding-match stage.
+        seed: Seed of the user sample.
+        collab: Add the items of similar users (training data only) to every prompt.
 
     Returns:
         ``before`` and ``after`` hit rates of the test item, the raw LLM error rates, token
@@ -163,31 +188,52 @@ def run_rerank(p: Prepared, client: LLMClient, *, users: int = 50, config: Reran
     ev = EvalSet(p.test.histories, p.test.target_indptr, p.test.target_items)
     h = _rows(ev, rows)
     cands = p.model.recommend(h.histories, cfg.n_candidates)
-    rr = LLMReranker(client, p.catalog, cfg, encoder=encoder)
+    rr = LLMReranker(client, p.catalog, cfg, encoder=encoder,
+                     retriever=p.retriever(collab) if collab is not None else None)
     t0 = time.perf_counter()
     out = rr.rerank(h.histories, cands)
     secs = time.perf_counter() - t0
     targets = h.target_items[h.target_indptr[:-1]]
     k = rr.k
 
+    def per_user(lists: RecList) -> tuple[np.ndarray, np.ndarray]:
+        """Hit@k and NDCG@k of the single test item, per user."""
+        top = lists.items[:, :k]
+        found = top == targets[:, None]
+        rank = found.argmax(axis=1)
+        hits = found.any(axis=1)
+        return hits.astype(float), np.where(hits, 1.0 / np.log2(rank + 2.0), 0.0)
+
     def hit(lists: RecList) -> float:
-        return float(np.mean([t in row[:k] for t, row in zip(targets, lists.items, strict=True)]))
+        return float(per_user(lists)[0].mean())
+
+    (h0, n0), (h1, n1) = per_user(cands), per_user(out)
+    emitted = [[m.item for m in res.matches[0] if m.item >= 0 and m.offered]
+               if res.matches else [] for res in rr.results_]
 
     usage = getattr(client, "usage", None)
     return {
         "dataset": p.dataset.name, "protocol_text": p.protocol_text, "model": p.model_name,
         "candidate": p.candidate, "users": len(rows),
         "n_candidates": cfg.n_candidates, "k": k, "permutations": cfg.permutations,
-        "structured": cfg.structured,
+        "structured": cfg.structured, "prompt_version": rr.prompt_version,
+        "collab": collab.model_dump() if collab is not None else None,
         f"hit@{k}_before": hit(RecList(cands.users, cands.items[:, :k], cands.scores[:, :k])),
         f"hit@{k}_after": hit(out),
+        f"ndcg@{k}_before": float(n0.mean()), f"ndcg@{k}_after": float(n1.mean()),
+        "paired_tests": {f"hit@{k}": paired_tests(h1, h0), f"ndcg@{k}": paired_tests(n1, n0)},
+        "position_bias": position_bias(emitted, [res.candidates for res in rr.results_]),
+        "seconds_per_request": secs / max(rr.stats_.requests, 1),
+        "per_user": {f"hit@{k}_before": h0.tolist(), f"hit@{k}_after": h1.tolist(),
+                     f"ndcg@{k}_before": n0.tolist(), f"ndcg@{k}_after": n1.tolist()},
         "llm": rr.stats_.to_dict(), "overhead_ms_per_request": rr.stats_.overhead_ms(),
         "usage": usage.to_dict() if usage is not None else None, "seconds": secs,
         "examples": [{"user": p.dataset.user_map.to_raw([int(h.histories.users[r])])[0],
                       "before": p.catalog.raw_ids and [p.catalog.raw_ids[i] for i in
                                                        cands.items[r][:k] if i >= 0],
                       "after": [p.catalog.raw_ids[i] for i in out.items[r] if i >= 0],
-                      "raw_output": rr.results_[r].raw_outputs[:1]}
+                      "raw_output": rr.results_[r].raw_outputs[:1],
+                      "context": [p.catalog.raw_ids[i] for i in rr.results_[r].context]}
                      for r in range(min(3, len(rows)))],
     }
 

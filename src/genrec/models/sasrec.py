@@ -222,8 +222,9 @@ class SASRec(SequentialRecommender[SASRecConfig]):
             if ctx.items is None:
                 raise ValueError(f"item_text={self.config.item_text!r} needs item features: "
                                  "fit(train, FitContext(items=dataset.items))")
-            self.text_emb_ = torch.from_numpy(item_embeddings(ctx.items, train.n_items,
-                                                          self.config.text))
+            self.text_emb_ = torch.from_numpy(item_embeddings(
+                ctx.items, train.n_items, self.config.text,
+                who=f"sasrec (item_text={self.config.item_text})"))
         super()._fit(train, ctx)
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:

@@ -62,7 +62,7 @@ from genrec.semantic_ids import (
     beam_search,
     collaborative_item_vectors,
 )
-from genrec.text import ItemTextConfig, item_embeddings, render_item_texts
+from genrec.text import ItemTextConfig, item_embeddings, text_coverage
 from genrec.training.loop import TrainConfig
 
 __all__ = ["TIGER", "TIGERConfig", "TIGERNet", "training_examples"]
@@ -409,15 +409,21 @@ class TIGER(Recommender[TIGERConfig]):
         c = self.config
         source = c.item_vectors
         if source == "auto":
-            has_text = features is not None and any(
-                render_item_texts(features, train.n_items, c.text.template))
-            source = "text" if has_text else "collaborative"
+            cov = text_coverage(features if features is not None else pl.DataFrame(),
+                                train.n_items, c.text.template)
+            source = ("text" if cov.with_text and cov.share >= c.text.min_coverage
+                      else "collaborative")
+            if source == "collaborative" and cov.with_text:
+                _log.warning("tiger (item_vectors=auto): %s, below text.min_coverage=%s: "
+                             "item vectors from interactions instead", cov.describe(),
+                             c.text.min_coverage)
         if source == "text":
             if features is None:
                 raise ValueError("item_vectors='text' needs item features: "
                                  "fit(train, FitContext(items=dataset.items))")
             _log.info("tiger: item vectors from text (%s)", c.text.encoder)
-            return (item_embeddings(features, train.n_items, c.text),
+            return (item_embeddings(features, train.n_items, c.text,
+                                    who="tiger (item_vectors=text)"),
                     {"item_vectors": "text", "text": c.text.model_dump(mode="json")})
         _log.info("tiger: item vectors from interactions (SVD, %d dims)", c.collaborative_dim)
         return (collaborative_item_vectors(train, c.collaborative_dim),

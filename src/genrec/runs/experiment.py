@@ -9,8 +9,10 @@ handed over in a :class:`~genrec.models.base.FitContext`).
 ``results.json`` shape::
 
     {"protocol": {...}, "protocol_text": "...", "dataset": {"name", "users", "items",
-     "interactions"}, "results": [{"model", "params", "fit_seconds", "eval_seconds",
-     "peak_rss_mb", "valid": {...}, "test": {...}}], "environment": {...}}
+     "interactions", "source": {"origin", "files", "text", ...}, "eval_users",
+     "preprocessing"}, "results": [{"model", "params", "fit_seconds", "eval_seconds",
+     "peak_rss_mb", "valid": {...}, "test": {...}}], "environment": {..., "threads",
+     "threads_source", "cpus_available", "load_average_1m"}}
 """
 
 from __future__ import annotations
@@ -33,16 +35,17 @@ import yaml
 
 from genrec._io import atomic_write_text
 from genrec.config import DataConfig, ExperimentConfig, load_config
-from genrec.data import readers
+from genrec.data import sources
+from genrec.data.describe import source_summary
 from genrec.data.interactions import Dataset, EvalSet
-from genrec.data.preprocess import preprocess
-from genrec.data.recipes import load_dataset
 from genrec.data.splits import Split, split
 from genrec.evaluation.evaluator import EvalResult, evaluate
 from genrec.evaluation.protocol import Protocol
 from genrec.evaluation.results import format_results
 from genrec.models.base import FitContext, ModelConfig, Recommender
 from genrec.models.registry import build_model
+from genrec.runs.seeds import fit_and_evaluate_seeds, seed_significance
+from genrec.runs.threads import apply_threads, thread_record
 
 __all__ = ["Prepared", "cold_warm", "fit_and_evaluate", "fit_context", "fit_model", "load_data",
            "make_split", "open_run", "prepare", "results_document", "run_experiment",
@@ -51,30 +54,9 @@ __all__ = ["Prepared", "cold_warm", "fit_and_evaluate", "fit_context", "fit_mode
 _log = logging.getLogger(__name__)
 
 def load_data(cfg: DataConfig) -> Dataset:
-    """Load a recipe or a custom file, then preprocess it as configured."""
-    if cfg.path is None:
-        ds = load_dataset(cfg.name, data_dir=cfg.data_dir)
-    else:
-        if cfg.format is None:
-            raise ValueError("dataset.format is required with dataset.path")
-        path = Path(cfg.path)
-        match cfg.format:
-            case "csv":
-                ds = readers.read_csv(path, columns=cfg.columns, sep=cfg.sep)
-            case "parquet":
-                ds = readers.read_parquet(path, columns=cfg.columns)
-            case "recbole":
-                ds = readers.read_recbole_atomic(path)
-            case "p5":
-                ds = readers.read_p5(path)
-            case "sequences":
-                ds = readers.read_sequences(path)
-            case "ml-100k":
-                ds = readers.read_ml100k(path)
-            case "ml-1m":
-                ds = readers.read_ml1m(path)
-        ds.name = cfg.name
-    return preprocess(ds, cfg.preprocess)
+    """Load a recipe or one's own files (with their item / user metadata), then preprocess
+    them as configured (:func:`genrec.data.sources.load_data`)."""
+    return sources.load_data(cfg)
 
 
 def make_split(ds: Dataset, protocol: Protocol, split_path: str | None) -> Split:
@@ -130,8 +112,9 @@ def _identity(ds: Dataset, sp: Split) -> dict[str, Any]:
 
 
 def prepare(cfg: ExperimentConfig, *, write: bool = True) -> Prepared:
-    """Seed, load, preprocess and split; with ``write``, also write the resolved config and
-    the split into ``cfg.output`` (:func:`write_prepared`)."""
+    """Set the threads, seed, load, preprocess and split; with ``write``, also write the
+    resolved config and the split into ``cfg.output`` (:func:`write_prepared`)."""
+    apply_threads(cfg.threads)
     torch.manual_seed(cfg.protocol.seed)
     np.random.seed(cfg.protocol.seed)
     ds = load_data(cfg.dataset)
@@ -188,10 +171,12 @@ def validation_callback(valid_set: EvalSet, protocol: Protocol, *,
     return validate
 
 
-def fit_context(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig) -> FitContext:
+def fit_context(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *,
+                name: str | None = None) -> FitContext:
     """What a model of this run receives besides the training data: the item features, the
-    protocol's validation callback and seed, its checkpoint folder and the run's identity."""
-    ckpt = Path(cfg.output) / "checkpoints" / mcfg.kind if cfg.checkpoints else None
+    protocol's validation callback and seed, its checkpoint folder (``checkpoints/<name>``,
+    the model kind by default) and the run's identity."""
+    ckpt = Path(cfg.output) / "checkpoints" / (name or mcfg.kind) if cfg.checkpoints else None
     if cfg.resume and not cfg.checkpoints:
         _log.warning("resume: true with checkpoints: false: there is nothing to resume from, "
                      "%s trains from scratch", mcfg.kind)
@@ -204,14 +189,14 @@ def fit_context(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig) -> Fit
                       checkpoint_dir=ckpt, resume=cfg.resume, identity=data.identity)
 
 
-def fit_model(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig
-              ) -> tuple[Recommender[Any], float]:
+def fit_model(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *,
+              name: str | None = None) -> tuple[Recommender[Any], float]:
     """Build the model of ``mcfg``, fit it on the training part under the run's
     :func:`fit_context`; return it and the fit seconds."""
     model = build_model(mcfg)
     _log.info("fitting %r", model)
     t0 = time.perf_counter()
-    model.fit(data.split.train, fit_context(mcfg, data, cfg))
+    model.fit(data.split.train, fit_context(mcfg, data, cfg, name=name))
     return model, time.perf_counter() - t0
 
 
@@ -229,17 +214,19 @@ def training_record(model: Recommender[Any]) -> dict[str, Any] | None:
 
 
 def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *,
-                     progress: bool = False, keep_top_items: bool = False
+                     progress: bool = False, keep_top_items: bool = False,
+                     name: str | None = None
                      ) -> tuple[Recommender[Any], dict[str, Any], EvalResult]:
-    """Fit one model, evaluate it on valid and test, save it; return its results row."""
-    model, fit_s = fit_model(mcfg, data, cfg)
+    """Fit one model, evaluate it on valid and test, save it (``models/<name>``, the kind by
+    default); return its results row."""
+    model, fit_s = fit_model(mcfg, data, cfg, name=name)
     kw: dict[str, Any] = dict(item_popularity=data.split.train.item_counts(),
                               batch_size=cfg.eval_batch_size, progress=progress)
     # Validation always measures the selection metric, even if the test metrics omit it.
     valid = evaluate(model, data.valid_set, cfg.protocol.with_valid_metric(), **kw)
     test = evaluate(model, data.test_set, cfg.protocol, keep_top_items=keep_top_items, **kw)
     if cfg.save_models:
-        model.save(Path(cfg.output) / "models" / mcfg.kind)
+        model.save(Path(cfg.output) / "models" / (name or mcfg.kind))
     row = {
         "model": mcfg.kind,
         "params": mcfg.model_dump(exclude={"kind"}),
@@ -283,15 +270,19 @@ def results_document(cfg: ExperimentConfig, data: Prepared, rows: list[dict[str,
     ds = data.dataset
     return {
         "protocol": cfg.protocol.model_dump(mode="json"),
-        "protocol_text": cfg.protocol.describe(),
+        "protocol_text": cfg.protocol.describe() + (
+            f"; {cfg.seeds} seeds {cfg.protocol.seed}..{cfg.protocol.seed + cfg.seeds - 1} "
+            "(mean ± std)" if cfg.seeds > 1 else ""),
         "dataset": {"name": ds.name, "users": ds.n_users, "items": ds.n_items,
                     "interactions": len(ds.interactions),
+                    "source": source_summary(ds),
                     "eval_users": {"valid": len(data.valid_set), "test": len(data.test_set)},
                     "preprocessing": ds.log},
         "results": rows,
         **extra,
         "environment": {"python": platform.python_version(), "torch": torch.__version__,
                         "machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
+                        **thread_record(cfg.threads),
                         "gpu": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
                                 else None)},
     }
@@ -312,9 +303,18 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str
     # A resumed run writes its config and split only once its models are fitted: a resume
     # refused for another experiment leaves the folder as the original run wrote it.
     data = prepare(cfg, write=not cfg.resume)
-    rows = [fit_and_evaluate(m, data, cfg, progress=progress)[1] for m in cfg.models]
+    extra: dict[str, Any] = {}
+    if cfg.seeds == 1:
+        rows = [fit_and_evaluate(m, data, cfg, progress=progress)[1] for m in cfg.models]
+    else:
+        rows, per_user = [], {}
+        for m in cfg.models:
+            row, per_user[m.kind] = fit_and_evaluate_seeds(m, data, cfg, fit_and_evaluate,
+                                                           progress=progress)
+            rows.append(row)
+        extra["significance"] = seed_significance(per_user, cfg)
     if cfg.resume:
         write_prepared(cfg, data)
-    results = results_document(cfg, data, rows)
+    results = results_document(cfg, data, rows, **extra)
     write_results(Path(cfg.output), results)
     return results

@@ -4,8 +4,15 @@ Endpoints: ``GET /health``, ``GET /models``, ``POST /recommend``, ``POST /simila
 ``POST /feedback``, ``GET /metrics`` (Prometheus text), ``POST /admin/reload``, the playground
 page at ``/playground`` and the OpenAPI schema at ``/openapi.json`` (docs at ``/docs``).
 
-Client errors never become a 500: bodies are validated (422), unknown models and items are
-404 with a message, oversized bodies are 413, and a store outage is 503.
+Client errors never become a 500: bodies are validated (422, without echoing the input back),
+unknown models and items are 404 with a message, oversized bodies are 413, stalled ones 408,
+and a store outage is 503.
+
+With API keys configured (:mod:`genrec.serving.auth`) every route but ``/health`` needs a key
+with the route's scope (401/403), each key is rate-limited (429 with ``Retry-After``), stored
+histories go only to keys with the ``history`` scope, and feedback ``event_id`` values are
+scoped to the key that wrote them. Every model passes a smoke test before it goes live, at
+start and on every reload; ``/health`` reports each model's readiness.
 """
 
 from __future__ import annotations
@@ -40,7 +47,9 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field
 
 from genrec import __version__
+from genrec.serving._guard import KEY_SCOPE, Guard
 from genrec.serving._playground import PLAYGROUND_HTML
+from genrec.serving.auth import ApiKey, KeyRing, RateLimiter
 from genrec.serving.bundle import BundleError
 from genrec.serving.feedback import (
     FeedbackRecord,
@@ -54,6 +63,7 @@ from genrec.serving.schemas import (
     FeedbackResponse,
     HealthResponse,
     ModelInfo,
+    ModelStatus,
     ModelsResponse,
     RecommendRequest,
     RecommendResponse,
@@ -62,6 +72,7 @@ from genrec.serving.schemas import (
     SimilarRequest,
     SimilarResponse,
 )
+from genrec.serving.signing import SignatureVerifier
 from genrec.serving.service import (
     ModelPool,
     ModelService,
@@ -71,7 +82,8 @@ from genrec.serving.service import (
     UnknownModelError,
 )
 
-__all__ = ["SPEC_ENV", "ServeSettings", "create_app", "create_app_from_env", "parse_model_arg"]
+__all__ = ["SPEC_ENV", "ServeSettings", "create_app", "create_app_from_env", "keyring_of",
+           "parse_model_arg"]
 
 _log = logging.getLogger(__name__)
 
@@ -88,7 +100,17 @@ class ServeSettings(BaseModel):
     max_batch: int = Field(default=64, ge=1)
     """Most requests ranked together in one model call."""
     admin_token: str | None = None
-    """When set, ``POST /admin/reload`` needs ``Authorization: Bearer <token>``."""
+    """An API key with the ``admin`` scope only (key id ``admin``); setting it turns access
+    control on for every route."""
+    api_keys: list[dict[str, Any]] = Field(default_factory=list)
+    """API keys in the keys-file format (:mod:`genrec.serving.auth`); empty: open service."""
+    rate_limit: float = Field(default=50.0, ge=0)
+    """Requests per second per key, for keys without their own ``rate`` (0: unlimited)."""
+    body_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a client may take to send a request body; then 408 and the connection closes."""
+    verify_key: str | None = None
+    """Key file (Ed25519 public key or HMAC secret): every bundle must carry a valid
+    signature made with it, at start and on every reload."""
     reload_on_sighup: bool = True
     """Reload every model when the process gets SIGHUP (main-thread event loops only)."""
     multiprocess: bool = False
@@ -128,6 +150,14 @@ def create_app_from_env() -> FastAPI:
                       settings=ServeSettings(**spec["settings"]))
 
 
+def keyring_of(settings: ServeSettings) -> KeyRing:
+    """The keys ``settings`` configure (``api_keys`` plus ``admin_token``)."""
+    entries = list(settings.api_keys)
+    if settings.admin_token:
+        entries.append({"id": "admin", "key": settings.admin_token, "scopes": ["admin"]})
+    return KeyRing.from_entries(entries, "serve settings")
+
+
 class _Metrics:
     """Prometheus metrics of one app (own registry, so several apps can live in a process)."""
 
@@ -152,75 +182,6 @@ class _Metrics:
         self.info = Gauge("genrec_build_info", "Version", ["version"], registry=r,
                           multiprocess_mode="livemax")
         self.info.labels(__version__).set(1)
-
-
-class _Guard:
-    """Pure ASGI middleware: caps request bodies (413) and records metrics for every request.
-
-    The body is read here, bounded by ``max_body_bytes``, and replayed to the app, so an
-    oversized or endless chunked body never reaches the JSON parser.
-    """
-
-    def __init__(self, app: Any, metrics: _Metrics, max_body_bytes: int) -> None:
-        self.app = app
-        self.metrics = metrics
-        self.max_body = max_body_bytes
-
-    async def _reject(self, send: Any, status: int, detail: str) -> None:
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        t0 = time.perf_counter()
-        status = [500]
-
-        async def send_wrapper(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                status[0] = message["status"]
-            await send(message)
-
-        try:
-            declared = dict(scope.get("headers") or []).get(b"content-length")
-            if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-                await self._reject(send_wrapper, 413, f"request body over {self.max_body} bytes")
-                return
-            if scope["method"] in ("POST", "PUT", "PATCH"):
-                chunks, size, more = [], 0, True
-                while more:
-                    msg = await receive()
-                    if msg["type"] == "http.disconnect":
-                        return
-                    chunk = msg.get("body", b"")
-                    size += len(chunk)
-                    if size > self.max_body:
-                        await self._reject(send_wrapper, 413,
-                                           f"request body over {self.max_body} bytes")
-                        return
-                    chunks.append(chunk)
-                    more = msg.get("more_body", False)
-                body = b"".join(chunks)
-                sent = [False]
-
-                async def replay() -> Any:
-                    if not sent[0]:
-                        sent[0] = True
-                        return {"type": "http.request", "body": body, "more_body": False}
-                    return await receive()
-
-                await self.app(scope, replay, send_wrapper)
-            else:
-                await self.app(scope, receive, send_wrapper)
-        finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(label, scope["method"], str(status[0])).inc()
-            self.metrics.latency.labels(label).observe(time.perf_counter() - t0)
 
 
 def _json_safe(value: Any) -> Any:
@@ -275,11 +236,61 @@ class _Batcher:
         try:
             results = self.svc.rank([q for q, _ in live])
         except Exception as e:  # noqa: BLE001 - handed to each waiting request
+            self.svc.last_error = f"{type(e).__name__}: {e}"  # /health reports it
             for _, f in live:
                 f.set_exception(e)
             return
+        self.svc.last_error = None
         for (_, f), r in zip(live, results, strict=True):
             f.set_result(r)
+
+
+class _Reloader:
+    """Coalesces reloads: one runs at a time, and every request that arrives meanwhile joins
+    the next one, which starts when the current one ends. N concurrent requests cost at most
+    two reloads, and each requester gets a reload that began after its request."""
+
+    def __init__(self, fn: Any) -> None:
+        self.fn = fn
+        self._running = False
+        self._next: tuple[set[str] | None, asyncio.Future[list[str]]] | None = None
+
+    async def request(self, name: str | None) -> list[str]:
+        """Reload ``name`` (every model when None); returns the names reloaded."""
+        loop = asyncio.get_running_loop()
+        if self._next is None:
+            self._next = (set(), loop.create_future())
+        targets, fut = self._next
+        if name is None or targets is None:
+            self._next = (None, fut)
+        else:
+            targets.add(name)
+        if not self._running:
+            self._running = True
+            loop.create_task(self._drain())
+        return await asyncio.shield(fut)
+
+    async def _drain(self) -> None:
+        try:
+            while self._next is not None:
+                targets, fut = self._next
+                self._next = None
+                try:
+                    done = await run_in_threadpool(
+                        self.fn, None if targets is None else sorted(targets))
+                except Exception as e:  # noqa: BLE001 - handed to every joined request
+                    fut.set_exception(e)
+                    fut.exception()  # retrieved here too: no warning when nobody waits
+                else:
+                    fut.set_result(done)
+        finally:
+            self._running = False
+
+
+def _no_input(errors: list[Any]) -> list[Any]:
+    """Validation errors without the offending input: a refused 1 MB body is not echoed."""
+    return [{k: v for k, v in e.items() if k not in ("input", "ctx", "url")}
+            if isinstance(e, dict) else e for e in errors]
 
 
 def _json(body: dict[str, Any]) -> Response:
@@ -314,19 +325,25 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
         StoreUnavailableError: If the feedback store cannot be opened.
     """
     settings = settings or ServeSettings()
+    keys = keyring_of(settings)
+    verifier = (SignatureVerifier.from_file(settings.verify_key)
+                if settings.verify_key is not None else None)
     if isinstance(models, ModelPool):
         pool = models
+        if verifier is not None and pool.verifier is None:
+            raise ValueError("verify_key is set but the given pool does not check signatures")
     else:
-        pool = ModelPool([m if isinstance(m, tuple) else parse_model_arg(m) for m in models])
+        pool = ModelPool([m if isinstance(m, tuple) else parse_model_arg(m) for m in models],
+                         verifier=verifier)
     own_store = store is None
     fb: FeedbackStore = store if store is not None else open_store(settings.feedback_url)
     metrics = _Metrics()
     metrics.models.set(len(pool.names))
     started = time.time()
 
-    def reload(name: str | None) -> list[str]:
+    def reload(names: list[str] | None) -> list[str]:
         try:
-            done = pool.reload(name)
+            done = pool.reload(names)
         except BundleError:
             metrics.reloads.labels("error").inc()
             raise
@@ -335,6 +352,8 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
         gc.collect()
         gc.freeze()  # the new models are long-lived too (see lifespan)
         return done
+
+    reloader = _Reloader(reload)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -345,7 +364,7 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
             def on_hup() -> None:
                 async def go() -> None:
                     try:
-                        await run_in_threadpool(reload, None)
+                        await reloader.request(None)
                     except Exception as e:  # noqa: BLE001 - keep serving the old models
                         _log.error("SIGHUP reload failed, old models kept: %s", e)
                 loop.create_task(go())
@@ -354,7 +373,9 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
                 hooked = True
             except (NotImplementedError, RuntimeError, ValueError):
                 _log.debug("SIGHUP reload unavailable outside the main thread")
-        _log.info("serving %s; feedback store: %s", ", ".join(pool.names), fb.kind)
+        _log.info("serving %s; feedback store: %s; %s", ", ".join(pool.names), fb.kind,
+                  f"{len(keys.keys)} API key(s) required" if keys.enabled
+                  else "OPEN: no API keys configured")
         # Everything loaded so far (libraries, models, id maps) lives as long as the process:
         # keep it out of the cyclic GC, whose full passes over it stalled every request for
         # ~140 ms every few seconds under load.
@@ -376,7 +397,7 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, e: RequestValidationError) -> JSONResponse:
-        return JSONResponse({"detail": _json_safe(jsonable_encoder(e.errors()))},
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(_no_input(e.errors())))},
                             status_code=422)
 
     @app.exception_handler(UnknownItemError)
@@ -413,10 +434,17 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
     @app.get("/health", response_model=HealthResponse,
              responses={503: {"model": HealthResponse, "description": "Not ready"}})
     def health() -> JSONResponse:
-        """Liveness and readiness: models loaded and feedback store reachable."""
-        ok = bool(pool.names) and fb.ping()
+        """Liveness and readiness: each model (smoke-tested, no failing calls, latest reload
+        error) and the feedback store. 503 unless every model is ready and the store answers."""
+        states = [ModelStatus(name=s.name, ready=s.last_error is None, error=s.last_error,
+                              reload_error=pool.reload_errors.get(s.name),
+                              loaded_at=time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                      time.gmtime(s.loaded_at)))
+                  for s in pool.services()]
+        ok = bool(states) and all(m.ready for m in states) and fb.ping()
         body = HealthResponse(status="ok" if ok else "degraded", models=pool.names,
-                              feedback_store=fb.kind, uptime_seconds=time.time() - started)
+                              feedback_store=fb.kind, uptime_seconds=time.time() - started,
+                              model_status=states, auth=keys.enabled)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
     @app.get("/models", response_model=ModelsResponse)
@@ -438,16 +466,24 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
             b = batchers[svc] = _Batcher(svc, settings.max_batch, metrics.batch_sizes)
         return b
 
-    @app.post("/recommend", response_model=RecommendResponse, responses=not_found)
-    async def recommend(req: RecommendRequest) -> Response:
+    def caller(request: Request) -> ApiKey | None:
+        return request.scope.get(KEY_SCOPE)
+
+    @app.post("/recommend", response_model=RecommendResponse,
+              responses={**not_found, 403: {"model": ErrorResponse}})
+    async def recommend(req: RecommendRequest, request: Request) -> Response:
         """Top-k items for a user id and/or an explicit history of raw item ids.
 
         A known user is ranked as that user (their learned vector, if the model has one) with
         their stored history plus ``history``; a history-only request, or an unknown user
         with a history, is ranked from that history alone. An unknown user (without history)
         gets the most popular items, flagged ``cold_start: true``. Unknown items in
-        ``history`` are a 404.
+        ``history`` are a 404. ``include_history`` needs a key with the ``history`` scope.
         """
+        key = caller(request)
+        if req.include_history and key is not None and not key.allows("history"):
+            return JSONResponse({"detail": f"key {key.id!r} lacks the 'history' scope needed "
+                                 "for include_history"}, status_code=403)
         svc = pool.get(req.model)
         f = req.filters
         q = svc.prepare(user=req.user, history=req.history, k=req.k,
@@ -476,12 +512,19 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
 
     @app.post("/feedback", response_model=FeedbackResponse,
               responses={503: {"model": ErrorResponse, "description": "Store unavailable"}})
-    def feedback(req: FeedbackRequest) -> FeedbackResponse:
-        """Store feedback events; they are committed to disk before the answer is sent."""
+    def feedback(req: FeedbackRequest, request: Request) -> FeedbackResponse:
+        """Store feedback events; they are committed to disk before the answer is sent.
+
+        With API keys, an ``event_id`` is scoped to the key that sent it (stored as
+        ``KEY_ID/EVENT_ID``): another key cannot claim it first.
+        """
         now = time.time()
+        key = caller(request)
+        prefix = "" if key is None else f"{key.id}/"
         records = [FeedbackRecord(user_id=e.user, item_id=e.item, event=e.event, value=e.value,
                                   ts=e.timestamp if e.timestamp is not None else now,
-                                  model=e.model, event_id=e.event_id, received_at=now)
+                                  model=e.model, received_at=now,
+                                  event_id=None if e.event_id is None else prefix + e.event_id)
                    for e in req.events]
         stored = fb.add(records)
         metrics.feedback.labels("stored").inc(stored)
@@ -502,18 +545,33 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
 
     @app.post("/admin/reload", response_model=ReloadResponse,
               responses={**not_found, 401: {"model": ErrorResponse},
-                         409: {"model": ErrorResponse, "description": "Bundle refused"}})
-    def admin_reload(req: ReloadRequest | None = None,
-                     authorization: str | None = Header(None)) -> Any:
+                         403: {"model": ErrorResponse, "description": "Cross-site request"},
+                         409: {"model": ErrorResponse, "description": "Bundle refused"},
+                         415: {"model": ErrorResponse, "description": "Not a JSON body"}})
+    async def admin_reload(req: ReloadRequest, request: Request,
+                           content_type: str | None = Header(None),
+                           origin: str | None = Header(None),
+                           sec_fetch_site: str | None = Header(None)) -> Any:
         """Re-read model bundles from disk and swap them in without a restart.
 
-        The new bundle is verified first; if it is corrupted or partial the old model stays
-        in service and the answer is 409.
+        Needs an ``admin`` key and a JSON body (``{}`` for every model): a browser cannot
+        send either cross-site without a CORS preflight, which this service never grants,
+        and a request a browser marks cross-site is refused. Reloads are coalesced: one runs
+        at a time, requests arriving meanwhile share the next one. Each new bundle is
+        verified, its signature checked when required, and smoke-tested; if any step fails
+        the old model stays in service and the answer is 409 with the reason.
         """
-        if settings.admin_token is not None and authorization != f"Bearer {settings.admin_token}":
-            return JSONResponse({"detail": "admin token required"}, status_code=401)
+        if (content_type or "").split(";")[0].strip().lower() != "application/json":
+            return JSONResponse({"detail": "POST /admin/reload takes a JSON body "
+                                 "(Content-Type: application/json)"}, status_code=415)
+        host = request.headers.get("host", "")
+        if sec_fetch_site in ("cross-site", "same-site") or (
+                origin is not None and origin.split("://", 1)[-1] != host):
+            return JSONResponse({"detail": "cross-site reload refused"}, status_code=403)
+        if req.model is not None:
+            pool.get(req.model)  # 404 now rather than failing the shared reload
         try:
-            done = reload(req.model if req else None)
+            done = await reloader.request(req.model)
             if settings.multiprocess:  # the bundles are good: have every worker replaced
                 os.kill(os.getppid(), signal.SIGHUP)
         except BundleError as e:
@@ -521,5 +579,7 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
                                 status_code=409)
         return ReloadResponse(reloaded=done)
 
-    app.add_middleware(_Guard, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(Guard, metrics=metrics, max_body_bytes=settings.max_body_bytes,
+                       body_timeout=settings.body_timeout, keys=keys,
+                       limiter=RateLimiter(settings.rate_limit))
     return app

@@ -8,6 +8,8 @@ A bundle is a folder::
     items.parquet        ``item`` (raw id), ``title``, ``categories`` (list), ``popularity``
     histories.parquet    ``user``, ``item`` (dense ids), chronological within each user: what
                          the model may use as a known user's history (train + valid of a split)
+    signature.json       optional: HMAC or Ed25519 signature of manifest.json
+                         (:mod:`genrec.serving.signing`)
 
 Everything is JSON, Parquet or safetensors: loading a bundle never executes stored code.
 :func:`load_bundle` checks every file against the manifest first and refuses a corrupted or
@@ -38,6 +40,12 @@ from genrec.data.interactions import Columns, Dataset, Interactions
 from genrec.models.base import Recommender
 from genrec.models.registry import load_model
 from genrec.runs.experiment import open_run
+from genrec.serving.signing import (
+    SIGNATURE_FILE,
+    BundleSigner,
+    SignatureError,
+    SignatureVerifier,
+)
 
 __all__ = ["BUNDLE_FORMAT", "Bundle", "BundleError", "export_bundle", "export_run",
            "load_bundle", "verify_bundle"]
@@ -151,7 +159,8 @@ def _item_table(dataset: Dataset, popularity: np.ndarray) -> pl.DataFrame:
 
 def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *,
                   histories: Interactions | None = None, name: str | None = None,
-                  extra: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+                  extra: dict[str, Any] | None = None, overwrite: bool = False,
+                  signer: BundleSigner | None = None) -> Path:
     """Write a servable bundle of ``model`` fitted on ``dataset``'s id space.
 
     Args:
@@ -165,6 +174,7 @@ def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *
         name: Name to serve the model under (defaults to the model's kind).
         extra: More JSON metadata to keep in the manifest (e.g. the split recipe).
         overwrite: Replace an existing ``dest``.
+        signer: Sign the manifest (``signature.json``) with this key.
 
     Returns:
         ``dest``.
@@ -212,6 +222,8 @@ def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *
                       for p in files},
         }
         atomic_write_text(tmp / _MANIFEST, json.dumps(manifest, indent=2))
+        if signer is not None:
+            signer.sign_folder(tmp)
         _fsync_dir(tmp / "model")
         _fsync_dir(tmp)
         old = None
@@ -232,7 +244,7 @@ def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *
 
 def export_run(run_dir: str | Path, dest: str | Path, *, model: str | None = None,
                data_dir: str | None = None, name: str | None = None,
-               overwrite: bool = False) -> Path:
+               overwrite: bool = False, signer: BundleSigner | None = None) -> Path:
     """Bundle one model of a ``genrec run`` output folder.
 
     The dataset is reloaded and preprocessed as the run's ``config.yaml`` says, checked
@@ -246,6 +258,7 @@ def export_run(run_dir: str | Path, dest: str | Path, *, model: str | None = Non
         data_dir: Overrides ``dataset.data_dir`` of the run's config.
         name: Name to serve the model under.
         overwrite: Replace an existing ``dest``.
+        signer: Sign the bundle with this key.
 
     Returns:
         ``dest``.
@@ -267,24 +280,30 @@ def export_run(run_dir: str | Path, dest: str | Path, *, model: str | None = Non
     fitted = load_model(run / "models" / model)
     return export_bundle(fitted, ds, dest, histories=sp.train.concat(sp.valid), name=name,
                          extra={"split": sp.config.model_dump(), "run": str(run.resolve())},
-                         overwrite=overwrite)
+                         overwrite=overwrite, signer=signer)
 
 
 # -- reading ---------------------------------------------------------------------------------
-def verify_bundle(path: str | Path) -> dict[str, Any]:
+def verify_bundle(path: str | Path, *, verifier: SignatureVerifier | None = None
+                  ) -> dict[str, Any]:
     """Check that ``path`` is a complete, unaltered bundle.
+
+    Args:
+        path: The bundle folder.
+        verifier: Also require a valid signature made with this key.
 
     Returns:
         The manifest.
 
     Raises:
         BundleError: If the manifest is missing or unreadable, or a listed file is missing,
-            has another size or another sha256.
+            has another size or another sha256, or the signature is required and bad.
     """
-    return _verify(Path(path), None)
+    return _verify(Path(path), None, verifier)
 
 
-def _verify(path: Path, snapshot: Path | None) -> dict[str, Any]:
+def _verify(path: Path, snapshot: Path | None, verifier: SignatureVerifier | None = None
+            ) -> dict[str, Any]:
     """:func:`verify_bundle`; with ``snapshot``, also copy each file there while hashing it."""
     if not path.is_dir():
         raise BundleError(f"{path}: no such bundle folder")
@@ -294,8 +313,15 @@ def _verify(path: Path, snapshot: Path | None) -> dict[str, Any]:
                 "`genrec export RUN_DIR --model KIND --out DIR`)"
                 if (path / "config.json").is_file() else "")
         raise BundleError(f"{path}: not a genrec bundle, {_MANIFEST} is missing{hint}")
+    raw = mpath.read_bytes()  # read once: the bytes verified are the bytes used
+    if verifier is not None:
+        spath = path / SIGNATURE_FILE
+        try:
+            verifier.verify(raw, spath.read_bytes() if spath.is_file() else None)
+        except SignatureError as e:
+            raise BundleError(f"{path}: {e}") from e
     try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+        manifest = json.loads(raw.decode("utf-8"))
         files = manifest["files"]
         fmt = manifest["format"]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
@@ -336,7 +362,8 @@ def _verify(path: Path, snapshot: Path | None) -> dict[str, Any]:
     return manifest
 
 
-def load_bundle(path: str | Path, *, name: str | None = None) -> Bundle:
+def load_bundle(path: str | Path, *, name: str | None = None,
+                verifier: SignatureVerifier | None = None) -> Bundle:
     """Verify and load a bundle.
 
     The files are hashed while being copied to a private snapshot, and loaded from that
@@ -348,6 +375,7 @@ def load_bundle(path: str | Path, *, name: str | None = None) -> Bundle:
     Args:
         path: The bundle folder.
         name: Serve under this name instead of the manifest's.
+        verifier: Require a valid signature made with this key.
 
     Returns:
         The bundle.
@@ -359,7 +387,7 @@ def load_bundle(path: str | Path, *, name: str | None = None) -> Bundle:
     path = Path(path)
     with tempfile.TemporaryDirectory(prefix="genrec-bundle-") as tmp:
         snap = Path(tmp)
-        manifest = _verify(path, snap)
+        manifest = _verify(path, snap, verifier)
         try:
             model = load_model(snap / "model")
             users = pl.read_parquet(snap / "users.parquet")["user"].cast(pl.String).to_list()

@@ -10,10 +10,14 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Protocol
+
+import polars as pl
+
+from genrec._io import atomic_write_text
 
 __all__ = [
     "FeedbackRecord",
@@ -21,6 +25,7 @@ __all__ = [
     "PostgresFeedbackStore",
     "SQLiteFeedbackStore",
     "StoreUnavailableError",
+    "export_interactions",
     "open_store",
 ]
 
@@ -84,6 +89,10 @@ class FeedbackStore(Protocol):
         """Whether the store answers."""
         ...
 
+    def events(self) -> list[FeedbackRecord]:
+        """Every stored event, in the order received."""
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...
@@ -102,6 +111,8 @@ CREATE TABLE IF NOT EXISTS feedback (
     received_at REAL NOT NULL
 )
 """
+
+_SELECT = f"SELECT {', '.join(_COLUMNS)} FROM feedback ORDER BY id"
 
 _INSERT = (f"INSERT INTO feedback ({', '.join(_COLUMNS)}) VALUES ({{ph}}) "
            "ON CONFLICT (event_id) DO NOTHING")
@@ -163,6 +174,12 @@ class SQLiteFeedbackStore:
         with self._lock:
             rows = self._conn.execute("SELECT event_id FROM feedback WHERE event_id IS NOT NULL")
             return {r[0] for r in rows}
+
+    def events(self) -> list[FeedbackRecord]:
+        """Every stored event, in the order received."""
+        with self._lock:
+            rows = self._conn.execute(_SELECT).fetchall()
+        return [FeedbackRecord(**dict(zip(_COLUMNS, r, strict=True))) for r in rows]
 
     def ping(self) -> bool:
         """Whether the database answers."""
@@ -270,6 +287,11 @@ class PostgresFeedbackStore:
             "SELECT event_id FROM feedback WHERE event_id IS NOT NULL").fetchall())
         return {r[0] for r in rows}
 
+    def events(self) -> list[FeedbackRecord]:
+        """Every stored event, in the order received."""
+        rows = self._run(lambda c: c.execute(_SELECT).fetchall())
+        return [FeedbackRecord(**dict(zip(_COLUMNS, r, strict=True))) for r in rows]
+
     def ping(self) -> bool:
         """Whether the server answers."""
         try:
@@ -307,3 +329,36 @@ def open_store(url: str | Path) -> SQLiteFeedbackStore | PostgresFeedbackStore:
     except sqlite3.Error as e:
         raise StoreUnavailableError(f"sqlite {path}: {e}") from e
 
+
+
+def export_interactions(events: Iterable[FeedbackRecord], out: str | Path, *,
+                        kinds: Sequence[str] | None = None) -> int:
+    """Write feedback events as an interaction CSV that ``genrec run`` reads.
+
+    Columns: ``user``, ``item``, ``timestamp`` (integer unix seconds, when the event
+    happened), ``event``, and ``rating`` when every exported event carries a value. Read it
+    with ``dataset.path: FILE`` and ``dataset.format: csv``.
+
+    Args:
+        events: The events, e.g. ``store.events()``.
+        out: CSV file to write (atomically).
+        kinds: Keep only these event types (all when None).
+
+    Returns:
+        The number of rows written.
+
+    Raises:
+        ValueError: If no event is left to export.
+    """
+    rows = [e for e in events if kinds is None or e.event in kinds]
+    if not rows:
+        raise ValueError("no feedback events to export" + (f" of kinds {list(kinds)}"
+                                                           if kinds else ""))
+    frame = pl.DataFrame({
+        "user": [e.user_id for e in rows], "item": [e.item_id for e in rows],
+        "timestamp": [int(e.ts) for e in rows], "event": [e.event for e in rows]})
+    values = [e.value for e in rows]
+    if all(v is not None for v in values):
+        frame = frame.with_columns(pl.Series("rating", values, dtype=pl.Float64))
+    atomic_write_text(Path(out), frame.write_csv())
+    return frame.height

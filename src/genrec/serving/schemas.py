@@ -31,6 +31,7 @@ __all__ = [
     "HealthResponse",
     "ItemOut",
     "ModelInfo",
+    "ModelStatus",
     "ModelsResponse",
     "RawId",
     "RecommendRequest",
@@ -226,13 +227,30 @@ class ModelsResponse(BaseModel):
     models: list[ModelInfo]
 
 
+class ModelStatus(BaseModel):
+    """Readiness of one served model."""
+
+    name: str
+    ready: bool
+    """Passed its smoke test when loaded and its latest ranking call did not fail."""
+    loaded_at: str
+    error: str | None = None
+    """Why the latest ranking call failed (None when it succeeded)."""
+    reload_error: str | None = None
+    """Why the latest reload was refused (the model loaded before is still served)."""
+
+
 class HealthResponse(BaseModel):
     """Liveness and readiness."""
 
     status: str
+    """``ok`` when every model is ready and the feedback store answers, else ``degraded``."""
     models: list[str]
     feedback_store: str
     uptime_seconds: float
+    model_status: list[ModelStatus] = []
+    auth: bool = False
+    """Whether requests need an API key."""
 
 
 class ReloadRequest(_Body):

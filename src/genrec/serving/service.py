@@ -21,6 +21,7 @@ import torch
 from genrec.data.interactions import Histories
 from genrec.models import ranking
 from genrec.serving.bundle import Bundle, BundleError, load_bundle
+from genrec.serving.signing import SignatureVerifier
 
 __all__ = ["ModelPool", "ModelService", "Query", "Ranked", "UnknownItemError", "UnknownModelError"]
 
@@ -141,6 +142,43 @@ class ModelService:
         self._cat_items = {c: torch.tensor(v, dtype=torch.long) for c, v in cat_items.items()}
         self._pop_scores = torch.from_numpy(bundle.popularity.astype(np.float32))  # (I,)
         self._n_items = n
+        self.last_error: str | None = None
+        """The error of the latest failed ranking call (None once one succeeds again)."""
+
+    def smoke(self) -> None:
+        """Answer a few real requests before this model goes live: a known user, the cold-start
+        fallback and similar items.
+
+        Raises:
+            BundleError: If an answer fails, has an id outside the catalogue, a NaN score or a
+                non-finite best score (e.g. weights that load but do not fit the model).
+        """
+        b = self.bundle
+        with_history = np.flatnonzero(np.diff(b.hist_indptr) > 0)
+        checks: list[tuple[str, Query]] = [("cold start", self.prepare(k=10))]
+        if len(with_history):
+            checks.append(("known user", self.prepare(user=b.user_ids[int(with_history[0])],
+                                                      k=10)))
+        if b.n_items > 1:
+            checks.append(("similar items", self.prepare_similar(b.item_ids[0], k=10)))
+        for label, q in checks:
+            try:
+                r = self.rank([q])[0]
+            except Exception as e:  # noqa: BLE001 - any failure refuses the bundle
+                raise BundleError(f"{b.path or b.name}: smoke test ({label}) failed: "
+                                  f"{type(e).__name__}: {e}") from e
+            bad = None
+            # Items not excluded by the history (the item itself for similar items).
+            left = b.n_items - (len(np.unique(q.history)) if q.exclude_seen or label ==
+                                "similar items" else 0)
+            if len(r.items) == 0 and left > 0:
+                bad = "no items returned (NaN or masked scores?)"
+            elif len(r.items) and (r.items.min() < 0 or r.items.max() >= b.n_items):
+                bad = "item ids outside the catalogue"
+            elif np.isnan(r.scores).any() or (len(r.scores) and not np.isfinite(r.scores[0])):
+                bad = "non-finite scores"
+            if bad:
+                raise BundleError(f"{b.path or b.name}: smoke test ({label}) failed: {bad}")
 
     @property
     def name(self) -> str:
@@ -322,23 +360,38 @@ class ModelService:
                                                categories=categories)])[0]
 
 
+def _live(bundle: Bundle) -> ModelService:
+    """A service of ``bundle`` that passed its smoke test."""
+    svc = ModelService(bundle)
+    svc.smoke()
+    return svc
+
+
 class ModelPool:
     """Several models served side by side, each reloadable from its folder.
 
+    Every bundle is verified (and its signature checked when ``verifier`` is given) and
+    answers a smoke test before it is served, at start and on every reload.
+
     Args:
         sources: ``(name or None, folder)`` pairs; a None name takes the manifest's.
+        verifier: Require bundles signed with this key.
 
     Raises:
-        BundleError: If a bundle fails verification.
+        BundleError: If a bundle fails verification or its smoke test.
         ValueError: If two models get the same name.
     """
 
-    def __init__(self, sources: Sequence[tuple[str | None, Path]]) -> None:
+    def __init__(self, sources: Sequence[tuple[str | None, Path]], *,
+                 verifier: SignatureVerifier | None = None) -> None:
         self._lock = threading.Lock()
+        self.verifier = verifier
+        self.reload_errors: dict[str, str] = {}
+        """Per model, why its latest reload was refused (cleared by a successful one)."""
         services: dict[str, ModelService] = {}
         paths: dict[str, tuple[str | None, Path]] = {}
         for name, path in sources:
-            svc = ModelService(load_bundle(path, name=name))
+            svc = _live(load_bundle(path, name=name, verifier=verifier))
             if svc.name in services:
                 raise ValueError(f"two models are named {svc.name!r}: name them NAME=DIR")
             services[svc.name] = svc
@@ -353,7 +406,7 @@ class ModelPool:
         for b in bundles:
             if b.name in pool._services:
                 raise ValueError(f"two models are named {b.name!r}")
-            pool._services[b.name] = ModelService(b)
+            pool._services[b.name] = _live(b)
             if b.path is not None:
                 pool._paths[b.name] = (b.name, b.path)
         return pool
@@ -383,31 +436,41 @@ class ModelPool:
         """All services, default first."""
         return list(self._services.values())
 
-    def reload(self, name: str | None = None) -> list[str]:
-        """Re-read model ``name`` (all models when None) from disk and swap it in.
+    def reload(self, name: str | Sequence[str] | None = None) -> list[str]:
+        """Re-read model ``name`` (several names, or all models when None) from disk and swap
+        them in.
 
-        Every bundle is loaded and verified before any is swapped in, so a failure leaves
-        every model as it was.
+        Every bundle is loaded, verified and smoke-tested before any is swapped in, so a
+        failure leaves every model as it was (and is kept in :attr:`reload_errors`).
 
         Returns:
             The reloaded names.
 
         Raises:
             UnknownModelError: If ``name`` is not served or has no folder.
-            BundleError: If a bundle fails verification (nothing is swapped).
+            BundleError: If a bundle fails verification or its smoke test (nothing is
+                swapped).
         """
         with self._lock:
-            targets = list(self._paths) if name is None else [name]
+            wanted = [name] if isinstance(name, str) else name
+            targets = list(self._paths) if wanted is None else list(dict.fromkeys(wanted))
             for t in targets:
                 if t not in self._paths:
                     raise UnknownModelError(t, list(self._paths))
             fresh: dict[str, ModelService] = {}
             for t in targets:
                 given, path = self._paths[t]
-                svc = ModelService(load_bundle(path, name=given or t))
-                if svc.name != t:
-                    raise BundleError(f"{path}: now names its model {svc.name!r}, served as {t!r}")
-                fresh[t] = svc
+                try:
+                    bundle = load_bundle(path, name=given or t, verifier=self.verifier)
+                    if bundle.name != t:
+                        raise BundleError(f"{path}: now names its model {bundle.name!r}, "
+                                          f"served as {t!r}")
+                    fresh[t] = _live(bundle)
+                except BundleError as e:
+                    self.reload_errors[t] = str(e)
+                    raise
             self._services = {n: fresh.get(n, s) for n, s in self._services.items()}
+            for t in targets:
+                self.reload_errors.pop(t, None)
             _log.info("reloaded %s", ", ".join(targets))
             return targets

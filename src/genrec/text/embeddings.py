@@ -28,11 +28,13 @@ from safetensors.numpy import load_file, save_file
 
 from genrec._io import atomic_write
 from genrec.text.encoders import HashingEncoder, SentenceEncoder, TextEncoder
-from genrec.text.templates import ItemTextTemplate, render_item_texts
+from genrec.text.templates import ItemTextTemplate, TextCoverage, render_item_texts, text_coverage
 
 __all__ = [
     "DEFAULT_ENCODER",
     "ItemTextConfig",
+    "TextCoverageError",
+    "check_text_coverage",
     "embed_texts",
     "embedding_cache_dir",
     "item_embeddings",
@@ -62,6 +64,66 @@ class ItemTextConfig(BaseModel):
     """Keep embeddings on disk, keyed by encoder + template + texts."""
     cache_dir: str | None = None
     """Cache folder; default ``$GENREC_CACHE_DIR/embeddings`` or ``~/.cache/genrec/embeddings``."""
+    min_coverage: float = Field(0.5, ge=0, le=1)
+    """Refuse to start when fewer than this share of the items get non-empty text from the
+    template (a text model on empty strings is an ID model in disguise); 0 accepts any."""
+
+
+class TextCoverageError(ValueError):
+    """Too few items have text for a text-based model (the message names the fix)."""
+
+
+def _coverage_message(cov: TextCoverage, config: ItemTextConfig, who: str) -> str:
+    if not cov.columns:
+        return (f"{who} needs item text, but the items have no metadata. Attach a metadata "
+                "file: --set dataset.items.path=FILE --set dataset.items.id=ID_COLUMN (or "
+                "dataset: {items: {path: FILE, id: ID_COLUMN}} in the config); "
+                "`genrec data validate CONFIG` shows what each field covers")
+    have = ", ".join(f"{c} ({n:,})" for c, n in cov.per_field.items()) or "none usable"
+    if not cov.fields:
+        asked = (f"the template fields {cov.requested} are not" if cov.requested is not None
+                 else "no field is")
+        return (f"{who}: {asked} among the item metadata columns with text: {have} (items "
+                "covered). Set text.template.fields to some of them, or leave it unset to "
+                "use the ones that exist")
+    return (f"{who}: only {cov.describe()}, below text.min_coverage={config.min_coverage}. "
+            f"Attach metadata for more items (dataset.items), choose other fields with "
+            f"text.template.fields (columns and items covered: {have}), or lower "
+            "text.min_coverage")
+
+
+def check_text_coverage(items: pl.DataFrame | None, n_items: int,
+                        config: ItemTextConfig | None = None, *,
+                        who: str = "item text", quiet: bool = False) -> TextCoverage:
+    """Check that enough items get text before a text-based model starts; log what it uses.
+
+    Args:
+        items: Item features with a dense ``item`` column (``Dataset.items``), or None.
+        n_items: Catalogue size.
+        config: Template and ``min_coverage``.
+        who: The model and setting that needs text, for the messages
+            (``"sasrec (item_text=init)"``).
+        quiet: Log nothing (a report that only asks).
+
+    Returns:
+        The coverage (fields used, items covered per field).
+
+    Raises:
+        TextCoverageError: If the share of items with text is below ``min_coverage`` (the
+            message says whether metadata is missing, the template names fields that do not
+            exist, or too few items are covered, and what to set).
+    """
+    config = config or ItemTextConfig()
+    cov = text_coverage(items if items is not None else pl.DataFrame(), n_items, config.template)
+    if cov.share < config.min_coverage or not cov.with_text:
+        raise TextCoverageError(_coverage_message(cov, config, who))
+    if quiet:
+        return cov
+    _log.info("%s: %s", who, cov.describe())
+    if cov.with_text < n_items:
+        _log.warning("%s: %d of %d items have no text (no metadata row or no usable field)",
+                     who, n_items - cov.with_text, n_items)
+    return cov
 
 
 def embedding_cache_dir() -> Path:
@@ -144,24 +206,27 @@ def embed_texts(texts: Sequence[str], encoder_name: str = DEFAULT_ENCODER, *,
     return arr
 
 
-def item_embeddings(items: pl.DataFrame, n_items: int,
-                    config: ItemTextConfig | None = None) -> np.ndarray:
-    """Render and encode the text of every item (cached).
+def item_embeddings(items: pl.DataFrame | None, n_items: int,
+                    config: ItemTextConfig | None = None, *,
+                    who: str = "item text") -> np.ndarray:
+    """Check the text coverage, then render and encode the text of every item (cached).
 
     Args:
         items: Item features with a dense ``item`` column (``Dataset.items``).
         n_items: Catalogue size; rows ``0..n_items-1`` of the result.
-        config: Template, encoder and cache settings.
+        config: Template, encoder, cache and coverage settings.
+        who: The model and setting that needs text, for the messages.
 
     Returns:
         ``(n_items, dim)`` float32 array.
+
+    Raises:
+        TextCoverageError: See :func:`check_text_coverage`.
     """
     config = config or ItemTextConfig()
+    check_text_coverage(items, n_items, config, who=who)
+    assert items is not None  # the check refuses a missing table
     texts = render_item_texts(items, n_items, config.template)
-    empty = sum(1 for t in texts if not t)
-    if empty:
-        _log.warning("%d of %d items have no text (no feature row or no usable field)",
-                     empty, n_items)
     return embed_texts(texts, config.encoder, template_key=config.template.key(),
                        batch_size=config.batch_size, cache_dir=config.cache_dir,
                        cache=config.cache)

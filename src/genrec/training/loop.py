@@ -220,9 +220,17 @@ def _adamw(net: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
 
 
 def _device(kind: str) -> torch.device:
+    """The torch device of a ``device`` setting (``auto``, ``cpu``, ``cuda``).
+
+    Raises:
+        ValueError: If ``cuda`` is asked for on a machine without a usable CUDA device.
+    """
     if kind == "auto":
         kind = "cuda" if torch.cuda.is_available() else "cpu"
     if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError("device: cuda was asked for, but no CUDA device is available "
+                             "(torch.cuda.is_available() is False); use device: auto or cpu")
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device("cpu")
 

@@ -1,0 +1,118 @@
+"""Several seeds per model: mean, spread and intervals of every metric, and paired tests.
+
+With ``seeds: N`` (``genrec run --seeds N``) every model is fitted and evaluated ``N`` times,
+with the protocol seed ``protocol.seed + i`` for run ``i`` (initialisation, shuffling, dropout,
+negative sampling, sampled candidates). The split stays the one ``protocol.split`` makes, so
+every run sees the same train / valid / test users and items, and runs of different models
+with the same seed index are paired.
+
+A model's results row then reports, per metric:
+
+* ``test`` / ``valid``: the mean over the seeds (the headline number);
+* ``test_std``: the standard deviation over the seeds (``ddof=1``);
+* ``test_ci95``: a 95% t-interval of that mean over the seeds;
+* ``test_bootstrap_ci95``: a 95% percentile-bootstrap interval over the test users of the
+  seed-averaged per-user metric (how much the number depends on which users were tested);
+* ``per_seed``: each run's seed, valid and test metrics, fit seconds and training record.
+
+Paired tests (t-test and Wilcoxon, Holm-corrected, :func:`genrec.evaluation.stats.
+pairwise_significance`) compare the models on the seed-averaged per-user metrics of the same
+test users. The first seed's model is saved as ``models/<kind>`` (what ``genrec export``
+reads), the others as ``models/<kind>-seed-<s>`` (checkpoints likewise).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from scipy import stats as sps
+
+from genrec.config import ExperimentConfig
+from genrec.evaluation.evaluator import EvalResult
+from genrec.evaluation.stats import bootstrap_ci, pairwise_significance
+from genrec.models.base import ModelConfig
+
+if TYPE_CHECKING:  # experiment.py calls this module with its fit_and_evaluate
+    from genrec.runs.experiment import Prepared
+
+FitAndEvaluate = Callable[..., tuple[Any, dict[str, Any], EvalResult]]
+
+__all__ = ["SIGNIFICANCE_METRICS", "fit_and_evaluate_seeds", "seed_significance"]
+
+_log = logging.getLogger(__name__)
+
+SIGNIFICANCE_METRICS = ("recall@10", "ndcg@10")
+"""Test metrics compared between models (when the protocol measures them), besides the
+protocol's validation metric."""
+
+
+def _t_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
+    n = len(values)
+    mean = float(np.mean(values))
+    if n < 2:
+        return [mean, mean]
+    half = float(sps.t.ppf(0.5 + level / 2, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
+    return [round(mean - half, 6), round(mean + half, 6)]
+
+
+def fit_and_evaluate_seeds(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig,
+                           fit_and_evaluate: FitAndEvaluate, *, progress: bool = False
+                           ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Fit and evaluate ``mcfg`` once per seed of ``cfg`` (with ``fit_and_evaluate``, the
+    glue's one fit-and-evaluate path); aggregate the rows.
+
+    Returns:
+        ``(row, per_user)``: the results row (see the module docstring) and the test metrics
+        per user averaged over the seeds (for paired tests between models).
+    """
+    runs: list[dict[str, Any]] = []
+    per_user: dict[str, list[np.ndarray]] = {}
+    for i in range(cfg.seeds):
+        seed = cfg.protocol.seed + i
+        cfg_i = cfg.model_copy(update={"protocol": cfg.protocol.model_copy(update={"seed": seed})})
+        name = mcfg.kind if i == 0 else f"{mcfg.kind}-seed-{seed}"
+        _log.info("%s: seed %d (%d of %d)", mcfg.kind, seed, i + 1, cfg.seeds)
+        _, row, test = fit_and_evaluate(mcfg, data, cfg_i, progress=progress, name=name)
+        runs.append({"seed": seed} | {k: row[k] for k in ("valid", "test", "fit_seconds",
+                                                           "eval_seconds")}
+                    | ({"training": row["training"]} if "training" in row else {}))
+        for metric, values in test.per_user.items():
+            per_user.setdefault(metric, []).append(values)
+    mean_user = {m: np.mean(np.stack(v), axis=0) for m, v in per_user.items()}
+    metrics = list(runs[0]["test"])
+    row: dict[str, Any] = {
+        "model": mcfg.kind,
+        "params": mcfg.model_dump(exclude={"kind"}),
+        "seeds": [r["seed"] for r in runs],
+        "fit_seconds": round(float(np.mean([r["fit_seconds"] for r in runs])), 3),
+        "eval_seconds": round(float(np.mean([r["eval_seconds"] for r in runs])), 3),
+        "valid": {m: round(float(np.mean([r["valid"][m] for r in runs])), 6)
+                  for m in runs[0]["valid"]},
+        "test": {m: round(float(np.mean([r["test"][m] for r in runs])), 6) for m in metrics},
+        "test_std": {m: round(float(np.std([r["test"][m] for r in runs], ddof=1)), 6)
+                     if len(runs) > 1 else 0.0 for m in metrics},
+        "test_ci95": {m: _t_interval(np.array([r["test"][m] for r in runs])) for m in metrics},
+        "test_bootstrap_ci95": {},
+        "per_seed": runs,
+    }
+    for m in metrics:
+        ci = bootstrap_ci(mean_user[m], seed=cfg.protocol.seed)
+        row["test_bootstrap_ci95"][m] = [round(ci.low, 6), round(ci.high, 6)]
+    return row, mean_user
+
+
+def seed_significance(per_model: dict[str, dict[str, np.ndarray]], cfg: ExperimentConfig
+                      ) -> list[dict[str, Any]]:
+    """Paired tests between every pair of models on the seed-averaged per-user test metrics
+    (Holm-corrected within each metric)."""
+    if len(per_model) < 2:
+        return []
+    wanted = dict.fromkeys([cfg.protocol.valid_metric, *SIGNIFICANCE_METRICS])
+    metrics = [m for m in wanted if all(m in v for v in per_model.values())]
+    table = pairwise_significance(per_model, metrics)
+    return [{k: (round(v, 6) if isinstance(v, float) else v) for k, v in r.items()}
+            for r in table.to_dicts()]

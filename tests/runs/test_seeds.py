@@ -1,0 +1,62 @@
+"""Several seeds per model: aggregation, intervals, paired tests, and the first seed equal to
+a plain run (ML-100K, a tiny SASRec and EASE)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from genrec.cli import app
+from genrec.config import load_config
+from genrec.runs.experiment import run_experiment
+
+SASREC = ["models.1.max_len=20", "models.1.dim=16", "models.1.n_layers=1", "models.1.n_heads=1",
+          "models.1.train.epochs=2", "models.1.train.batch_size=256",
+          "models.1.train.progress=false", "models.1.train.device=cpu"]
+
+
+@pytest.mark.slow
+def test_three_seeds_report_mean_spread_intervals_and_tests(data_dir: Path,
+                                                            tmp_path: Path) -> None:
+    common = [f"dataset.data_dir={data_dir}", "protocol.cutoffs=[10]", *SASREC]
+    many = run_experiment(load_config(None, [f"output={tmp_path / 'three'}", "seeds=3", *common],
+                                      models=["ease", "sasrec"]))
+    one = run_experiment(load_config(None, [f"output={tmp_path / 'one'}", *common],
+                                     models=["ease", "sasrec"]))
+    rows = {r["model"]: r for r in many["results"]}
+    for kind, row in rows.items():
+        assert row["seeds"] == [42, 43, 44] and len(row["per_seed"]) == 3
+        for m, mean in row["test"].items():
+            values = [r["test"][m] for r in row["per_seed"]]
+            assert mean == pytest.approx(np.mean(values), abs=1e-6)
+            assert row["test_std"][m] == pytest.approx(np.std(values, ddof=1), abs=1e-6)
+            lo, hi = row["test_ci95"][m]
+            assert lo <= mean + 1e-6 and mean - 1e-6 <= hi
+            blo, bhi = row["test_bootstrap_ci95"][m]
+            assert blo <= mean + 1e-6 <= bhi + 2e-6
+        # The first seed is the plain run: same seed, same split, same numbers.
+        plain = next(r for r in one["results"] if r["model"] == kind)
+        assert row["per_seed"][0]["test"] == plain["test"]
+        assert (tmp_path / "three" / "models" / kind / "config.json").is_file()
+        assert (tmp_path / "three" / "models" / f"{kind}-seed-44" / "config.json").is_file()
+    # EASE is deterministic; SASRec's initialisation and shuffling follow the seed.
+    assert rows["ease"]["test_std"]["ndcg@10"] == 0.0
+    assert rows["sasrec"]["test_std"]["ndcg@10"] > 0.0
+    sig = many["significance"]
+    assert {t["metric"] for t in sig} >= {"ndcg@10", "recall@10"}
+    assert all({t["model_a"], t["model_b"]} == {"ease", "sasrec"} for t in sig)
+    md = (tmp_path / "three" / "results.md").read_text()
+    assert "±" in md and "Paired tests" in md and "t-interval" in md
+
+
+def test_seeds_flag_is_the_config_key(data_dir: Path, tmp_path: Path) -> None:
+    r = CliRunner().invoke(app, ["run", "--dataset", "ml-100k", "--models", "pop", "--seeds",
+                                 "2", "--data-dir", str(data_dir), "--output",
+                                 str(tmp_path), "--quiet"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "results.json").read_text())
+    assert res["results"][0]["seeds"] == [42, 43] and "±" in r.output
