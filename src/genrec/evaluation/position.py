@@ -41,7 +41,7 @@ def position_bias(outputs: Sequence[Sequence[int]],
     """
     if len(outputs) != len(inputs):
         raise ValueError("position_bias: outputs and inputs differ in length")
-    copies = top1 = n_rho = 0
+    copies = top1 = 0
     rhos, positions, uniform = [], [], []
     for out, inp in zip(outputs, inputs, strict=True):
         pos = {int(x): j for j, x in enumerate(inp)}
@@ -53,11 +53,9 @@ def position_bias(outputs: Sequence[Sequence[int]],
         top1 += seq[0] == 0
         positions += seq
         if len(seq) >= 2:
-            n_rho += 1
-            rho = sps.spearmanr(np.arange(len(seq)), seq).statistic
-            rhos.append(float(rho))
+            rhos.append(float(sps.spearmanr(np.arange(len(seq)), seq).statistic))
     n = len(inputs)
-    return {"requests": n, "requests_with_2plus": n_rho,
+    return {"requests": n, "requests_with_2plus": len(rhos),
             "order_copy_rate": copies / n if n else 0.0,
             "top1_kept_rate": top1 / n if n else 0.0,
             "spearman_mean": float(np.mean(rhos)) if rhos else float("nan"),

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy import stats
+
+from genrec.evaluation.stats import t_interval
 
 __all__ = ["RatingProtocol", "mae", "rmse", "summarise_folds"]
 
@@ -85,8 +85,7 @@ def summarise_folds(values: list[float]) -> dict[str, Any]:
     v = np.asarray(values, dtype=np.float64)
     mean = float(v.mean())
     std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
-    half = float(stats.t.ppf(0.975, len(v) - 1) * std / math.sqrt(len(v))) if len(v) > 1 \
-        else 0.0
+    lo, hi = t_interval(v)
     return {"mean": round(mean, 6), "std": round(std, 6),
-            "ci95": [round(mean - half, 6), round(mean + half, 6)],
+            "ci95": [round(lo, 6), round(hi, 6)],
             "per_fold": [round(float(x), 6) for x in v]}

@@ -16,7 +16,7 @@ import polars as pl
 from scipy import stats as sps
 
 __all__ = ["ConfidenceInterval", "bootstrap_means", "bootstrap_ci", "holm", "paired_tests",
-           "pairwise_significance"]
+           "pairwise_significance", "t_interval"]
 
 _log = logging.getLogger(__name__)
 
@@ -92,6 +92,17 @@ def bootstrap_ci(values: np.ndarray, n_boot: int = 1000, alpha: float = 0.05,
     boots = bootstrap_means(x, n_boot, seed)
     lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
     return ConfidenceInterval(float(x.mean()), float(lo), float(hi), len(x))
+
+
+def t_interval(values: np.ndarray | list[float], level: float = 0.95) -> tuple[float, float]:
+    """Student-t interval of the mean of a few values (seeds, folds); the mean itself twice
+    for fewer than two values."""
+    v = np.asarray(values, dtype=np.float64)
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, mean
+    half = float(sps.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return mean - half, mean + half
 
 
 def holm(pvalues: np.ndarray | list[float]) -> np.ndarray:

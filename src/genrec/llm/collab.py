@@ -95,6 +95,14 @@ def _top(scores: np.ndarray, k: int) -> np.ndarray:
     return idx
 
 
+def _pick(nb: np.ndarray, weights: np.ndarray, n_users: int) -> sp.csr_matrix:
+    """``(B, n_users)`` matrix holding ``weights`` at each row's neighbours (``nb``, -1 pads)."""
+    valid = nb >= 0
+    return sp.csr_matrix((weights[valid].astype(np.float32), nb[valid],
+                          np.concatenate([[0], np.cumsum(valid.sum(1))])),
+                         shape=(len(nb), n_users))
+
+
 class CollabRetriever:
     """Similar users and their relevant items, from training interactions only.
 
@@ -153,8 +161,8 @@ class CollabRetriever:
 
     def _batch(self, h: Histories, out: CollabContext, lo: int) -> None:
         cfg = self.config
-        q = h.to_csr()                                                 # (B, I) binary
-        q = _normalize_rows(sp.csr_matrix(q @ sp.diags(self.idf_)))
+        seen = h.to_csr()                                              # (B, I) binary
+        q = _normalize_rows(sp.csr_matrix(seen @ sp.diags(self.idf_)))
         sim = (q @ self.users_.T).toarray()                            # (B, U)
         rows = np.arange(len(h))
         own = (h.users >= 0) & (h.users < self.n_users_)  # users outside the index: none
@@ -164,19 +172,15 @@ class CollabRetriever:
         s = np.where(valid, np.take_along_axis(sim, np.maximum(nb, 0), axis=1), 0.0)
         out.neighbours[lo: lo + len(h)] = nb
         out.similarity[lo: lo + len(h)] = s
-        picked = sp.csr_matrix((s[valid].astype(np.float32), nb[valid],
-                                np.concatenate([[0], np.cumsum(valid.sum(1))])),
-                               shape=(len(h), self.n_users_))          # (B, U), n per row
-        cf = (picked @ self.train_).toarray()                          # (B, I)
-        count = (sp.csr_matrix((np.ones(valid.sum(), np.float32), picked.indices,
-                                picked.indptr), shape=picked.shape) @ self.train_).toarray()
+        cf = (_pick(nb, s, self.n_users_) @ self.train_).toarray()    # (B, I)
+        count = (_pick(nb, np.ones_like(s), self.n_users_) @ self.train_).toarray()
         if cfg.relevance > 0:
             recent = h.truncate(cfg.recent).to_csr()                   # (B, I)
             rel = ((recent @ self.items_.T) @ self.items_).toarray()   # (B, I) sum of cosines
             peak = rel.max(axis=1, keepdims=True)
             rel = np.divide(rel, peak, out=np.zeros_like(rel), where=peak > 0)
             cf = cf * (1.0 + cfg.relevance * rel)
-        seen = h.to_csr().tocoo()
+        seen = seen.tocoo()
         cf[seen.row, seen.col] = 0.0                                   # never the user's own items
         top = _top(cf, out.items.shape[1])                             # (B, m)
         out.items[lo: lo + len(h)] = top
@@ -190,13 +194,9 @@ class CollabRetriever:
 
     def neighbour_support(self, histories: Histories, items: np.ndarray) -> np.ndarray:
         """How many of each user's neighbours have each of ``items`` (``(B, k)``, -1 = 0)."""
-        ctx = self.retrieve(histories)
+        nb = self.retrieve(histories).neighbours                      # (B, n), -1 pads
+        count = sp.csr_matrix(_pick(nb, np.ones(nb.shape), self.n_users_) @ self.train_)
         out = np.zeros(items.shape, dtype=np.int64)
-        for r in range(len(histories)):
-            nb = ctx.neighbours[r][ctx.neighbours[r] >= 0]
-            if not len(nb):
-                continue
-            sub = self.train_[nb]                                       # (n, I)
-            ok = items[r] >= 0
-            out[r, ok] = np.asarray(sub[:, items[r][ok]].sum(axis=0)).ravel().astype(np.int64)
+        r, c = np.nonzero(items >= 0)
+        out[r, c] = np.asarray(count[r, items[r, c]]).ravel().astype(np.int64)
         return out

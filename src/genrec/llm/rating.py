@@ -117,12 +117,16 @@ class LLMRatingPredictor:
         kw = {"schema": rating_schema(self.scale), "max_tokens": self.config.max_tokens,
               "temperature": 0.0, "seed": 0}
         requests = [{"messages": p, **kw} for p in prompts]
-        outs: list[Any] = []
-        for r in requests:
-            try:
-                outs.append(self.client.chat(**r))
-            except LLMError as e:  # counted as a failure, never filled in
-                outs.append(e)
+        outs: list[Any]
+        if isinstance(self.client, OpenAIClient):  # concurrent, errors returned in place
+            outs = self.client.chat_many(requests)
+        else:
+            outs = []
+            for r in requests:
+                try:
+                    outs.append(self.client.chat(**r))
+                except LLMError as e:  # counted as a failure, never filled in
+                    outs.append(e)
         return [RatingAnswer(None, "", f"request failed: {o}") if isinstance(o, LLMError)
                 else parse_rating(o.text, self.scale) for o in outs]
 

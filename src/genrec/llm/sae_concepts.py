@@ -131,6 +131,7 @@ class SAEConcepts:
         self.checker = GroundingChecker(catalog)
         self.labels = {x.latent: x for x in labels if x.concept is not None}
         self.rejected_: list[str] = []
+        self._attributes: dict[str, Attribute | None] = {}
 
     @classmethod
     def build(cls, model: Recommender[Any], sae: RecSAE, train: Interactions,
@@ -150,6 +151,11 @@ class SAEConcepts:
     def attribute(self, concept: str) -> Attribute | None:
         """The catalogue attribute a concept names, checked by the grounding checker (None:
         not an attribute value of the catalogue, never cited)."""
+        if concept not in self._attributes:
+            self._attributes[concept] = self._resolve(concept)
+        return self._attributes[concept]
+
+    def _resolve(self, concept: str) -> Attribute | None:
         if "=" not in concept:
             return None
         a = Attribute.from_key(concept)

@@ -23,9 +23,9 @@ import logging
 import platform
 import resource
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -34,10 +34,10 @@ import torch
 import yaml
 
 from genrec._io import atomic_write_text
-from genrec.config import DataConfig, ExperimentConfig, load_config
-from genrec.data import sources
+from genrec.config import ExperimentConfig, load_config
 from genrec.data.describe import source_summary
 from genrec.data.interactions import Dataset, EvalSet
+from genrec.data.sources import load_data
 from genrec.data.splits import Split, split
 from genrec.evaluation.evaluator import EvalResult, evaluate
 from genrec.evaluation.protocol import Protocol
@@ -47,16 +47,12 @@ from genrec.models.registry import build_model
 from genrec.runs.seeds import fit_and_evaluate_seeds, seed_significance
 from genrec.runs.threads import apply_threads, thread_record
 
-__all__ = ["Prepared", "cold_warm", "fit_and_evaluate", "fit_context", "fit_model", "load_data",
-           "make_split", "open_run", "prepare", "results_document", "run_experiment",
-           "training_record", "validation_callback", "write_prepared", "write_results"]
+__all__ = ["Prepared", "cold_warm", "environment", "fit_and_evaluate", "fit_context",
+           "fit_model", "load_data", "make_split", "open_run", "prepare", "results_document",
+           "run_experiment", "training_record", "validation_callback", "write_prepared",
+           "write_results"]
 
 _log = logging.getLogger(__name__)
-
-def load_data(cfg: DataConfig) -> Dataset:
-    """Load a recipe or one's own files (with their item / user metadata), then preprocess
-    them as configured (:func:`genrec.data.sources.load_data`)."""
-    return sources.load_data(cfg)
 
 
 def make_split(ds: Dataset, protocol: Protocol, split_path: str | None) -> Split:
@@ -280,12 +276,16 @@ def results_document(cfg: ExperimentConfig, data: Prepared, rows: list[dict[str,
                     "preprocessing": ds.log},
         "results": rows,
         **extra,
-        "environment": {"python": platform.python_version(), "torch": torch.__version__,
-                        "machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
-                        **thread_record(cfg.threads),
-                        "gpu": (torch.cuda.get_device_name(0) if torch.cuda.is_available()
-                                else None)},
+        "environment": environment(cfg.threads),
     }
+
+
+def environment(threads: int | None) -> dict[str, Any]:
+    """The ``environment`` block of a ``results.json``: versions, machine, threads, load, GPU."""
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
+            **thread_record(threads),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:

@@ -15,14 +15,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import yaml
 
 from genrec._io import atomic_write_text
@@ -34,7 +32,7 @@ from genrec.evaluation.rating import RatingProtocol, mae, rmse, summarise_folds
 from genrec.models.base import FitContext, ModelConfig
 from genrec.models.rating.base import RatingModel
 from genrec.models.rating.registry import build_rating_model
-from genrec.runs.experiment import load_data, training_record
+from genrec.runs.experiment import environment, load_data, training_record
 
 __all__ = ["FoldHook", "fit_rating_model", "official_folds_dir", "format_rating_results", "predict_clipped",
            "rating_splits", "run_rating", "score_ratings"]
@@ -112,12 +110,6 @@ def fit_rating_model(mcfg: ModelConfig, split: RatingSplit, ds: Dataset,
     return model, fit_s, (score_ratings(model, valid, protocol) if valid is not None else None)
 
 
-def _environment() -> dict[str, Any]:
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "machine": platform.machine(), "cpu_threads": torch.get_num_threads(),
-            "load_average_1m": round(os.getloadavg()[0], 2)}
-
-
 def run_rating(cfg: RatingExperimentConfig, *, on_fold: FoldHook | None = None,
                extra: Callable[[], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Fit and evaluate every rating model of ``cfg`` on every fold; write the results.
@@ -172,7 +164,7 @@ def run_rating(cfg: RatingExperimentConfig, *, on_fold: FoldHook | None = None,
                "dataset": {"name": ds.name, "users": ds.n_users, "items": ds.n_items,
                            "ratings": len(ds.interactions)},
                "results": rows, **(extra() if extra is not None else {}),
-               "environment": _environment()}
+               "environment": environment(None)}
     atomic_write_text(out / "results.json", json.dumps(results, indent=2))
     atomic_write_text(out / "results.md", format_rating_results(results))
     return results

@@ -24,16 +24,14 @@ reads), the others as ``models/<kind>-seed-<s>`` (checkpoints likewise).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy import stats as sps
 
 from genrec.config import ExperimentConfig
 from genrec.evaluation.evaluator import EvalResult
-from genrec.evaluation.stats import bootstrap_ci, pairwise_significance
+from genrec.evaluation.stats import bootstrap_ci, pairwise_significance, t_interval
 from genrec.models.base import ModelConfig
 
 if TYPE_CHECKING:  # experiment.py calls this module with its fit_and_evaluate
@@ -48,15 +46,6 @@ _log = logging.getLogger(__name__)
 SIGNIFICANCE_METRICS = ("recall@10", "ndcg@10")
 """Test metrics compared between models (when the protocol measures them), besides the
 protocol's validation metric."""
-
-
-def _t_interval(values: np.ndarray, level: float = 0.95) -> list[float]:
-    n = len(values)
-    mean = float(np.mean(values))
-    if n < 2:
-        return [mean, mean]
-    half = float(sps.t.ppf(0.5 + level / 2, n - 1) * np.std(values, ddof=1) / math.sqrt(n))
-    return [round(mean - half, 6), round(mean + half, 6)]
 
 
 def fit_and_evaluate_seeds(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig,
@@ -95,7 +84,8 @@ def fit_and_evaluate_seeds(mcfg: ModelConfig, data: Prepared, cfg: ExperimentCon
         "test": {m: round(float(np.mean([r["test"][m] for r in runs])), 6) for m in metrics},
         "test_std": {m: round(float(np.std([r["test"][m] for r in runs], ddof=1)), 6)
                      if len(runs) > 1 else 0.0 for m in metrics},
-        "test_ci95": {m: _t_interval(np.array([r["test"][m] for r in runs])) for m in metrics},
+        "test_ci95": {m: [round(x, 6) for x in t_interval([r["test"][m] for r in runs])]
+                      for m in metrics},
         "test_bootstrap_ci95": {},
         "per_seed": runs,
     }

@@ -114,6 +114,12 @@ CREATE TABLE IF NOT EXISTS feedback (
 
 _SELECT = f"SELECT {', '.join(_COLUMNS)} FROM feedback ORDER BY id"
 
+
+def _records(rows: Iterable[Sequence[Any]]) -> list[FeedbackRecord]:
+    """``_SELECT`` rows as records."""
+    return [FeedbackRecord(**dict(zip(_COLUMNS, r, strict=True))) for r in rows]
+
+
 _INSERT = (f"INSERT INTO feedback ({', '.join(_COLUMNS)}) VALUES ({{ph}}) "
            "ON CONFLICT (event_id) DO NOTHING")
 
@@ -179,7 +185,7 @@ class SQLiteFeedbackStore:
         """Every stored event, in the order received."""
         with self._lock:
             rows = self._conn.execute(_SELECT).fetchall()
-        return [FeedbackRecord(**dict(zip(_COLUMNS, r, strict=True))) for r in rows]
+        return _records(rows)
 
     def ping(self) -> bool:
         """Whether the database answers."""
@@ -290,7 +296,7 @@ class PostgresFeedbackStore:
     def events(self) -> list[FeedbackRecord]:
         """Every stored event, in the order received."""
         rows = self._run(lambda c: c.execute(_SELECT).fetchall())
-        return [FeedbackRecord(**dict(zip(_COLUMNS, r, strict=True))) for r in rows]
+        return _records(rows)
 
     def ping(self) -> bool:
         """Whether the server answers."""

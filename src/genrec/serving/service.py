@@ -234,18 +234,17 @@ class ModelService:
         # Blocking an unknown item is harmless.
         items = [index[r] for r in blocked_items if r in index]
         items.extend(int(i) for i in extra_block)
-        if idx or items:
+        if items:
+            idx.append(torch.tensor(items, dtype=torch.long))
+        if idx:
             block = torch.zeros(self._n_items, dtype=torch.bool)
-            for t in idx:
-                block[t] = True
-            block[torch.tensor(items, dtype=torch.long)] = True
+            block[torch.cat(idx)] = True
         allow = None
         if categories is not None:
             allow = torch.zeros(self._n_items, dtype=torch.bool)
-            for c in categories:
-                t = self._cat_items.get(c)
-                if t is not None:
-                    allow[t] = True
+            keep = [self._cat_items[c] for c in categories if c in self._cat_items]
+            if keep:
+                allow[torch.cat(keep)] = True
         return block, allow
 
     def prepare(self, *, user: str | None = None, history: Sequence[str] | None = None,

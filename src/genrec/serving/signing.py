@@ -64,12 +64,20 @@ def _ed_key_id(public: Ed25519PublicKey) -> str:
 
 
 @dataclass(frozen=True)
-class BundleSigner:
-    """Signs manifests with an Ed25519 private key or an HMAC secret."""
-
+class _Key:
     algorithm: Algorithm
     key_id: str
     _key: Any
+
+    @classmethod
+    def _hmac(cls, data: bytes, path: str | Path) -> Any:
+        secret = _hmac_secret(data, path)
+        return cls("hmac-sha256", _hmac_key_id(secret), secret)
+
+
+@dataclass(frozen=True)
+class BundleSigner(_Key):
+    """Signs manifests with an Ed25519 private key or an HMAC secret."""
 
     @classmethod
     def from_file(cls, path: str | Path) -> BundleSigner:
@@ -87,8 +95,7 @@ class BundleSigner:
             if not isinstance(key, Ed25519PrivateKey):
                 raise ValueError(f"{path}: only Ed25519 private keys are supported")
             return cls("ed25519", _ed_key_id(key.public_key()), key)
-        secret = _hmac_secret(data, path)
-        return cls("hmac-sha256", _hmac_key_id(secret), secret)
+        return cls._hmac(data, path)
 
     def sign(self, manifest: bytes) -> dict[str, str]:
         """The ``signature.json`` content for these manifest bytes."""
@@ -107,12 +114,8 @@ class BundleSigner:
 
 
 @dataclass(frozen=True)
-class SignatureVerifier:
+class SignatureVerifier(_Key):
     """Checks manifests against an Ed25519 public key or an HMAC secret."""
-
-    algorithm: Algorithm
-    key_id: str
-    _key: Any
 
     @classmethod
     def from_file(cls, path: str | Path) -> SignatureVerifier:
@@ -133,8 +136,7 @@ class SignatureVerifier:
             if not isinstance(key, Ed25519PublicKey):
                 raise ValueError(f"{path}: only Ed25519 public keys are supported")
             return cls("ed25519", _ed_key_id(key), key)
-        secret = _hmac_secret(data, path)
-        return cls("hmac-sha256", _hmac_key_id(secret), secret)
+        return cls._hmac(data, path)
 
     def verify(self, manifest: bytes, signature: bytes | None) -> None:
         """Check ``signature`` (the bytes of ``signature.json``) over ``manifest``.
@@ -158,9 +160,9 @@ class SignatureVerifier:
         if self.algorithm == "ed25519":
             try:
                 self._key.verify(sig, manifest)
+                return
             except InvalidSignature:
-                raise SignatureError("bad signature: the manifest was altered or re-hashed "
-                                     "after signing") from None
-        elif not hmac.compare_digest(sig, hmac.new(self._key, manifest, hashlib.sha256).digest()):
-            raise SignatureError("bad signature: the manifest was altered or re-hashed after "
-                                 "signing")
+                pass
+        elif hmac.compare_digest(sig, hmac.new(self._key, manifest, hashlib.sha256).digest()):
+            return
+        raise SignatureError("bad signature: the manifest was altered or re-hashed after signing")

@@ -91,12 +91,6 @@ class RatingNet(nn.Module):
             bias = bias + self.text_bias(t).squeeze(1)
         return vec, bias
 
-    def predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Ratings of aligned ``(users, items)``, ``(N,)``."""
-        uv = self.user_vectors(users)
-        iv, ib = self.item_vectors(items)
-        return self.mu + self.bu[users] + ib + (uv * iv).sum(1)
-
     def forward(self, users: torch.Tensor, items: torch.Tensor, ratings: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         uv = self.user_vectors(users)                                      # (B, K)

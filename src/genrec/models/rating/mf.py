@@ -31,7 +31,7 @@ from genrec.data.interactions import Interactions
 from genrec.models.base import FitContext, ModelConfig
 from genrec.models.rating.base import RatingModel, known, rating_triples
 
-__all__ = ["BiasedMF", "BiasedMFConfig", "FactorState"]
+__all__ = ["BiasedMF", "BiasedMFConfig"]
 
 _log = logging.getLogger(__name__)
 
@@ -58,20 +58,6 @@ class BiasedMFConfig(ModelConfig):
     """Standard deviation of the initial factors."""
     patience: int | None = Field(None, ge=1)
     """With a validation callback: stop after this many epochs without improvement."""
-
-
-class FactorState:
-    """The learned tensors of a biased factor model and its prediction rule."""
-
-    @staticmethod
-    def predict(mu: torch.Tensor, bu: torch.Tensor, bi: torch.Tensor, p: torch.Tensor,
-                q: torch.Tensor, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """``mu + b_u + b_i + p_u . q_i``; unknown users or items contribute zero terms."""
-        ku, u = known(users, len(bu))
-        ki, i = known(items, len(bi))
-        dot = (p[u] * q[i]).sum(1)                                     # (N,)
-        return (mu + torch.where(ku, bu[u], 0.0) + torch.where(ki, bi[i], 0.0)
-                + torch.where(ku & ki, dot, 0.0))
 
 
 def _csr(m: sp.csr_matrix) -> torch.Tensor:
@@ -170,7 +156,12 @@ class BiasedMF(RatingModel[BiasedMFConfig]):
         return sweep
 
     def _predict(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return FactorState.predict(self.mu_, self.bu_, self.bi_, self.p_, self.q_, users, items)
+        # mu + b_u + b_i + p_u . q_i; unknown users or items contribute zero terms.
+        ku, u = known(users, len(self.bu_))
+        ki, i = known(items, len(self.bi_))
+        dot = (self.p_[u] * self.q_[i]).sum(1)                         # (N,)
+        return (self.mu_ + torch.where(ku, self.bu_[u], 0.0) + torch.where(ki, self.bi_[i], 0.0)
+                + torch.where(ku & ki, dot, 0.0))
 
     def _state(self) -> dict[str, torch.Tensor]:
         return {"mu": self.mu_, "bu": self.bu_, "bi": self.bi_, "p": self.p_, "q": self.q_}
