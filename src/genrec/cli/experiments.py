@@ -1,0 +1,270 @@
+"""Experiments: run, tune, tokenize, models, compare, report, rate."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from genrec.cli._common import (
+    _DataDir,
+    _Dataset,
+    _experiment,
+    _LLMCache,
+    _LLMGguf,
+    _LLMKey,
+    _LLMName,
+    _LLMUrl,
+    _run_guarded,
+    _setup_logging,
+    app,
+    print_rating_results,
+    print_results,
+)
+
+
+@app.command()
+def run(
+    config: Annotated[Path | None, typer.Argument(help="YAML experiment config.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset.name")] = None,
+    models: Annotated[str | None, typer.Option(help="models: comma-separated kinds")] = None,
+    output: Annotated[str | None, typer.Option(help="output")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
+    split: Annotated[str | None, typer.Option(
+        help="protocol.split.kind: leave_one_out, temporal or random")] = None,
+    candidates: Annotated[str | None, typer.Option(
+        help="protocol.candidates: full or sampled")] = None,
+    cutoffs: Annotated[str | None, typer.Option(help="protocol.cutoffs, e.g. 5,10,20")] = None,
+    seed: Annotated[int | None, typer.Option(help="protocol.seed and protocol.split.seed")] = None,
+    split_path: Annotated[str | None, typer.Option(help="split_path")] = None,
+    data: Annotated[str | None, typer.Option(
+        help="dataset.path: one's own interactions (csv, tsv, parquet, jsonl, txt)")] = None,
+    items: Annotated[str | None, typer.Option(
+        help="dataset.items.path: item metadata (csv, tsv, parquet, jsonl)")] = None,
+    item_id: Annotated[str | None, typer.Option(
+        help="dataset.items.id: the metadata's id column (asin, item_id, ...)")] = None,
+    threads: Annotated[int | None, typer.Option(help="threads: CPU threads (torch, BLAS)")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config key: --set protocol.exclude_seen=false")] = None,
+    resume: Annotated[bool, typer.Option(
+        help="resume: continue killed trainings from OUTPUT/checkpoints")] = False,
+    seeds: Annotated[int | None, typer.Option(
+        min=1, help="seeds: fit and evaluate every model with this many seeds (mean, std, "
+                    "95% intervals, paired tests)")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
+) -> None:
+    """Load, split, fit, evaluate valid and test; write results.json, results.md and models."""
+    _setup_logging(quiet)
+
+    def go() -> tuple[dict[str, Any], str]:
+        from genrec.runs.experiment import run_experiment
+
+        flags = {"protocol.split.kind": split, "protocol.candidates": candidates,
+                 "protocol.seed": seed, "protocol.split.seed": seed, "split_path": split_path,
+                 "protocol.cutoffs": f"[{cutoffs}]" if cutoffs else None,
+                 "resume": "true" if resume else None, "dataset.path": data,
+                 "dataset.items.path": items, "dataset.items.id": item_id, "threads": threads,
+                 "seeds": seeds}
+        cfg = _experiment(config, dataset=dataset, models=models, output=output,
+                          data_dir=data_dir, set_=set_, flags=flags)
+        if not cfg.models:
+            raise ValueError("no models: pass --models pop,itemknn,ease or list them in the config")
+        return run_experiment(cfg, progress=not quiet and sys.stderr.isatty()), cfg.output
+
+    results, out = _run_guarded(go)
+    print_results(results)
+    typer.echo(f"results written to {out}/ (results.json, results.md, models/, split/)")
+
+
+@app.command("tune")
+def tune_command(
+    config: Annotated[Path, typer.Argument(help="YAML experiment config with a tune section.")],
+    n_trials: Annotated[int | None, typer.Option(help="tune.n_trials")] = None,
+    output: Annotated[str | None, typer.Option(help="output")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config key: --set tune.sampler=random")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
+) -> None:
+    """Search tune.space on the validation metric, then fit the best configuration and test it
+    once; write results.json (with every trial), results.md and best.yaml."""
+    _setup_logging(quiet)
+
+    def go() -> tuple[dict[str, Any], str]:
+        from genrec.config import load_config
+        from genrec.runs.tuning import tune
+
+        flags = {"tune.n_trials": n_trials, "output": output, "dataset.data_dir": data_dir}
+        overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_ or [])
+        cfg = load_config(config, overrides)
+        return tune(cfg, progress=not quiet and sys.stderr.isatty()), cfg.output
+
+    results, out = _run_guarded(go)
+    print_results(results)
+    t = results["tuning"]
+    params = ", ".join(f"{k}={v}" for k, v in t["best_params"].items())
+    typer.echo(f"best of {t['n_trials']} trials ({t['n_failed']} failed): trial "
+               f"{t['best_trial']}, valid {t['metric']}={t['best_valid']:.4f}: {params}")
+    typer.echo(f"chosen config written to {out}/best.yaml; results to {out}/ "
+               "(results.json, results.md)")
+
+
+@app.command("tokenize")
+def tokenize(
+    config: Annotated[Path, typer.Argument(help="YAML experiment config with a tiger model.")],
+    output: Annotated[str | None, typer.Option(
+        help="Folder for the semantic IDs (default OUTPUT/semantic_ids of the config).")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config key: --set models.0.tokenizer.n_levels=4")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and the health report.")] = False,
+) -> None:
+    """Fit only the semantic-ID stage of the config's TIGER model (item vectors, tokenizer,
+    dedup) and save codes + tokenizer + codebook health; train on them later with
+    ``--set models.0.semantic_ids=FOLDER``."""
+    _setup_logging(quiet)
+
+    def go() -> tuple[str, str]:
+        from genrec.config import load_config
+        from genrec.models import build_model
+        from genrec.models.base import FitContext
+        from genrec.runs.experiment import prepare
+
+        cfg = load_config(config, list(set_ or []))
+        tiger = next((m for m in cfg.models if m.kind == "tiger"), None)
+        if tiger is None:
+            raise ValueError(f"{config}: no model of kind tiger to tokenize for")
+        data = prepare(cfg)
+        model = build_model(tiger).fit_semantic_ids(
+            data.split.train, FitContext(items=data.dataset.items, seed=cfg.protocol.seed))
+        out = output or str(Path(cfg.output) / "semantic_ids")
+        model.save_semantic_ids(out)
+        return model.semantic_ids_.health_.format(), out
+
+    health, out = _run_guarded(go)
+    typer.echo(health)
+    typer.echo(f"semantic IDs written to {out}/ (semantic_ids.safetensors, semantic_ids.json)")
+
+
+
+@app.command("models")
+def list_models() -> None:
+    """List the registered models and their hyperparameters."""
+    from genrec.models.registry import MODELS
+
+    for name, cls in MODELS.items():
+        fields = {k: v.default for k, v in cls.config_cls.model_fields.items() if k != "kind"}
+        typer.echo(f"{name:10s} {cls.__name__:12s} {fields}")
+
+
+
+@app.command()
+def compare(
+    config: Annotated[Path | None, typer.Argument(help="YAML experiment config.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="dataset.name")] = None,
+    models: Annotated[str | None, typer.Option(help="models: comma-separated kinds")] = None,
+    output: Annotated[str | None, typer.Option(help="output")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
+    k: Annotated[int, typer.Option(min=1, help="Cutoff of beyond-accuracy metrics.")] = 10,
+    n_boot: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 1000,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config key: --set protocol.cutoffs=[5,10,20]")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
+) -> None:
+    """Run several models under one protocol; write results and the holistic report."""
+    _setup_logging(quiet)
+
+    def go() -> tuple[dict[str, Any], str]:
+        from genrec.evaluation.compare import HolisticOptions
+        from genrec.runs.compare import run_comparison
+
+        cfg = _experiment(config, dataset=dataset, models=models, output=output,
+                          data_dir=data_dir, set_=set_)
+        if not cfg.models:
+            raise ValueError("no models: pass --models pop,itemknn,ease or list them in the config")
+        opts = HolisticOptions(k=k, n_boot=n_boot)
+        return run_comparison(cfg, opts, progress=not quiet and sys.stderr.isatty()), cfg.output
+
+    results, out = _run_guarded(go)
+    print_results(results)
+    typer.echo(f"report written to {out}/report.html and {out}/report.md")
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A folder written by genrec compare or run.")],
+    k: Annotated[int | None, typer.Option(min=1, help="Override the beyond-accuracy K.")] = None,
+    n_boot: Annotated[int | None, typer.Option(min=10, help="Bootstrap resamples.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Only warnings.")] = False,
+) -> None:
+    """Write a self-contained report.html and report.md (with plots/) for a run folder."""
+    _setup_logging(quiet)
+
+    def go() -> tuple[Path, Path]:
+        from genrec.evaluation.report import load_run, write_report
+
+        opts = load_run(run_dir).options
+        changes = {key: v for key, v in {"k": k, "n_boot": n_boot}.items() if v is not None}
+        return write_report(run_dir, opts.model_copy(update=changes) if changes else None)
+
+    html_path, md_path = _run_guarded(go)
+    typer.echo(f"report written to {html_path} and {md_path}")
+
+
+@app.command("rate")
+def rate(
+    config: Annotated[Path | None, typer.Argument(
+        help="YAML rating config, e.g. configs/rating-ml100k.yaml.")] = None,
+    dataset: _Dataset = None,
+    models: Annotated[str | None, typer.Option(
+        help="models: comma-separated rating kinds (global_mean, biases, biased_mf, "
+             "knn_baseline, svdpp, text_rating, blend)")] = None,
+    output: Annotated[str | None, typer.Option(help="output")] = None,
+    data_dir: _DataDir = None,
+    split: Annotated[str | None, typer.Option(
+        help="protocol.split: official (ML-100K u1-u5 files) or random")] = None,
+    folds: Annotated[str | None, typer.Option(help="protocol.folds, e.g. u1,u2")] = None,
+    valid_ratio: Annotated[float | None, typer.Option(help="protocol.valid_ratio")] = None,
+    llm_ratings: Annotated[int | None, typer.Option(
+        help="llm.n_ratings: sampled test ratings per fold the LLM rates")] = None,
+    llm_shots: Annotated[str | None, typer.Option(
+        help="llm.shots: prompt variants, e.g. 0,3 (0 = zero-shot)")] = None,
+    set_: Annotated[list[str] | None, typer.Option(
+        "--set", help="Any config key: --set models.0.factors=50")] = None,
+    llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
+    llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
+    quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
+) -> None:
+    """Rating prediction: fit every rating model on every fold; RMSE/MAE (mean ± std);
+    with --llm-url or --llm-gguf also an LLM on a sample of the same test ratings."""
+    _setup_logging(quiet)
+
+    def go() -> tuple[dict[str, Any], str]:
+        from genrec.config import RatingExperimentConfig, load_config
+        from genrec.llm.rating import run_llm_rating
+        from genrec.llm.runner import llm_client
+        from genrec.runs.rating import run_rating
+
+        keys = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir,
+                "protocol.split": split, "protocol.folds": f"[{folds}]" if folds else None,
+                "protocol.valid_ratio": valid_ratio, "llm.n_ratings": llm_ratings,
+                "llm.shots": f"[{llm_shots}]" if llm_shots else None}
+        overrides = [f"{k}={v}" for k, v in keys.items() if v is not None] + list(set_ or [])
+        chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
+        cfg = load_config(config, overrides, models=chosen, cls=RatingExperimentConfig)
+        if not cfg.models:
+            raise ValueError("no models: pass --models biases,biased_mf or list them in the "
+                             "config")
+        with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
+                        api_key_env=api_key_env) as client:
+            if client is None:
+                return run_rating(cfg), cfg.output
+            label = Path(llm_gguf).stem if llm_gguf is not None else (llm_model or "llm")
+            return run_llm_rating(cfg, client, label=label), cfg.output
+
+    results, out = _run_guarded(go)
+    print_rating_results(results)
+    typer.echo(f"results written to {out}/ (results.json, results.md, config.yaml)")
+
+
