@@ -38,8 +38,8 @@ def tuned(tmp_path_factory, data_dir) -> tuple[Path, dict[str, Any], list[str]]:
     real_prepare, real_fit = experiment.prepare, experiment.fit_and_evaluate
     real_evaluate = experiment.evaluate
 
-    def prepare(cfg: ExperimentConfig) -> experiment.Prepared:
-        prepared.append(real_prepare(cfg))
+    def prepare(cfg: ExperimentConfig, **kw: Any) -> experiment.Prepared:
+        prepared.append(real_prepare(cfg, **kw))
         return prepared[-1]
 
     def evaluate(model: Any, evalset: Any, *args: Any, **kw: Any) -> Any:

@@ -95,11 +95,35 @@ class TuneSection(BaseModel):
     n_trials: int = Field(20, ge=1)
     """Trials to run (the grid sampler stops earlier once every combination is tried)."""
     timeout_minutes: float | None = Field(None, gt=0)
-    """Start no new trial after this many minutes (a running trial is not interrupted)."""
+    """Time budget of the study, summed over its runs when it is resumed: start no new trial
+    after this many minutes (a running trial is not interrupted; it is recorded when it
+    ends)."""
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     """Optuna sampler; ``grid`` needs every parameter to be categorical."""
     seed: int = 42
-    """Seed of the sampler."""
+    """Seed of the sampler (each worker, and each resumed run, derives its own from it)."""
+    pruner: Literal["none", "median", "halving"] = "median"
+    """Stop unpromising trials on their validation curve (models validated during training:
+    the torch models; the others are never pruned): ``median`` prunes a trial whose best
+    value so far is below the median of earlier trials at the same validation round,
+    ``halving`` is asynchronous successive halving (keeps the top 1 / ``halving_rate`` of the
+    trials at rounds ``prune_from_round * halving_rate ** k``), ``none`` runs every trial to
+    its end."""
+    prune_from_round: int = Field(2, ge=1)
+    """First validation round at which a trial may be pruned (the first rounds are noisy);
+    ``halving``: the rounds of its first rung."""
+    prune_startup_trials: int = Field(3, ge=0)
+    """``median``: trials that must finish before any trial is pruned."""
+    halving_rate: int = Field(3, ge=2)
+    """``halving``: the reduction factor (keep the top 1 / this of each rung)."""
+    workers: int = Field(1, ge=1)
+    """Trials run in this many processes at once, sharing the study through ``storage``;
+    each gets ``threads / workers`` threads, and all reuse the split the run writes."""
+    storage: str | None = None
+    """Journal file the study is stored in (Optuna's ``JournalFileBackend``, safe for several
+    processes on one machine); default ``<output>/study.journal``. Rerunning the same command
+    continues the study it holds (finished trials kept, the rest of the budget run); another
+    space, model, data or protocol is refused."""
     space: dict[str, ParamSpec] = Field(min_length=1)
     """Dotted config key of the model (``models.0.l2``) -> its range or choices."""
 

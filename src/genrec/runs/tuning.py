@@ -5,21 +5,30 @@ and a space whose keys are dotted config keys of the (single) model, e.g.::
 
     tune:
       n_trials: 20
+      pruner: median          # or halving, none
+      workers: 2              # trials in 2 processes at once
       space:
         models.0.l2: {type: float, low: 10, high: 2000, log: true}
         models.0.train.lr: {type: float, low: 3.0e-4, high: 3.0e-3, log: true}
         models.0.n_layers: {type: categorical, choices: [1, 2, 3]}
 
-Every trial fits on the training part and is scored on validation; the test set is evaluated
-once, for the chosen configuration, by the ordinary :func:`genrec.runs.experiment.fit_and_evaluate`.
+Every trial fits on the training part and is scored on validation; a model that validates
+during training (the torch models) reports each validation round to the pruner, which may
+stop it early. The test set is evaluated once, for the chosen configuration, by the ordinary
+:func:`genrec.runs.experiment.fit_and_evaluate`. The study is stored in a journal file
+(:mod:`genrec.runs.tuning_study`): rerunning the command continues it.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import itertools
 import json
 import logging
 import math
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +36,7 @@ import numpy as np
 import optuna
 import torch
 import yaml
+from optuna.trial import TrialState
 from pydantic import ValidationError
 
 from genrec._io import atomic_write_text
@@ -39,22 +49,43 @@ from genrec.config import (
     apply_overrides,
 )
 from genrec.evaluation.results import format_results
-from genrec.models.base import ModelConfig
+from genrec.models.base import ModelConfig, Recommender
+from genrec.models.registry import build_model
 from genrec.runs import experiment
 from genrec.runs.experiment import Prepared
+from genrec.runs.threads import resolve_threads
+from genrec.runs.tuning_study import (
+    finished_count,
+    mark_interrupted,
+    open_study,
+    pruner,
+    sampler,
+    spawn_workers,
+    storage_path,
+    study_identity,
+    study_lock,
+    worker_share,
+)
 
-__all__ = ["tune"]
+__all__ = ["run_worker", "tune"]
 
 _log = logging.getLogger(__name__)
+
+_TRIAL_INFO = ("fit_seconds", "epochs_run", "best_epoch", "pruned_at_round", "worker", "error")
+"""User attributes of a stored trial copied into its ``results.json`` record."""
 
 
 def tune(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
     """Search ``cfg.tune.space`` on validation, then fit and test the best configuration once.
 
-    Data are loaded and split once. Each trial fits the model with the sampled values and
-    scores it on the validation set only; a trial whose configuration is invalid or whose
-    fit raises ``ValueError`` (or runs out of GPU memory) is recorded as failed and the search
-    goes on. The best trial's configuration is then refitted with
+    Data are loaded and split once (``tune.workers`` processes reuse the split written to
+    ``cfg.output``). Each trial fits the model with the sampled values and scores it on the
+    validation set only; a torch model reports every validation round to ``tune.pruner``,
+    which may stop the trial (recorded as ``pruned``). A trial whose configuration is invalid
+    or whose fit raises ``ValueError`` (or runs out of GPU memory) is recorded as failed and
+    the search goes on. The study is kept in ``tune.storage``: a rerun continues it (up to
+    ``n_trials`` finished trials and ``timeout_minutes`` in all) and refuses another search.
+    The best trial's configuration is then refitted with
     :func:`genrec.runs.experiment.fit_and_evaluate` (valid and test). Written to ``cfg.output``:
     ``results.json`` (with a ``tuning`` block listing every trial), ``results.md`` and
     ``best.yaml``, the chosen experiment config without the ``tune`` section.
@@ -68,7 +99,10 @@ def tune(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
 
     Raises:
         ValueError: Without a tune section, with other than one model, for a space key that
-            is not a setting of the model or a value it rejects, or when every trial fails.
+            is not a setting of the model or a value it rejects, for a stored study of
+            another search, or when no trial completes.
+        RuntimeError: If another ``genrec tune`` runs the same study, or a worker process
+            dies (the study keeps its finished trials; rerun to continue).
     """
     section = cfg.tune
     if section is None:
@@ -79,63 +113,184 @@ def tune(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
     base = cfg.model_dump(mode="json", exclude={"tune"})
     _check_space(base, section)
 
-    data = experiment.prepare(cfg)
-    popularity = data.split.train.item_counts()
+    data = experiment.prepare(cfg, write=False)
+    path = storage_path(cfg)
     # Trials only compare on validation: nothing of theirs is saved, checkpointed or resumed.
     trial_base = base | {"checkpoints": False, "save_models": False, "resume": False}
-    vm = cfg.protocol.valid_metric
-    records: list[dict[str, Any]] = []
-
-    def objective(trial: optuna.Trial) -> float:
-        values = {key: _suggest(trial, key, spec) for key, spec in section.space.items()}
-        record: dict[str, Any] = {"number": trial.number, "params": values}
-        records.append(record)
-        try:
-            tcfg = _with_values(trial_base, values)
-            valid, info = _fit_and_validate(tcfg.models[0], data, tcfg, popularity, progress)
-            if not math.isfinite(valid):
-                raise ValueError(f"valid {vm} is {valid}")
-        except (ValueError, torch.OutOfMemoryError) as e:
-            if isinstance(e, torch.OutOfMemoryError):
-                torch.cuda.empty_cache()
-            record |= {"state": "failed", "error": _error_text(e)}
-            _log.warning("trial %d failed (%s): %s", trial.number, _format_values(values),
-                         record["error"])
-            return float("nan")  # Optuna records a nan objective as a failed trial
-        record |= {"state": "complete", "valid": valid} | info
-        _log.info("trial %d/%d: %s -> valid %s=%.4f (fit %.2fs)", trial.number + 1,
-                  section.n_trials, _format_values(values), vm, valid, info["fit_seconds"])
-        return valid
-
-    timeout = None if section.timeout_minutes is None else section.timeout_minutes * 60
     verbosity = optuna.logging.get_verbosity()
     # genrec logs every trial, with the cause of a failure; Optuna's warnings would only add
     # that the nan returned for it "is not acceptable".
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
-        study = optuna.create_study(direction="maximize", sampler=_sampler(section))
-        study.optimize(objective, n_trials=section.n_trials, timeout=timeout,
-                       gc_after_trial=True)
+        with study_lock(path):
+            study = open_study(path, study_identity(cfg, data.identity),
+                               sampler=optuna.samplers.RandomSampler(), pruner=pruner(section))
+            # Written once the study is known to be this one: a refused rerun leaves the
+            # folder as the study's own run wrote it.
+            experiment.write_prepared(cfg, data)
+            run = _run_study(study, cfg, trial_base, data, progress)
     finally:
         optuna.logging.set_verbosity(verbosity)
 
+    records = _records(study, list(section.space))
     done = [r for r in records if r["state"] == "complete"]
     if not done:
-        raise ValueError(f"all {len(records)} trials failed; the first: {records[0]['error']}")
+        first = next((r["error"] for r in records if "error" in r), "no trial completed")
+        raise ValueError(f"none of the {len(records)} trials completed "
+                         f"({sum(r['state'] == 'pruned' for r in records)} pruned); "
+                         f"the first error: {first}")
     best = records[study.best_trial.number]
+    vm = cfg.protocol.valid_metric
     _log.info("best of %d trials: %s (valid %s=%.4f); refitting it for the test set",
               len(records), _format_values(best["params"]), vm, best["valid"])
 
     best_cfg = _with_values(base, best["params"])
     _, row, _ = experiment.fit_and_evaluate(best_cfg.models[0], data, best_cfg, progress=progress)
+    count = {s: sum(r["state"] == s for r in records) for s in ("failed", "pruned")}
     tuning = {"metric": vm, "sampler": section.sampler, "seed": section.seed,
+              "pruner": section.pruner, "workers": section.workers, "storage": str(path),
+              "timeout_minutes": section.timeout_minutes,
               "space": {k: s.model_dump() for k, s in section.space.items()},
-              "n_trials": len(records), "n_failed": len(records) - len(done),
+              "n_trials": len(records), "n_failed": count["failed"],
+              "n_pruned": count["pruned"], **run,
               "best_trial": best["number"], "best_params": best["params"],
               "best_valid": best["valid"], "trials": records}
     results = experiment.results_document(cfg, data, [row], tuning=tuning)
     _write(Path(cfg.output), results, best_cfg)
     return results
+
+
+def _run_study(study: optuna.Study, cfg: ExperimentConfig, trial_base: dict[str, Any],
+               data: Prepared, progress: bool) -> dict[str, Any]:
+    """Run the rest of the study's budget, in this process or in ``tune.workers`` spawned
+    ones; return what this run did (for the ``tuning`` block)."""
+    section = cfg.tune
+    assert section is not None
+    interrupted = mark_interrupted(study)
+    n_before, finished = len(study.trials), finished_count(study)
+    remaining = max(0, section.n_trials - finished)
+    spent = float(study.user_attrs.get("wall_seconds", 0.0))
+    time_left = None if section.timeout_minutes is None else section.timeout_minutes * 60 - spent
+    if n_before:
+        _log.info("continuing the study in %s: %d trials finished (%d interrupted), %d to run"
+                  "%s", storage_path(cfg), finished, interrupted, remaining,
+                  "" if time_left is None else f", {max(0.0, time_left) / 60:.1f} minutes left")
+    if time_left is not None and time_left <= 0 and remaining:
+        _log.warning("the study's time budget (%.1f minutes) is spent: no new trial; raise "
+                     "tune.timeout_minutes to continue it", section.timeout_minutes)
+        remaining = 0
+    shares = worker_share(remaining, section.workers)
+    t0 = time.perf_counter()
+    try:
+        if section.workers == 1 and remaining:
+            study.sampler = sampler(section, n_before=n_before, worker=0, workers=1)
+            _run_trials(study, trial_base, section, data, remaining, time_left, progress,
+                        worker=0)
+        elif remaining:
+            threads = max(1, resolve_threads(cfg.threads)[0] // section.workers)
+            worker_cfg = trial_base | {"threads": threads,
+                                       "split_path": cfg.split_path
+                                       or str(Path(cfg.output) / "split")}
+            level = logging.getLogger().getEffectiveLevel()
+            _log.info("%d workers, %d threads each, run %s trials", section.workers, threads,
+                      "+".join(map(str, shares)))
+            jobs = [{"cfg": worker_cfg, "tune": section.model_dump(mode="json"),
+                     "storage": str(storage_path(cfg)), "worker": i, "n_trials": n,
+                     "timeout": time_left, "n_before": n_before, "log_level": level}
+                    for i, n in enumerate(shares) if n]
+            codes = spawn_workers(jobs)
+            lost = mark_interrupted(study)
+            if any(codes):
+                raise RuntimeError(f"tuning worker(s) failed (exit codes {codes}; {lost} trial"
+                                   "(s) interrupted); see the log above. Finished trials are "
+                                   "kept: rerun the same command to continue the study.")
+    finally:
+        elapsed = time.perf_counter() - t0
+        study.set_user_attr("wall_seconds", round(spent + elapsed, 3))
+    return {"continued_from": finished, "n_interrupted": interrupted,
+            "run_seconds": round(elapsed, 3), "wall_seconds": round(spent + elapsed, 3)}
+
+
+def run_worker(job: dict[str, Any]) -> None:
+    """One tuning worker process (:mod:`genrec.runs.tuning_worker`): reload the data and the
+    split, join the stored study and run its share of trials.
+
+    Args:
+        job: ``cfg`` (the trials' experiment, as a dict, with ``split_path`` and ``threads``
+            set), ``tune`` (the section), ``storage``, ``worker`` (its index), ``n_trials``,
+            ``timeout`` (seconds or None), ``n_before`` (trials in the study when the run
+            began) and ``log_level``.
+    """
+    worker = job["worker"]
+    logging.basicConfig(level=job["log_level"], format=f"%(asctime)s worker {worker} "
+                        "%(levelname)s %(name)s: %(message)s")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    section = TuneSection.model_validate(job["tune"])
+    data = experiment.prepare(ExperimentConfig.model_validate(job["cfg"]), write=False)
+    study = open_study(Path(job["storage"]), None, pruner=pruner(section), sampler=sampler(
+        section, n_before=job["n_before"], worker=worker, workers=section.workers))
+    _run_trials(study, job["cfg"], section, data, job["n_trials"], job["timeout"], False,
+                worker=worker)
+
+
+def _run_trials(study: optuna.Study, trial_base: dict[str, Any], section: TuneSection,
+                data: Prepared, n_trials: int, timeout: float | None, progress: bool, *,
+                worker: int) -> None:
+    """Run ``n_trials`` trials of ``study`` (fewer if ``timeout`` seconds run out or a grid
+    is exhausted) in this process; ``trial_base`` is the experiment each trial's values
+    are set in (as a dict)."""
+    space = section.space
+    popularity = data.split.train.item_counts()
+    vm = trial_base["protocol"]["valid_metric"]
+
+    def objective(trial: optuna.Trial) -> float:
+        values = {key: _suggest(trial, key, spec) for key, spec in space.items()}
+        trial.set_user_attr("worker", worker)
+        t0 = time.perf_counter()
+        try:
+            tcfg = _with_values(trial_base, values)
+            valid, info = _fit_and_validate(tcfg.models[0], data, tcfg, popularity, progress,
+                                            trial)
+            if not math.isfinite(valid):
+                raise ValueError(f"valid {vm} is {valid}")
+        except optuna.TrialPruned as e:
+            trial.set_user_attr("fit_seconds", round(time.perf_counter() - t0, 3))
+            _log.info("trial %d (%s) pruned: %s %s", trial.number, _format_values(values), vm,
+                      e)
+            raise
+        except (ValueError, torch.OutOfMemoryError) as e:
+            if isinstance(e, torch.OutOfMemoryError):
+                torch.cuda.empty_cache()
+            trial.set_user_attr("error", _error_text(e))
+            _log.warning("trial %d failed (%s): %s", trial.number, _format_values(values),
+                         _error_text(e))
+            return float("nan")  # Optuna records a nan objective as a failed trial
+        for key, value in info.items():
+            trial.set_user_attr(key, value)
+        _log.info("trial %d: %s -> valid %s=%.4f (fit %.2fs)", trial.number,
+                  _format_values(values), vm, valid, info["fit_seconds"])
+        return valid
+
+    study.optimize(objective, n_trials=n_trials, timeout=timeout, gc_after_trial=True)
+
+
+def _reporting(validate: Callable[[Recommender[Any]], float], trial: optuna.Trial
+               ) -> Callable[[Recommender[Any]], float]:
+    """``validate`` that reports each value to the trial (step = the validation round, from
+    1) and stops the training with :class:`optuna.TrialPruned` when the pruner says so."""
+    rounds = itertools.count(1)
+
+    def report(model: Recommender[Any]) -> float:
+        value = validate(model)
+        step = next(rounds)
+        if math.isfinite(value):
+            trial.report(value, step)
+            if trial.should_prune():
+                trial.set_user_attr("pruned_at_round", step)
+                raise optuna.TrialPruned(f"valid {value:.4f} at validation round {step}")
+        return value
+
+    return report
 
 
 def _check_space(base: dict[str, Any], section: TuneSection) -> None:
@@ -184,9 +339,17 @@ def _sampler(section: TuneSection) -> optuna.samplers.BaseSampler:
 
 
 def _fit_and_validate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig,
-                      popularity: np.ndarray, progress: bool) -> tuple[float, dict[str, Any]]:
-    """Fit one trial's model and score it on the validation set only."""
-    model, fit_s = experiment.fit_model(mcfg, data, cfg)
+                      popularity: np.ndarray, progress: bool, trial: optuna.Trial | None = None
+                      ) -> tuple[float, dict[str, Any]]:
+    """Fit one trial's model (its validation rounds reported to ``trial``) and score it on
+    the validation set only."""
+    ctx = experiment.fit_context(mcfg, data, cfg)
+    if trial is not None and ctx.validate is not None:
+        ctx = dataclasses.replace(ctx, validate=_reporting(ctx.validate, trial))
+    model = build_model(mcfg)
+    t0 = time.perf_counter()
+    model.fit(data.split.train, ctx)
+    fit_s = time.perf_counter() - t0
     valid = experiment.evaluate(model, data.valid_set, cfg.protocol.with_valid_metric(),
                                 item_popularity=popularity, batch_size=cfg.eval_batch_size,
                                 progress=progress)
@@ -194,6 +357,27 @@ def _fit_and_validate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig,
     if (training := experiment.training_record(model)) is not None:  # torch models
         info |= {k: training[k] for k in ("epochs_run", "best_epoch")}
     return float(valid.summary()[cfg.protocol.valid_metric]), info
+
+
+def _records(study: optuna.Study, keys: list[str]) -> list[dict[str, Any]]:
+    """Every stored trial as a ``results.json`` record, by number."""
+    states = {TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned",
+              TrialState.FAIL: "failed"}
+    out = []
+    for t in sorted(study.get_trials(deepcopy=False), key=lambda t: t.number):
+        state = ("interrupted" if t.user_attrs.get("interrupted")
+                 else states.get(t.state, t.state.name.lower()))
+        r: dict[str, Any] = {"number": t.number,
+                             "params": {k: t.params[k] for k in keys if k in t.params},
+                             "state": state}
+        if t.state == TrialState.COMPLETE:
+            r["valid"] = t.value
+        if t.intermediate_values:
+            r["curve"] = [round(t.intermediate_values[s], 6)
+                          for s in sorted(t.intermediate_values)]
+        r |= {k: t.user_attrs[k] for k in _TRIAL_INFO if k in t.user_attrs}
+        out.append(r)
+    return out
 
 
 def _error_text(e: BaseException) -> str:
@@ -229,13 +413,22 @@ def _format_trials(t: dict[str, Any]) -> str:
     keys = list(t["space"])
     title = (f"## Tuning: {t['n_trials']} trials ({t['sampler']} sampler), selected on valid "
              f"{t['metric']}; test evaluated once, for trial {t['best_trial']}")
+    if t["n_pruned"]:
+        title += f"; {t['n_pruned']} pruned ({t['pruner']} pruner)"
     lines = ["", title, "",
-             "| trial | " + " | ".join(keys) + f" | valid {t['metric']} | fit s |",
-             "|---" * (len(keys) + 3) + "|"]
+             "| trial | " + " | ".join(keys) + f" | valid {t['metric']} | rounds | fit s |",
+             "|---" * (len(keys) + 4) + "|"]
     for r in t["trials"]:
-        params = " | ".join(_format_value(r["params"][k]) for k in keys)
-        score = f"{r['valid']:.4f}" if r["state"] == "complete" else "failed"
+        params = " | ".join(_format_value(r["params"][k]) if k in r["params"] else "-"
+                            for k in keys)
+        if r["state"] == "complete":
+            score = f"{r['valid']:.4f}"
+        elif r["state"] == "pruned":
+            score = f"pruned ({max(r['curve']):.4f})"
+        else:
+            score = r["state"]
+        rounds = str(len(r["curve"])) if "curve" in r else "-"
         fit = f"{r['fit_seconds']:.2f}" if "fit_seconds" in r else "-"
         mark = " (best)" if r["number"] == t["best_trial"] else ""
-        lines.append(f"| {r['number']}{mark} | {params} | {score} | {fit} |")
+        lines.append(f"| {r['number']}{mark} | {params} | {score} | {rounds} | {fit} |")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,189 @@
+"""Tune one model with ``genrec tune``, run the chosen recipe over several seeds, keep both.
+
+Usage::
+
+    GENREC_DATA_DIR=../shared/datasets GENREC_THREADS=1 python benchmarks/tuned.py \
+        --space configs/tune/bprmf.yaml --dataset ml-100k --recipe configs/ml-100k/bprmf.yaml
+
+Steps (each a ``genrec`` command, so the benchmark is what a user would run):
+
+1. ``genrec tune SPACE --output runs/tuned/<dataset>/<model>`` (the study is stored there, so
+   a killed benchmark continues its study when rerun);
+2. ``genrec run <that folder>/best.yaml --set seeds=N`` (the chosen configuration, tested
+   with protocol seeds 42.. on the same split: mean, std, t-interval and bootstrap interval);
+3. writes ``benchmarks/results/<dataset>/tuned-<model>.json`` (the study: every trial, the
+   budget and the choice; the seeded results; the command and the machine) and, with
+   ``--recipe``, the chosen recipe with its search space and ``seeds``, headed by a comment
+   naming the study it came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from genrec._io import atomic_write_text
+
+
+def _genrec(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "genrec.cli", *args], check=True, cwd=ROOT)
+
+
+def main() -> None:
+    """Tune, run the seeds, write the JSON (and the recipe)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--space", help="a search-space config (configs/tune/*.yaml)")
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--table", action="store_true",
+                    help="print the BENCHMARKS.md table of the dataset's tuned-*.json instead")
+    ap.add_argument("--compare", nargs="+", metavar="RECIPE",
+                    help="instead: run these tuned recipes together (one split, same seeds) "
+                         "and keep their paired tests in tuned-compare.json")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--name", help="output file stem (default tuned-<model>)")
+    ap.add_argument("--recipe", help="also write the chosen recipe to this config path")
+    ap.add_argument("--note", default="", help="how the run was made (load, concurrency)")
+    ap.add_argument("--set", dest="sets", action="append", default=[],
+                    help="config override for the search, as for genrec tune --set")
+    args = ap.parse_args()
+    if args.table:
+        print(table(args.dataset))
+        return
+    if args.compare:
+        compare(args.dataset, args.compare, args.seeds, args.note)
+        return
+    if not args.space:
+        ap.error("give --space (or --table or --compare)")
+    space_cfg = yaml.safe_load(Path(args.space).read_text())
+    model = space_cfg["models"][0]["kind"]
+    name = args.name or f"tuned-{model}"
+    out = ROOT / "runs" / "tuned" / args.dataset / name
+    sets = [f"dataset.name={args.dataset}", *args.sets]
+    _genrec("tune", args.space, "--output", str(out), "--quiet", *[f"--set={s}" for s in sets])
+    tuned = json.loads((out / "results.json").read_text())
+    _genrec("run", str(out / "best.yaml"), "--output", str(out / "seeds"), "--quiet",
+            f"--set=seeds={args.seeds}", "--set=save_models=false", "--set=checkpoints=false")
+    seeded = json.loads((out / "seeds" / "results.json").read_text())
+
+    t = tuned["tuning"]
+    study = {k: t[k] for k in ("metric", "sampler", "seed", "pruner", "workers",
+                               "timeout_minutes", "space", "n_trials", "n_failed", "n_pruned",
+                               "wall_seconds", "best_trial", "best_params", "best_valid")}
+    study["trials"] = [{k: r[k] for k in ("number", "state", "params", "valid", "fit_seconds",
+                                          "epochs_run", "best_epoch", "pruned_at_round")
+                        if k in r} for r in t["trials"]]
+    command = " ".join(["python benchmarks/tuned.py", "--space", args.space, "--dataset",
+                        args.dataset, "--seeds", str(args.seeds),
+                        *(["--recipe", args.recipe] if args.recipe else []),
+                        *[f"--set {s}" for s in args.sets]])
+    doc = {"model": model, "study": study, "tuned_single_run": tuned["results"][0],
+           "protocol": seeded["protocol"], "protocol_text": seeded["protocol_text"],
+           "dataset": seeded["dataset"], "results": seeded["results"],
+           "environment": seeded["environment"],
+           "benchmark": {"command": command, "note": args.note, "cpus": os.cpu_count(),
+                         "processor": platform.machine(),
+                         "gpu": seeded["environment"].get("gpu"),
+                         "load_average_at_end": os.getloadavg()}}
+    dest = ROOT / "benchmarks" / "results" / args.dataset / f"{name}.json"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(dest, json.dumps(doc, indent=2) + "\n")
+
+    if args.recipe:
+        # The search config as written, with the chosen values set: a short recipe that
+        # keeps the search it came from (its tune section) next to the choice.
+        recipe = yaml.safe_load(Path(args.space).read_text())
+        recipe["dataset"]["name"] = args.dataset
+        for key, value in t["best_params"].items():
+            *path, last = key.split(".")
+            node = recipe
+            for part in path:
+                node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+            node[last] = value
+        recipe["seeds"] = args.seeds
+        recipe["output"] = f"runs/{args.dataset}/{model}"
+        params = ", ".join(f"{k.removeprefix('models.0.')}={v:.4g}" if isinstance(v, float)
+                           else f"{k.removeprefix('models.0.')}={v}"
+                           for k, v in t["best_params"].items())
+        header = (f"# {model} on {args.dataset}: the recipe chosen by `genrec tune {args.space}"
+                  f" --set dataset.name={args.dataset}`\n# (trial {t['best_trial']} of "
+                  f"{t['n_trials']}, {t['n_pruned']} pruned, {t['sampler']} sampler, "
+                  f"{t['pruner']} pruner, valid {t['metric']}={t['best_valid']:.4f}): "
+                  f"{params}.\n# Study and {args.seeds}-seed results: "
+                  f"{dest.relative_to(ROOT)}; reproduce with {command}\n"
+                  "# genrec run this file: the recipe over its seeds; genrec tune this file: "
+                  "the search again (the tune section).\n")
+        path = ROOT / args.recipe
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, header + yaml.safe_dump(recipe, sort_keys=False))
+
+    r = seeded["results"][0]
+    print(f"{model} on {args.dataset}: {t['n_trials']} trials ({t['n_pruned']} pruned) in "
+          f"{t['wall_seconds']:.0f}s; {args.seeds} seeds: test ndcg@10 "
+          f"{r['test']['ndcg@10']:.4f} ± {r['test_std']['ndcg@10']:.4f}, recall@10 "
+          f"{r['test']['recall@10']:.4f} -> {dest}")
+
+
+def compare(dataset: str, recipes: list[str], seeds: int, note: str) -> None:
+    """Run the models of ``recipes`` (same data and protocol) in one ``genrec run`` with
+    ``seeds`` seeds: the paired tests between them on the same test users and seeds."""
+    cfgs = [yaml.safe_load((ROOT / r).read_text()) for r in recipes]
+    merged = {k: v for k, v in cfgs[0].items() if k != "tune"}
+    for c in cfgs[1:]:
+        if (c["dataset"], c["protocol"]) != (merged["dataset"], merged["protocol"]):
+            raise SystemExit("--compare: the recipes differ in dataset or protocol")
+    merged["models"] = [c["models"][0] for c in cfgs]
+    out = ROOT / "runs" / "tuned" / dataset / "compare"
+    merged |= {"output": str(out), "seeds": seeds, "save_models": False, "checkpoints": False}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "recipes.yaml", yaml.safe_dump(merged, sort_keys=False))
+    _genrec("run", str(out / "recipes.yaml"), "--quiet")
+    results = json.loads((out / "results.json").read_text())
+    results["benchmark"] = {
+        "command": " ".join(["python benchmarks/tuned.py --dataset", dataset, "--seeds",
+                             str(seeds), "--compare", *recipes]),
+        "note": note, "cpus": os.cpu_count(), "processor": platform.machine(),
+        "load_average_at_end": os.getloadavg()}
+    dest = ROOT / "benchmarks" / "results" / dataset / "tuned-compare.json"
+    atomic_write_text(dest, json.dumps(results, indent=2) + "\n")
+    print(f"paired tests of {len(cfgs)} tuned recipes on {dataset} -> {dest}")
+
+
+def table(dataset: str) -> str:
+    """Markdown rows of every ``tuned-*.json`` of ``dataset``, best test NDCG@10 first."""
+    docs = [json.loads(p.read_text()) for p in
+            sorted((ROOT / "benchmarks" / "results" / dataset).glob("tuned-*.json"))
+            if p.stem != "tuned-compare"]
+    docs.sort(key=lambda d: -d["results"][0]["test"]["ndcg@10"])
+    lines = [("| model | chosen on valid | trials (pruned) | study min | best valid N@10 | "
+             "seeds | R@10 mean ± std [95% t-interval] | N@10 mean ± std [95% t-interval] | "
+             "N@10 bootstrap 95% (users) |"), "|---" * 9 + "|"]
+    for d in docs:
+        st, r = d["study"], d["results"][0]
+        chosen = ", ".join(f"{k.removeprefix('models.0.')}={v:.3g}" if isinstance(v, float)
+                           else f"{k.removeprefix('models.0.')}={v}"
+                           for k, v in st["best_params"].items())
+
+        def cell(m: str, r: dict = r) -> str:
+            lo, hi = r["test_ci95"][m]
+            return f"{r['test'][m]:.4f} ± {r['test_std'][m]:.4f} [{lo:.4f}, {hi:.4f}]"
+
+        blo, bhi = r["test_bootstrap_ci95"]["ndcg@10"]
+        lines.append(f"| {d['model']} | {chosen} | {st['n_trials']} ({st['n_pruned']}) | "
+                     f"{st['wall_seconds'] / 60:.1f} | {st['best_valid']:.4f} | "
+                     f"{len(r['seeds'])} | {cell('recall@10')} | {cell('ndcg@10')} | "
+                     f"[{blo:.4f}, {bhi:.4f}] |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
