@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+import yaml
 
 from genrec.cli._common import (
     _log,
@@ -30,17 +31,33 @@ def export(
     sign_key: Annotated[Path | None, typer.Option(
         help="Sign the bundle: an Ed25519 private key (PEM) or an HMAC secret file; serve "
              "it with --verify-key.")] = None,
+    ann: Annotated[str | None, typer.Option(
+        help="ann.kind: exact, ivf or hnsw (an approximate top-k index over the item "
+             "vectors of a dot-product model).")] = None,
+    ann_set: Annotated[list[str] | None, typer.Option(
+        help="Another ann key: --ann-set nprobe=128 (see genrec.serving.ann.AnnConfig).")
+    ] = None,
 ) -> None:
     """Make a servable bundle (model + id maps + titles + histories + checksums) from a run."""
     _setup_logging(quiet=True)
 
     def go() -> Path:
+        from genrec.serving.ann import AnnConfig
         from genrec.serving.bundle import export_run
         from genrec.serving.signing import BundleSigner
 
         signer = BundleSigner.from_file(sign_key) if sign_key is not None else None
+        ann_cfg = None
+        if ann is not None or ann_set:
+            pairs = [kv.partition("=") for kv in ann_set or []]
+            bad = [k for k, eq, _ in pairs if not eq]
+            if bad:
+                raise ValueError(f"--ann-set takes KEY=VALUE, got {bad[0]!r}")
+            ann_cfg = AnnConfig.model_validate(
+                {k.strip(): yaml.safe_load(v) for k, _, v in pairs}
+                | ({"kind": ann} if ann is not None else {}))
         return export_run(run_dir, out, model=model, data_dir=data_dir, name=name,
-                          overwrite=overwrite, signer=signer)
+                          overwrite=overwrite, signer=signer, ann=ann_cfg)
 
     dest = _run_guarded(go)
     signed = " (signed)" if sign_key is not None else ""
@@ -176,18 +193,30 @@ def recommend(
     exclude_seen: Annotated[bool, typer.Option(help="Skip items already seen.")] = True,
     chunk_size: Annotated[int, typer.Option(min=1, help="Users scored at once.")] = 1024,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
+    engine: Annotated[str, typer.Option(
+        help="engine: local (this process) or ray (actors on a Ray cluster).")] = "local",
+    address: Annotated[str | None, typer.Option(
+        help="address: the Ray cluster to join (auto, ray://host:10001); none: start a "
+             "local one.")] = None,
+    num_cpus: Annotated[int | None, typer.Option(
+        help="num_cpus: CPUs of the local Ray cluster.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="workers: Ray actors, each holding the bundle (default: the cluster's CPUs).")
+    ] = None,
 ) -> None:
     """Batch inference: top-k per user with raw ids, written to Parquet chunk by chunk."""
     _setup_logging(quiet=True)
 
     def go() -> Any:
-        from genrec.serving.batch import read_users, recommend_batch
-        from genrec.serving.bundle import load_bundle
+        from genrec.serving.batch import read_users
+        from genrec.serving.distributed import BatchEngineConfig, recommend_batch_distributed
 
-        bundle = load_bundle(model)
+        cfg = BatchEngineConfig(engine=engine, address=address, num_cpus=num_cpus,
+                                workers=workers)
         wanted = read_users(users) if users is not None else None
-        return recommend_batch(bundle, wanted, out, k=k, exclude_seen=exclude_seen,
-                               chunk_size=chunk_size, progress=not quiet and sys.stderr.isatty())
+        return recommend_batch_distributed(model, wanted, out, config=cfg, k=k,
+                                           exclude_seen=exclude_seen, chunk_size=chunk_size,
+                                           progress=not quiet and sys.stderr.isatty())
 
     summary = _run_guarded(go)
     typer.echo(f"{summary.rows:,} rows for {summary.users:,} users "

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import Literal, TypeVar
 
 import numpy as np
@@ -105,10 +106,18 @@ class SequentialNet(nn.Module):
         """Item vectors, padding row first, shape ``(I + 1, D)`` (read and scored with)."""
         return self.item_emb.weight
 
+    def query(self, seq: torch.Tensor) -> torch.Tensor:
+        """The state items are scored against after the last position, ``(B, D)``."""
+        hidden, _ = self(seq)                                          # (B, L, D)
+        return hidden[:, -1]
+
+    def output_table(self) -> torch.Tensor:
+        """Item vectors ``query`` is dotted with, in dense-id order, ``(I, D)``."""
+        return self.item_table()[1:]
+
     def score(self, seq: torch.Tensor) -> torch.Tensor:
         """Scores of every item after the last position, shape ``(B, I)``."""
-        hidden, _ = self(seq)                                          # (B, L, D)
-        return hidden[:, -1] @ self.item_table()[1:].T                 # (B, I)
+        return self.query(seq) @ self.output_table().T                 # (B, I)
 
 
 C = TypeVar("C", bound=SequentialConfig)
@@ -137,23 +146,37 @@ class SequentialRecommender(Recommender[C]):
     """Rows per forward pass when scoring a padding-invariant net (sorted by length)."""
 
     def _score(self, histories: Histories) -> torch.Tensor:
+        return self._per_row(histories, self.net_.score, self.n_items_)
+
+    def _per_row(self, histories: Histories, fn: Callable[[torch.Tensor], torch.Tensor],
+                 width: int) -> torch.Tensor:
+        """``fn`` (the net's ``score`` or ``query``) of every history, ``(B, width)``."""
         net = self.net_.eval()
         device = next(net.parameters()).device
         max_len = self.config.max_len
         seq = histories.padded(max_len)                                # (B, L)
         with torch.no_grad():
             if not net.padding_invariant:
-                return net.score(seq.to(device))                       # (B, I)
+                return fn(seq.to(device))                              # (B, width)
             # Rows sorted by history length, in batches padded only to their longest history:
             # no attention or recurrence over padding (ML-1M: 109 of 200 positions are real).
             lengths = torch.from_numpy(np.minimum(histories.lengths, max_len))
             order = torch.argsort(lengths, stable=True)
-            out = torch.empty(len(histories), self.n_items_, device=device)
+            out = torch.empty(len(histories), width, device=device)
             for lo in range(0, len(order), self.score_batch):
                 rows = order[lo : lo + self.score_batch]
-                width = max(1, int(lengths[rows].max()))
-                out[rows.to(device)] = net.score(seq[rows, max_len - width :].to(device))
+                w = max(1, int(lengths[rows].max()))
+                out[rows.to(device)] = fn(seq[rows, max_len - w :].to(device))
             return out
+
+    def query_vectors(self, histories: Histories) -> torch.Tensor:
+        """Sequence states ``(B, D)``: ``score = query_vectors @ item_vectors().T``."""
+        return self._per_row(histories, self.net_.query, self.item_vectors().shape[1]).cpu()
+
+    def item_vectors(self) -> torch.Tensor:
+        """Output item vectors ``(I, D)``."""
+        with torch.no_grad():
+            return self.net_.eval().output_table().detach().cpu()
 
     def _state(self) -> dict[str, torch.Tensor]:
         return {f"net.{k}": v for k, v in self.net_.state_dict().items()}

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, runtime_checkable
 
 import numpy as np
 import polars as pl
@@ -27,7 +27,8 @@ from genrec.models.ranking import rank
 from genrec.training.loop import BENIGN_KEYS, TrainConfig, TrainResult
 from genrec.training.loop import train as train_loop
 
-__all__ = ["FitContext", "ModelConfig", "Recommender", "RecList", "NotFittedError"]
+__all__ = ["DotProductModel", "FitContext", "ModelConfig", "Recommender", "RecList",
+           "NotFittedError"]
 
 _log = logging.getLogger(__name__)
 
@@ -100,6 +101,25 @@ class RecList:
         items, vals = ranked
         return cls(np.asarray(users), items.cpu().numpy().astype(np.int64),
                    vals.float().cpu().numpy())
+
+
+@runtime_checkable
+class DotProductModel(Protocol):
+    """A model whose ``score`` is a dot product: ``query_vectors(h) @ item_vectors().T``.
+
+    Approximate retrieval (:mod:`genrec.serving.ann`) indexes ``item_vectors()`` and searches
+    it with ``query_vectors(h)``; ``score`` itself stays the exact path. Implemented by the
+    factor models (BPR-MF, LightGCN, SimpleX) and the sequential ones (SASRec, GRU4Rec,
+    BERT4Rec, HSTU).
+    """
+
+    def query_vectors(self, histories: Histories) -> torch.Tensor:
+        """User (or sequence) vectors of a batch, ``(B, D)``."""
+        ...
+
+    def item_vectors(self) -> torch.Tensor:
+        """Vectors of all items in dense-id order, ``(I, D)``."""
+        ...
 
 
 C = TypeVar("C", bound=ModelConfig)

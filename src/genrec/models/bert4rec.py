@@ -169,12 +169,16 @@ class BERT4RecNet(SequentialNet):
                                       loss=self.loss, n_negatives=self.n_negatives,
                                       logq=self.logq)
 
-    def score(self, seq: torch.Tensor) -> torch.Tensor:
-        """Scores of every item after the history ``seq`` ``(B, L - 1)``: appends ``[MASK]``
-        and reads its output state. Returns ``(B, I)``."""
+    def query(self, seq: torch.Tensor) -> torch.Tensor:
+        """The output state at a ``[MASK]`` appended to the history ``seq`` ``(B, L - 1)``,
+        ``(B, D)``; ``score`` dots it with every item embedding."""
         mask = torch.full((len(seq), 1), self.mask_id, dtype=seq.dtype, device=seq.device)
         hidden, _ = self(torch.cat([seq, mask], dim=1))                # (B, L, D)
-        return hidden[:, -1] @ self.item_emb.weight[1:-1].T            # (B, I)
+        return hidden[:, -1]
+
+    def output_table(self) -> torch.Tensor:
+        """Item embeddings without padding and ``[MASK]``, ``(I, D)``."""
+        return self.item_emb.weight[1:-1]
 
 
 class ClozeTask(nn.Module):
@@ -227,3 +231,11 @@ class BERT4Rec(SequentialRecommender[BERT4RecConfig]):
         seq = histories.padded(self.config.max_len - 1).to(device)    # (B, L - 1): room for mask
         with torch.no_grad():
             return net.score(seq)                                      # (B, I)
+
+    def query_vectors(self, histories: Histories) -> torch.Tensor:
+        """``[MASK]`` states ``(B, D)``: ``score = query_vectors @ item_vectors().T``."""
+        net = self.net_.eval()
+        device = next(net.parameters()).device
+        seq = histories.padded(self.config.max_len - 1).to(device)    # (B, L - 1)
+        with torch.no_grad():
+            return net.query(seq).cpu()                                # (B, D)

@@ -209,6 +209,14 @@ class FactorRecommender(Recommender[F]):
     def _score(self, histories: Histories) -> torch.Tensor:
         return self._user_vectors(histories) @ self.item_emb_.T            # (B, I)
 
+    def query_vectors(self, histories: Histories) -> torch.Tensor:
+        """User vectors ``(B, D)``: ``score = query_vectors @ item_vectors().T``."""
+        return self._user_vectors(histories)
+
+    def item_vectors(self) -> torch.Tensor:
+        """Item vectors ``(I, D)``."""
+        return self.item_emb_
+
     # -- persistence ------------------------------------------------------------------------
     def _state(self) -> dict[str, torch.Tensor]:
         return {"user_emb": self.user_emb_, "item_emb": self.item_emb_,

@@ -203,10 +203,9 @@ class HSTUNet(SequentialNet):
         return hidden, next_item_loss(hidden, targets, self.output_items(), loss=self.loss,
                                       n_negatives=self.n_negatives, logq=self.logq)
 
-    def score(self, seq: torch.Tensor) -> torch.Tensor:
-        """Scores of every item after the last position, shape ``(B, I)``."""
-        hidden, _ = self(seq)                                          # (B, L, D)
-        return hidden[:, -1] @ self.output_items()[1:].T               # (B, I)
+    def output_table(self) -> torch.Tensor:
+        """The output item vectors without the padding row, ``(I, D)``."""
+        return self.output_items()[1:]
 
 
 class HSTU(SequentialRecommender[HSTUConfig]):

@@ -191,10 +191,10 @@ class SASRecNet(SequentialNet):
                                       n_negatives=self.n_negatives, logq=self.logq)
 
 
-    def score(self, seq: torch.Tensor) -> torch.Tensor:
-        """Scores of every item after the last position, shape ``(B, I)``."""
+    def query(self, seq: torch.Tensor) -> torch.Tensor:
+        """The last position's state, ``(B, D)`` (scores: ``query @ item_table()[1:].T``)."""
         hidden, _ = self(seq, last_only=True)                          # (B, 1, D)
-        return hidden[:, -1] @ self.item_table()[1:].T                 # (B, I)
+        return hidden[:, -1]
 
 
 def text_init(text: torch.Tensor, dim: int) -> torch.Tensor:

@@ -207,6 +207,23 @@ class SimpleX(FactorRecommender[SimpleXConfig]):
             scores[~known] = 0.0
         return scores
 
+    def query_vectors(self, histories: Histories) -> torch.Tensor:
+        """Normalised user towers ``(B, D)`` (zeros for cold users under ``cold_users="zeros"``,
+        whose scores are 0): ``score = query_vectors @ item_vectors().T``."""
+        known = self._known(histories.users)
+        users = torch.as_tensor(histories.users, dtype=torch.long)
+        u = torch.zeros(len(histories), self.user_emb_.shape[1])
+        u[known] = self.user_emb_[users[known]]
+        mean = history_mean(histories.padded(self.config.history_len), self.item_emb_)
+        tower = F.normalize(user_tower(u, mean, self.proj_, self.config.gate), dim=-1)
+        if self.config.cold_users == "zeros":
+            tower[~known] = 0.0
+        return tower
+
+    def item_vectors(self) -> torch.Tensor:
+        """Normalised item vectors ``(I, D)`` (scores are cosines)."""
+        return F.normalize(self.item_emb_, dim=-1)
+
     def _state(self) -> dict[str, torch.Tensor]:
         return super()._state() | {"proj": self.proj_}
 

@@ -25,6 +25,7 @@ import torch
 from genrec._io import atomic_write
 from genrec.data.interactions import Histories
 from genrec.models import ranking
+from genrec.serving.ann import recommend_ann
 from genrec.serving.bundle import Bundle
 
 __all__ = ["BatchSummary", "read_users", "recommend_batch"]
@@ -119,9 +120,13 @@ def recommend_batch(bundle: Bundle, users: Sequence[str] | None, out: str | Path
             indptr = np.concatenate([[0], np.cumsum(lens)])
             offs = np.arange(indptr[-1]) - np.repeat(indptr[:-1], lens)
             flat = bundle.hist_items[np.repeat(starts, lens) + offs]
-            with torch.inference_mode():
-                rec = bundle.model.recommend(Histories(u, indptr, flat, bundle.n_items), k,
-                                             exclude_seen=exclude_seen)
+            h = Histories(u, indptr, flat, bundle.n_items)
+            if bundle.ann is not None:  # approximate top-k over the bundle's index
+                rec = recommend_ann(bundle.model, bundle.ann, h, k,  # type: ignore[arg-type]
+                                    exclude_seen=exclude_seen)
+            else:
+                with torch.inference_mode():
+                    rec = bundle.model.recommend(h, k, exclude_seen=exclude_seen)
             items[warm - lo] = rec.items
             scores[warm - lo] = rec.scores
         valid = items >= 0                            # -1: fewer than k items left to rank

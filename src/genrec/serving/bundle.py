@@ -8,6 +8,8 @@ A bundle is a folder::
     items.parquet        ``item`` (raw id), ``title``, ``categories`` (list), ``popularity``
     histories.parquet    ``user``, ``item`` (dense ids), chronological within each user: what
                          the model may use as a known user's history (train + valid of a split)
+    ann.faiss            optional: approximate-retrieval index over the item vectors
+                         (:mod:`genrec.serving.ann`; settings in the manifest's ``ann``)
     signature.json       optional: HMAC or Ed25519 signature of manifest.json
                          (:mod:`genrec.serving.signing`)
 
@@ -37,9 +39,10 @@ import polars as pl
 from genrec import __version__
 from genrec._io import atomic_write_parquet, atomic_write_text
 from genrec.data.interactions import Columns, Dataset, Interactions
-from genrec.models.base import Recommender
+from genrec.models.base import DotProductModel, Recommender
 from genrec.models.registry import load_model
 from genrec.runs.experiment import open_run
+from genrec.serving.ann import ANN_FILE, AnnConfig, ItemIndex
 from genrec.serving.signing import (
     SIGNATURE_FILE,
     BundleSigner,
@@ -79,6 +82,7 @@ class Bundle:
         popularity: Interactions per item in the stored histories, shape ``(n_items,)``.
         hist_indptr: Row pointers of the stored histories, shape ``(n_users + 1,)``.
         hist_items: Dense item ids of all stored histories, oldest first per user.
+        ann: Approximate-retrieval index over the item vectors (None: exact scoring).
     """
 
     name: str
@@ -92,6 +96,7 @@ class Bundle:
     popularity: np.ndarray
     hist_indptr: np.ndarray
     hist_items: np.ndarray
+    ann: ItemIndex | None = None
     user_index: dict[str, int] = field(init=False, repr=False)
     item_index: dict[str, int] = field(init=False, repr=False)
 
@@ -160,7 +165,8 @@ def _item_table(dataset: Dataset, popularity: np.ndarray) -> pl.DataFrame:
 def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *,
                   histories: Interactions | None = None, name: str | None = None,
                   extra: dict[str, Any] | None = None, overwrite: bool = False,
-                  signer: BundleSigner | None = None) -> Path:
+                  signer: BundleSigner | None = None,
+                  ann: AnnConfig | ItemIndex | None = None) -> Path:
     """Write a servable bundle of ``model`` fitted on ``dataset``'s id space.
 
     Args:
@@ -175,12 +181,18 @@ def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *
         extra: More JSON metadata to keep in the manifest (e.g. the split recipe).
         overwrite: Replace an existing ``dest``.
         signer: Sign the manifest (``signature.json``) with this key.
+        ann: Approximate retrieval: with ``kind`` other than ``exact`` and at least
+            ``min_items`` items, an index over the model's item vectors is built and saved
+            (``ann.faiss``); the settings are kept in the manifest either way. An
+            :class:`~genrec.serving.ann.ItemIndex` already built from this model's item
+            vectors is saved as it is, with its config.
 
     Returns:
         ``dest``.
 
     Raises:
-        ValueError: If the model and the dataset disagree on the id space.
+        ValueError: If the model and the dataset disagree on the id space, or an index is
+            asked for a model whose scores are not dot products.
         FileExistsError: If ``dest`` exists and ``overwrite`` is false.
     """
     dest = Path(dest)
@@ -201,6 +213,23 @@ def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *
     tmp.mkdir()
     try:
         model.save(tmp / "model")
+        ann_meta = None
+        if ann is not None:
+            given = ann if isinstance(ann, ItemIndex) else None
+            cfg = ann.config if isinstance(ann, ItemIndex) else ann
+            built = given is not None or (cfg.kind != "exact" and n_items >= cfg.min_items)
+            if cfg.kind != "exact" and not isinstance(model, DotProductModel):
+                raise ValueError(f"export_bundle: ann.kind={cfg.kind!r} needs a dot-product "
+                                 f"model; {model.config.kind} is not one")
+            if given is not None and given.n_items != n_items:
+                raise ValueError(f"export_bundle: the index has {given.n_items} items, the "
+                                 f"model {n_items}")
+            ann_meta = cfg.model_dump() | {"built": built}
+            if built:
+                vectors = None if given else model.item_vectors()  # type: ignore[attr-defined]
+                index = given or ItemIndex.build(vectors, cfg)
+                index.save(tmp / ANN_FILE)
+                ann_meta["max_norm"] = index.max_norm
         atomic_write_parquet(pl.DataFrame({"user": dataset.user_map.raw}), tmp / "users.parquet")
         atomic_write_parquet(_item_table(dataset, hist.item_counts()), tmp / "items.parquet")
         atomic_write_parquet(hist.frame.select(Columns.user, Columns.item),
@@ -217,6 +246,7 @@ def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "genrec_version": __version__,
             **(extra or {}),
+            **({"ann": ann_meta} if ann_meta is not None else {}),
             "files": {p.relative_to(tmp).as_posix(): {"sha256": _sha256(p),
                                                        "bytes": p.stat().st_size}
                       for p in files},
@@ -244,7 +274,8 @@ def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *
 
 def export_run(run_dir: str | Path, dest: str | Path, *, model: str | None = None,
                data_dir: str | None = None, name: str | None = None,
-               overwrite: bool = False, signer: BundleSigner | None = None) -> Path:
+               overwrite: bool = False, signer: BundleSigner | None = None,
+               ann: AnnConfig | None = None) -> Path:
     """Bundle one model of a ``genrec run`` output folder.
 
     The dataset is reloaded and preprocessed as the run's ``config.yaml`` says, checked
@@ -259,6 +290,7 @@ def export_run(run_dir: str | Path, dest: str | Path, *, model: str | None = Non
         name: Name to serve the model under.
         overwrite: Replace an existing ``dest``.
         signer: Sign the bundle with this key.
+        ann: Approximate-retrieval settings (see :func:`export_bundle`).
 
     Returns:
         ``dest``.
@@ -280,7 +312,7 @@ def export_run(run_dir: str | Path, dest: str | Path, *, model: str | None = Non
     fitted = load_model(run / "models" / model)
     return export_bundle(fitted, ds, dest, histories=sp.train.concat(sp.valid), name=name,
                          extra={"split": sp.config.model_dump(), "run": str(run.resolve())},
-                         overwrite=overwrite, signer=signer)
+                         overwrite=overwrite, signer=signer, ann=ann)
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -393,12 +425,22 @@ def load_bundle(path: str | Path, *, name: str | None = None,
             users = pl.read_parquet(snap / "users.parquet")["user"].cast(pl.String).to_list()
             items = pl.read_parquet(snap / "items.parquet")
             hist = pl.read_parquet(snap / "histories.parquet")
+            index = None
+            if isinstance(manifest.get("ann"), dict) and ANN_FILE in manifest["files"]:
+                meta = dict(manifest["ann"])
+                meta.pop("built", None)
+                max_norm = float(meta.pop("max_norm"))
+                index = ItemIndex.load(snap / ANN_FILE, AnnConfig.model_validate(meta),
+                                       max_norm)
         except Exception as e:
             raise BundleError(f"{path}: cannot be loaded: {type(e).__name__}: {e}") from e
     n_users, n_items = len(users), items.height
     if (model.n_users_, model.n_items_) != (n_users, n_items):
         raise BundleError(f"{path}: model has {model.n_users_} users / {model.n_items_} items, "
                           f"id maps have {n_users} / {n_items}")
+    if index is not None and (index.n_items != n_items or not isinstance(model, DotProductModel)):
+        raise BundleError(f"{path}: {ANN_FILE} indexes {index.n_items} items of a "
+                          f"{model.config.kind} model with {n_items} items")
     u = hist["user"].to_numpy().astype(np.int64)
     it = hist["item"].to_numpy().astype(np.int64)
     if len(u) and (u.min() < 0 or u.max() >= n_users or it.min() < 0 or it.max() >= n_items):
@@ -412,5 +454,5 @@ def load_bundle(path: str | Path, *, name: str | None = None,
         titles=items["title"].cast(pl.String).to_list(),
         categories=[list(c) for c in items["categories"].to_list()],
         popularity=items["popularity"].to_numpy().astype(np.int64),
-        hist_indptr=indptr.astype(np.int64), hist_items=it[order],
+        hist_indptr=indptr.astype(np.int64), hist_items=it[order], ann=index,
     )

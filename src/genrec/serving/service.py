@@ -20,6 +20,7 @@ import torch
 
 from genrec.data.interactions import Histories
 from genrec.models import ranking
+from genrec.serving.ann import recommend_ann
 from genrec.serving.bundle import Bundle, BundleError, load_bundle
 from genrec.serving.signing import SignatureVerifier
 
@@ -312,9 +313,14 @@ class ModelService:
                                                k, exclude_seen=False, block=block, allow=allow)
                 items, vals = items_t.numpy(), vals_t.float().numpy()
             else:
-                with torch.inference_mode():
-                    rec = self.bundle.model.recommend(h, k, exclude_seen=exclude_seen,
-                                                      block=block, allow=allow)
+                if self.bundle.ann is not None:  # approximate top-k, same filters
+                    rec = recommend_ann(
+                        self.bundle.model, self.bundle.ann, h, k,  # type: ignore[arg-type]
+                        exclude_seen=exclude_seen, block=block, allow=allow)
+                else:
+                    with torch.inference_mode():
+                        rec = self.bundle.model.recommend(h, k, exclude_seen=exclude_seen,
+                                                          block=block, allow=allow)
                 items, vals = rec.items, rec.scores
             for j, i in enumerate(rows):
                 q = queries[i]
