@@ -46,6 +46,7 @@ from genrec.models.base import FitContext, ModelConfig, Recommender
 from genrec.models.registry import build_model
 from genrec.runs.seeds import fit_and_evaluate_seeds, seed_significance
 from genrec.runs.threads import apply_threads, thread_record
+from genrec.training.loop import is_main_process
 
 __all__ = ["Prepared", "cold_warm", "environment", "fit_and_evaluate", "fit_context",
            "fit_model", "load_data", "make_split", "open_run", "prepare", "results_document",
@@ -123,7 +124,10 @@ def prepare(cfg: ExperimentConfig, *, write: bool = True) -> Prepared:
 
 
 def write_prepared(cfg: ExperimentConfig, data: Prepared) -> None:
-    """Write the resolved ``config.yaml`` and the split into ``cfg.output``."""
+    """Write the resolved ``config.yaml`` and the split into ``cfg.output`` (rank 0 only
+    under ``torchrun``)."""
+    if not is_main_process():
+        return
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
@@ -221,7 +225,7 @@ def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *
     # Validation always measures the selection metric, even if the test metrics omit it.
     valid = evaluate(model, data.valid_set, cfg.protocol.with_valid_metric(), **kw)
     test = evaluate(model, data.test_set, cfg.protocol, keep_top_items=keep_top_items, **kw)
-    if cfg.save_models:
+    if cfg.save_models and is_main_process():
         model.save(Path(cfg.output) / "models" / (name or mcfg.kind))
     row = {
         "model": mcfg.kind,
@@ -289,7 +293,10 @@ def environment(threads: int | None) -> dict[str, Any]:
 
 
 def write_results(out: Path, results: dict[str, Any]) -> None:
-    """Write ``results.json`` and ``results.md`` (each atomically)."""
+    """Write ``results.json`` and ``results.md`` (each atomically; rank 0 only under
+    ``torchrun``)."""
+    if not is_main_process():
+        return
     atomic_write_text(Path(out) / "results.json", json.dumps(results, indent=2))
     atomic_write_text(Path(out) / "results.md", format_results(results))
 

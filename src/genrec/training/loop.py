@@ -39,6 +39,7 @@ from torch.utils.data import Dataset as TorchDataset
 from genrec.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
 __all__ = ["BENIGN_KEYS", "ResumeMismatchError", "TrainConfig", "TrainResult", "identity_diff",
+           "is_main_process",
            "train"]
 
 _log = logging.getLogger(__name__)
@@ -268,6 +269,12 @@ def _set_rng_states(states: dict[str, torch.Tensor], device: torch.device, rank:
 
 def _copy_state(net: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in net.state_dict().items()}
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of a ``torchrun`` launch (``RANK`` > 0): results,
+    splits and saved models are written by rank 0 only."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig, *,
