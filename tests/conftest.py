@@ -1,11 +1,14 @@
-"""Shared fixtures: the real datasets folder (``GENREC_DATA_DIR``)."""
+"""Shared fixtures: the real datasets folder (``GENREC_DATA_DIR``), one torch thread for the
+tiny-model test packages."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "datasets"
@@ -26,3 +29,19 @@ def data_dir() -> Path:
         pytest.skip(f"real datasets not available: {path} does not exist "
                     "(set GENREC_DATA_DIR to the shared datasets folder)")
     return path.resolve()
+
+
+_ONE_THREAD = {"models", "training", "semantic_ids"}
+"""Test packages of tiny tensors: they gain nothing from intra-op threads, and on a busy
+2-core machine the thread barrier made each step 10-20 times slower (measured)."""
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
+    if Path(request.node.path).parent.name not in _ONE_THREAD:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

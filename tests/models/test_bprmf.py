@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import scipy.sparse as sp
 import torch
 
@@ -22,14 +21,6 @@ from genrec.testing import RecommenderContract, tiny_dataset
 
 TINY_TRAIN = {"epochs": 2, "batch_size": 8, "device": "cpu", "progress": False}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a busy machine they cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class TestBPRMF(RecommenderContract):

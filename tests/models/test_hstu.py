@@ -17,15 +17,6 @@ from genrec.testing import RecommenderContract, tiny_dataset
 from genrec.training import TrainConfig
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a busy machine they cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class TestHSTU(RecommenderContract):
     model_cls = HSTU
     params: ClassVar[dict[str, Any]] = {"dim": 16, "max_len": 6, "n_heads": 2, "n_buckets": 4,

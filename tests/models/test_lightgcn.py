@@ -15,14 +15,6 @@ from genrec.testing import RecommenderContract, tiny_dataset
 TINY_TRAIN = {"epochs": 2, "batch_size": 8, "device": "cpu", "progress": False}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a busy machine they cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class TestLightGCN(RecommenderContract):
     model_cls = LightGCN

@@ -15,6 +15,7 @@ from genrec.data.ratings import official_folds
 from genrec.data.recipes import load_dataset
 from genrec.evaluation.rating import rmse
 from genrec.models.base import FitContext
+from genrec.models.rating.autorec import AutoRec
 from genrec.models.rating.baseline import Biases, GlobalMean
 from genrec.models.rating.blend import Blend
 from genrec.models.rating.knn import KNNBaseline
@@ -26,6 +27,7 @@ FAST: dict[str, dict[str, Any]] = {
     "global_mean": {}, "biases": {}, "knn_baseline": {},
     "biased_mf": {"epochs": 8, "factors": 20},
     "svdpp": {"dim": 8, "train": {"epochs": 2, "progress": False, "device": "cpu"}},
+    "autorec": {"hidden": 16, "epochs": 3},
     "blend": {"members": [{"kind": "biases"}, {"kind": "biased_mf", "epochs": 3, "factors": 8}],
               "refit": False},
 }
@@ -143,3 +145,34 @@ def test_user_based_knn_is_item_based_on_the_transposed_matrix(fold) -> None:
     a = KNNBaseline(user_based=True, reg_u=15.0, reg_i=10.0).fit(train)
     b = KNNBaseline(reg_u=10.0, reg_i=15.0).fit(flipped)
     np.testing.assert_allclose(a.predict(users, items), b.predict(items, users), rtol=1e-5)
+
+
+def test_autorec_reconstructs_observed_ratings_and_answers_cold_pairs(fold) -> None:
+    train, test, _ = fold
+    m = AutoRec(hidden=32, epochs=30, reg=1.0, lr=3e-3).fit(train, FitContext(seed=0))
+    # Training ratings are its input: it reconstructs them far better than the global mean.
+    fr = train.frame
+    seen = m.predict(fr[Columns.user].to_numpy(), fr[Columns.item].to_numpy())
+    target = fr[Columns.rating].to_numpy()
+    assert rmse(seen, target) < 0.9 * rmse(np.full_like(target, target.mean()), target)
+    # Unknown ids and items without training ratings get the global mean, not an error.
+    unrated = np.setdiff1d(np.arange(train.n_items), fr[Columns.item].unique().to_numpy())[0]
+    np.testing.assert_allclose(m.predict([-1, 0, 10**6], [0, unrated, 0]),
+                               [float(m.mu_)] * 3, rtol=1e-6)
+    # Seeded: a refit gives the same predictions.
+    again = AutoRec(hidden=32, epochs=30, reg=1.0, lr=3e-3).fit(train, FitContext(seed=0))
+    np.testing.assert_array_equal(again.predict([1, 2], [3, 4]), m.predict([1, 2], [3, 4]))
+
+
+def test_autorec_keeps_its_best_validation_epoch(fold) -> None:
+    train, test, _ = fold
+    scores = []
+
+    def validate(model) -> float:
+        scores.append(-_rmse(model, test))
+        return scores[-1]
+
+    m = AutoRec(hidden=32, epochs=12, reg=1.0, lr=1e-2, patience=3).fit(
+        train, FitContext(seed=0, validate=validate))
+    assert m.best_epoch_ == int(np.argmax(scores)) + 1
+    assert -_rmse(m, test) == pytest.approx(max(scores), abs=1e-6)

@@ -27,6 +27,7 @@ FAST: dict[str, dict[str, Any]] = {
     "simplex": {"dim": 8, "n_negatives": 4, "train": _TINY_TRAIN},
     "tiger": {"dim": 8, "n_heads": 2, "ff_dim": 16, "n_layers": 1, "max_len": 5,
               "tokenizer": {"n_levels": 2, "codebook_size": 4}, "train": _TINY_TRAIN},
+    "two_stage": {"candidates": 5, "ranker": {"epochs": 1, "text": "off"}},
 }
 """Tiny configs for the round trip; a kind missing here is fitted with its defaults."""
 

@@ -16,14 +16,6 @@ from genrec.training import TrainConfig
 TINY_TRAIN = TrainConfig(epochs=1, batch_size=4, device="cpu", progress=False)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a busy machine they cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 class TestSASRec(RecommenderContract):
     model_cls = SASRec

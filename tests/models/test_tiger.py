@@ -8,7 +8,6 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-
 from safetensors.torch import load_file, save_file
 
 from genrec.data.interactions import Dataset, Histories
@@ -24,14 +23,6 @@ TINY_TRAIN = TrainConfig(epochs=1, batch_size=8, device="cpu", progress=False)
 TINY = {"dim": 16, "n_heads": 2, "ff_dim": 32, "n_layers": 1, "max_len": 5, "beam_size": 16,
         "tokenizer": RQKMeansConfig(n_levels=2, codebook_size=4), "train": TINY_TRAIN}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from intra-op threads; on a busy machine they cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class TestTIGER(RecommenderContract):
@@ -276,8 +267,8 @@ def test_genrec_run_trains_tokenizer_and_tiger_end_to_end(tmp_path: Path, data_d
     from genrec.cli import app
     from genrec.config import load_config
     from genrec.data.splits import Split
-    from genrec.runs.experiment import load_data
     from genrec.models.registry import load_model
+    from genrec.runs.experiment import load_data
 
     config = Path(__file__).resolve().parents[2] / "configs" / "tiger-tiny-ml100k.yaml"
     out = tmp_path / "run"

@@ -3,17 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True, scope="package")
-def one_thread():
-    """Small tensors gain nothing from intra-op threads; on a busy machine they cost 10x."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def clustered(n_clusters: int = 6, per: int = 40, dim: int = 16, spread: float = 0.05,

@@ -5,10 +5,9 @@ from __future__ import annotations
 import itertools
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
-
-import polars as pl
 
 from genrec.evaluation.catalogue import Catalogue
 from genrec.evaluation.generative import beam_risks

@@ -18,6 +18,7 @@ from genrec.semantic_ids import (
     SemanticIDsConfig,
     codebook_health,
 )
+
 from .conftest import clustered
 
 SOURCE = {"item_vectors": "text", "text": {"encoder": "hashing:16"}}

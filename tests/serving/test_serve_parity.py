@@ -66,6 +66,7 @@ TINY: dict[str, dict[str, Any]] = {
               "dim": 16, "n_heads": 2, "ff_dim": 32, "n_layers": 1, "max_len": 5,
               "beam_size": 16,
               "train": {"epochs": 5, "batch_size": 128, "device": "cpu", "progress": False}},
+    "two_stage": {"candidates": 20, "ranker": {"epochs": 1, "text": "off"}},
 }
 """A tiny config for every registered model (the test below fails on a new one)."""
 

@@ -67,6 +67,15 @@ class IdMap:
         return self.raw.gather(np.asarray(idx, dtype=np.int64)).to_list()
 
 
+def _take_rows(indptr: np.ndarray, values: np.ndarray, rows: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Rows ``rows`` of a CSR layout ``(indptr, values)``: the new indptr and values."""
+    lengths = np.diff(indptr)[rows]
+    new_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(indptr.dtype)
+    offsets = np.arange(new_indptr[-1]) - np.repeat(new_indptr[:-1], lengths)
+    return new_indptr, values[np.repeat(indptr[rows], lengths) + offsets]
+
+
 @dataclass(frozen=True)
 class Histories:
     """A batch of users with their item histories in chronological order (CSR layout).
@@ -98,6 +107,11 @@ class Histories:
             self.users[start:stop], self.indptr[start : stop + 1] - lo, self.items[lo:hi],
             self.n_items,
         )
+
+    def take(self, rows: np.ndarray) -> Histories:
+        """Rows ``rows`` (any order, vectorised) as a new batch."""
+        indptr, items = _take_rows(self.indptr, self.items, np.asarray(rows, dtype=np.int64))
+        return Histories(self.users[rows], indptr, items, self.n_items)
 
     def truncate(self, max_len: int | None) -> Histories:
         """Keep only the ``max_len`` most recent items of every history."""
@@ -317,6 +331,12 @@ class EvalSet:
         tgt = targets.histories(users)
         return cls(hist, tgt.indptr, tgt.items)
 
+    def take(self, rows: np.ndarray) -> EvalSet:
+        """Rows ``rows`` (any order, vectorised)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        indptr, items = _take_rows(self.target_indptr, self.target_items, rows)
+        return EvalSet(self.histories.take(rows), indptr, items)
+
     def slice(self, start: int, stop: int) -> EvalSet:
         """Rows ``start:stop``."""
         lo, hi = self.target_indptr[start], self.target_indptr[stop]
@@ -408,8 +428,9 @@ class Dataset:
 
     def subset(self, frame: pl.DataFrame) -> Dataset:
         """A dataset over the rows of ``frame`` (dense ids of ``self``), with ids compacted."""
-        users = np.unique(frame[Columns.user].to_numpy())
-        items = np.unique(frame[Columns.item].to_numpy())
+        # Dense ids: a bincount is the sorted unique set in linear time (np.unique sorts).
+        users = np.flatnonzero(np.bincount(frame[Columns.user].to_numpy(), minlength=self.n_users))
+        items = np.flatnonzero(np.bincount(frame[Columns.item].to_numpy(), minlength=self.n_items))
         u_new = np.full(self.n_users, -1, dtype=np.int64)
         u_new[users] = np.arange(len(users))
         i_new = np.full(self.n_items, -1, dtype=np.int64)

@@ -394,10 +394,16 @@ def time_order_report(frame: pl.DataFrame) -> dict[str, Any] | None:
     """
     if TIME not in frame.columns or frame.height == 0:
         return None
+    # Sorts and shifted comparisons instead of windows over users: window expressions over
+    # hundreds of thousands of users were 20x slower (8.5 s for 5M rows, superlinear).
+    prev_same = pl.col(USER) == pl.col(USER).shift(1)
+    by_user = frame.select(USER, TIME).sort(USER, maintain_order=True)  # file order per user
+    out = by_user.filter(prev_same & (pl.col(TIME) < pl.col(TIME).shift(1)))[USER].n_unique()
+    dup = (prev_same & pl.col(TIME).eq_missing(pl.col(TIME).shift(1))).fill_null(False)
+    ties = frame.select(USER, TIME).sort(USER, TIME).select(
+        (dup | dup.shift(-1).fill_null(False)).sum()).item()
     stats = frame.select(
-        (pl.col(TIME).diff().over(USER) < 0).fill_null(False).any().over(USER)
-        .filter(pl.col(USER).is_first_distinct()).sum().alias("out"),
-        pl.struct(USER, TIME).is_duplicated().sum().alias("ties"),
+        pl.lit(out).alias("out"), pl.lit(ties).alias("ties"),
         (pl.col(TIME) < 0).sum().alias("neg"), pl.col(TIME).min().alias("first"),
         pl.col(TIME).max().alias("last"))
     row = stats.row(0, named=True)

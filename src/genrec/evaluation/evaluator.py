@@ -20,7 +20,7 @@ from genrec.evaluation.metrics import METRICS
 from genrec.evaluation.protocol import Protocol
 from genrec.models.ranking import rank
 
-__all__ = ["EvalResult", "evaluate", "Scorer"]
+__all__ = ["EvalResult", "evaluate", "sample_users", "Scorer"]
 
 _log = logging.getLogger(__name__)
 
@@ -69,6 +69,19 @@ def _sample_negatives(forbidden: torch.Tensor, n: int, weights: torch.Tensor | N
     return torch.where(torch.isfinite(top.values), top.indices, -1)
 
 
+def sample_users(data: EvalSet, protocol: Protocol) -> EvalSet:
+    """The protocol's ``eval_users`` users of ``data``, drawn with its seed (kept in their
+    order); ``data`` itself when every user is to be evaluated."""
+    n = protocol.eval_users
+    if n is None or n >= len(data):
+        return data
+    # Its own stream: the sample depends on the seed and the set's size only, not on the
+    # model, so every model of a run is evaluated on the same users.
+    rows = np.sort(np.random.default_rng([protocol.seed, 7, len(data)])
+                   .choice(len(data), n, replace=False))
+    return data.take(rows)
+
+
 def evaluate(model: Scorer, data: EvalSet, protocol: Protocol, *,
              item_popularity: np.ndarray | None = None, batch_size: int = 2048,
              keep_top_items: bool = False, progress: bool = False) -> EvalResult:
@@ -84,9 +97,14 @@ def evaluate(model: Scorer, data: EvalSet, protocol: Protocol, *,
         progress: Show a progress bar.
 
     Returns:
-        Per-user metrics.
+        Per-user metrics (of the protocol's sampled users when ``protocol.eval_users`` is set).
+
+    Memory: at most one ``(batch_size, n_items)`` score block (plus a boolean target mask of
+    that shape, and the model's own per-chunk working set) exists at a time, whatever the
+    number of users.
     """
     start = time.perf_counter()
+    data = sample_users(data, protocol)
     kmax = max(protocol.cutoffs)
     n_items = data.histories.n_items
     gen = torch.Generator().manual_seed(protocol.seed)

@@ -131,12 +131,8 @@ def sample_users(histories: Histories, max_users: int | None, seed: int) -> Hist
     n = len(histories)
     if max_users is None or n <= max_users:
         return histories
-    rows = np.sort(np.random.default_rng(seed).choice(n, max_users, replace=False))
-    lengths = histories.lengths[rows]
-    items = np.concatenate([histories.items[histories.indptr[r]:histories.indptr[r + 1]]
-                            for r in rows]) if len(rows) else np.zeros(0, dtype=np.int64)
-    return Histories(histories.users[rows], np.concatenate([[0], np.cumsum(lengths)]),
-                     items, histories.n_items)
+    return histories.take(np.sort(np.random.default_rng(seed).choice(n, max_users,
+                                                                      replace=False)))
 
 
 def beam_risks(result: BeamResult, catalogue: Catalogue, *,

@@ -32,6 +32,11 @@ class Protocol(BaseModel):
     metrics: list[str] = Field(default_factory=lambda: ["recall", "ndcg", "mrr", "map",
                                                         "precision", "hit"])
     """Metric names (see ``genrec.evaluation.metrics.METRICS``)."""
+    eval_users: int | None = Field(None, ge=1)
+    """Evaluate a random sample of this many users (drawn with ``seed``, the same sample for
+    every model); None, or a number at least the evaluation set's size, evaluates every user.
+    For large data: full-ranking cost grows with users x items, a fixed sample keeps it
+    linear in items."""
     max_history_length: int | None = None
     """Model input is each user's most recent N items (seen-item masking uses all of them)."""
     valid_metric: str = "ndcg@10"
@@ -81,6 +86,9 @@ class Protocol(BaseModel):
         if self.split.cold_items:
             split += f", {self.split.cold_items:.0%} of items cold (never in training)"
         hist = "all" if self.max_history_length is None else f"last {self.max_history_length}"
+        users = ("" if self.eval_users is None else
+                 f"users=random sample of {self.eval_users} (seed {self.seed}); ")
         return (f"split={split}; candidates={cand}; seen items "
                 f"{'excluded' if self.exclude_seen else 'kept'}; K={self.cutoffs}; "
-                f"history={hist}; selection on valid {self.valid_metric}; seed={self.seed}")
+                f"history={hist}; {users}selection on valid {self.valid_metric}; "
+                f"seed={self.seed}")

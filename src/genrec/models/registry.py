@@ -16,6 +16,7 @@ from genrec.models.hstu import HSTU, HSTUConfig
 from genrec.models.itemknn import ItemKNN, ItemKNNConfig
 from genrec.models.lightgcn import LightGCN, LightGCNConfig
 from genrec.models.pop import PopConfig, Popularity
+from genrec.models.ranker.two_stage import TwoStage, TwoStageConfig
 from genrec.models.sasrec import SASRec, SASRecConfig
 from genrec.models.simplex import SimpleX, SimpleXConfig
 from genrec.models.tiger import TIGER, TIGERConfig
@@ -35,15 +36,20 @@ MODELS: dict[str, type[Recommender[Any]]] = {
     "simplex": SimpleX,
     "graph_heuristic": GraphHeuristic,
     "tiger": TIGER,
+    "two_stage": TwoStage,
 }
 
 AnyModelConfig = Annotated[
     PopConfig | ItemKNNConfig | EASEConfig | SASRecConfig | GRU4RecConfig
     | BERT4RecConfig | HSTUConfig | BPRMFConfig | LightGCNConfig | SimpleXConfig
-    | GraphHeuristicConfig | TIGERConfig,
+    | GraphHeuristicConfig | TIGERConfig | TwoStageConfig,
     Field(discriminator="kind"),
 ]
 """Discriminated union of every model config (the ``kind`` field picks the class)."""
+
+# The two-stage config nests a retriever of any kind: its forward reference is resolved here,
+# where the union exists (two_stage.py cannot import this module's names at import time).
+TwoStageConfig.model_rebuild(_types_namespace={"AnyModelConfig": AnyModelConfig})
 
 
 def model_config(kind: str, **params: Any) -> ModelConfig:

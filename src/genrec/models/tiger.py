@@ -25,6 +25,16 @@ Scoring (``decoding``):
   (their share is the hallucination rate, measured by
   :func:`genrec.evaluation.generative.beam_risks`; ``genrec compare`` reports it).
 
+Second-generation options (each one config switch, off by default):
+
+- ``multi_id``: MTGRec pre-training on several identifiers per item with an influence-driven
+  data curriculum, then fine-tuning on the plain identifier (:mod:`genrec.models.mtgrec`).
+- ``tokenizer: {kind: letter}``: LETTER-style semantic IDs aligned with collaborative item
+  vectors (an SVD of the training interactions, ``collaborative_dim`` wide) as well as text,
+  with a code-balance term (:mod:`genrec.semantic_ids.letter`).
+- ``cold_items: prefix``: items never seen in training are generated from their text-code
+  prefix (:mod:`genrec.semantic_ids.cold`); every returned item is still a catalogue item.
+
 Item text comes from ``Dataset.items``: ``genrec run`` passes it through
 ``FitContext.items`` at ``fit``. Without it (or with ``item_vectors:
 collaborative``) the item vectors are an SVD of the interactions. The semantic-ID stage is
@@ -37,6 +47,7 @@ so ``load`` needs no dataset and no folder.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Self
@@ -50,10 +61,12 @@ from torch import nn
 
 from genrec.data.interactions import Histories, Interactions
 from genrec.models.base import FitContext, ModelConfig, NotFittedError, RecList, Recommender
+from genrec.models.mtgrec import MultiIDConfig, MultiIDTask, probe_examples
 from genrec.semantic_ids import (
     AnyTokenizerConfig,
     BeamResult,
     CodebookHealth,
+    ColdPrefixes,
     PrefixTrie,
     RQKMeansConfig,
     SemanticIDs,
@@ -61,6 +74,9 @@ from genrec.semantic_ids import (
     Tokenizer,
     beam_search,
     collaborative_item_vectors,
+    fuse_cold,
+    identifier_groups,
+    stack_codes,
 )
 from genrec.text import ItemTextConfig, item_embeddings, text_coverage
 from genrec.training.loop import TrainConfig
@@ -120,11 +136,32 @@ class TIGERConfig(ModelConfig):
     """Users per decoding chunk (bounds memory)."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """Optimisation, early stopping, checkpoints and device."""
+    multi_id: MultiIDConfig | None = None
+    """MTGRec: pre-train on several identifiers per item with a data curriculum, then
+    fine-tune on group 0 for ``train.epochs`` (:mod:`genrec.models.mtgrec`). None: plain
+    TIGER."""
+    cold_items: Literal["off", "prefix"] = "off"
+    """``prefix``: items with no training interaction (cold) are generated from the prefix
+    of their text codes, TIGER's cold-start scheme (:mod:`genrec.semantic_ids.cold`);
+    needs ``decoding: beam`` and item vectors from text. ``off``: only what beam search
+    reaches."""
+    cold_weight: float = Field(0.1, gt=0, le=1)
+    """Share of a generated prefix's probability given to its cold items (``cold_items:
+    prefix``): higher ranks cold items higher, at the cost of warm ones."""
+    cold_prefix_levels: int | None = Field(None, ge=1)
+    """Codes in the prefix a cold item is generated from (``cold_items: prefix``); None:
+    all tokenizer levels ``L`` (TIGER's choice). Shorter prefixes are shared with warm
+    items, so the model gives them mass."""
 
     @model_validator(mode="after")
     def _heads(self) -> TIGERConfig:
         if self.dim % self.n_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must divide dim ({self.dim})")
+        if self.multi_id is not None and self.semantic_ids:
+            raise ValueError("multi_id fits its own identifier groups; it cannot reuse one "
+                             "semantic_ids folder (drop one of the two)")
+        if self.cold_items == "prefix" and self.decoding != "beam":
+            raise ValueError("cold_items: prefix works with decoding: beam")
         return self
 
 
@@ -269,11 +306,15 @@ class TIGERNet(nn.Module):
         Returns:
             ``(memory (B, S, D), key mask (B, 1, 1, S))`` with ``S = M * C + 1``.
         """
-        b, m = seq.shape
-        c = self.n_levels
-        tokens = self.item_tokens[seq].flatten(1)                      # (B, M * C)
+        return self.encode_tokens(self.item_tokens[seq])
+
+    def encode_tokens(self, item_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`encode` from the histories' code tokens ``(B, M, C)`` (0 = padding), e.g.
+        tokenized with another identifier group (MTGRec)."""
+        b, m, c = item_tokens.shape
+        tokens = item_tokens.flatten(1)                                # (B, M * C)
         tokens = torch.cat([tokens, tokens.new_full((b, 1), EOS)], 1)  # (B, S)
-        dev = seq.device
+        dev = item_tokens.device
         # Item slots count back from the most recent item, as in SASRec.
         slot = torch.cat([torch.arange(self.max_len - m, self.max_len, device=dev)
                           .repeat_interleave(c), torch.tensor([self.max_len], device=dev)])
@@ -320,8 +361,12 @@ class TIGERNet(nn.Module):
         Returns:
             ``(logits (B, C, V_max), scalar loss)``.
         """
-        memory, mask = self.encode(seq)
-        codes = self.item_codes[target]                               # (B, C)
+        return self.loss_on(self.item_tokens[seq], self.item_codes[target])
+
+    def loss_on(self, item_tokens: torch.Tensor,
+                codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` from history tokens ``(B, M, C)`` and target codes ``(B, C)``."""
+        memory, mask = self.encode_tokens(item_tokens)
         hidden = self.decode(codes[:, None, :-1], memory, mask)[:, 0]  # (B, C, D)
         logits = self.level_logits(hidden)                            # (B, C, V)
         return logits, F.cross_entropy(logits.flatten(0, 1), codes.flatten())
@@ -435,11 +480,17 @@ class TIGER(Recommender[TIGERConfig]):
         if c.semantic_ids:
             return self._read_semantic_ids(c.semantic_ids, train.n_items)
         vectors, source = self._item_vectors(train, ctx.items)
-        stage = SemanticIDs(SemanticIDsConfig(tokenizer=c.tokenizer)).fit(vectors,
-                                                                           source=source)
+        stage = SemanticIDs(SemanticIDsConfig(tokenizer=c.tokenizer)).fit(
+            vectors, source=source, collaborative=self._collaborative(train))
         _log.info("tiger: semantic IDs of %d items, codebook health:\n%s", stage.n_items_,
                   stage.health_.format())
         return stage
+
+    def _collaborative(self, train: Interactions) -> np.ndarray | None:
+        """Collaborative vectors for a tokenizer that aligns codes with them (``letter``)."""
+        if self.config.tokenizer.kind != "letter":
+            return None
+        return collaborative_item_vectors(train, self.config.collaborative_dim)
 
     def _read_semantic_ids(self, path: str | Path, n_items: int) -> SemanticIDs:
         stage = SemanticIDs.load(path)
@@ -484,17 +535,42 @@ class TIGER(Recommender[TIGERConfig]):
 
     def _build_net(self) -> TIGERNet:
         c, stage = self.config, self.semantic_ids_
-        return TIGERNet(torch.from_numpy(stage.codes_), stage.vocab_sizes_, c.max_len, c.dim,
+        # MTGRec: the vocabulary covers every identifier group (their dedup levels differ).
+        return TIGERNet(torch.from_numpy(stage.codes_), self.net_vocab_, c.max_len, c.dim,
                         c.n_layers, c.n_heads, c.ff_dim, c.dropout)
 
     def _fit(self, train: Interactions, ctx: FitContext) -> None:
         c = self.config
-        self.semantic_ids_ = self._semantic_id_stage(train, ctx)
+        groups = None
+        if c.multi_id is not None:
+            vectors, source = self._item_vectors(train, ctx.items)
+            stages = identifier_groups(vectors, SemanticIDsConfig(tokenizer=c.tokenizer),
+                                       c.multi_id.groups, source=source,
+                                       collaborative=self._collaborative(train))
+            groups, self.net_vocab_ = stack_codes(stages)
+            self.semantic_ids_ = stages[0]
+        else:
+            self.semantic_ids_ = self._semantic_id_stage(train, ctx)
+            self.net_vocab_ = list(self.semantic_ids_.vocab_sizes_)
+        self.cold_ = train.item_counts() == 0                          # (n_items,) bool
+        self.__dict__.pop("_cold_table", None)
         torch.manual_seed(ctx.seed)  # initialisation
         self.net_ = self._build_net()
         seq, target = training_examples(train, c.max_len)
         _log.info("tiger: %d training examples, %d parameters", len(target),
                   sum(p.numel() for p in self.net_.parameters()))
+        if groups is not None and c.multi_id is not None:
+            task = MultiIDTask(self.net_, torch.from_numpy(groups), c.multi_id,
+                               probe_examples(train, c.max_len, c.multi_id.probe_size))
+            pre = c.train.model_copy(update={"epochs": c.multi_id.pretrain_epochs})
+            pre_ctx = replace(ctx, checkpoint_dir=(Path(ctx.checkpoint_dir) / "pretrain"
+                                                   if ctx.checkpoint_dir else None))
+            _log.info("tiger (multi_id): pre-training on %d identifier groups, curriculum %s",
+                      c.multi_id.groups, c.multi_id.curriculum)
+            self.pretrain_result_ = self._train_net(task, (seq, target), train, pre_ctx, pre)
+            self.curriculum_ = task.record
+            _log.info("tiger (multi_id): final group weights %s; fine-tuning on group 0",
+                      [round(w, 3) for w in task.weights.tolist()])
         self.train_result_ = self._train_net(self.net_, (seq, target), train, ctx, c.train)
 
     def _check_fitted(self) -> None:
@@ -575,7 +651,37 @@ class TIGER(Recommender[TIGERConfig]):
         out = torch.full((len(histories), self.n_items_ + 1), float("-inf"))
         cols = torch.where(res.items >= 0, res.items, self.n_items_)
         out.scatter_(1, cols, torch.where(res.items >= 0, res.scores, float("-inf")))
-        return out[:, :-1]
+        out = out[:, :-1]
+        if self.config.cold_items == "prefix" and mode == "beam":
+            cold = self._cold_prefixes()
+            if cold is not None:
+                out = fuse_cold(out, self.generate_cold_prefixes(histories, cold), cold,
+                                self.config.cold_weight)
+        return out
+
+    def _cold_prefixes(self) -> ColdPrefixes | None:
+        """The cold items' prefix table (built once per fitted model)."""
+        if "_cold_table" not in self.__dict__:
+            self._cold_table = ColdPrefixes.build(self.codes_, self.cold_,
+                                                  self.semantic_ids_.vocab_sizes_,
+                                                  self.config.cold_prefix_levels)
+        return self._cold_table
+
+    def generate_cold_prefixes(self, histories: Histories, cold: ColdPrefixes,
+                               beam_size: int | None = None) -> BeamResult:
+        """Constrained beam search over the cold items' code prefixes (no dedup level):
+        ``items`` are prefix ids of ``cold`` (see :func:`genrec.semantic_ids.
+        fuse_cold`)."""
+        self._check_fitted()
+        beam = beam_size or self.config.beam_size
+        parts = []
+        with torch.no_grad():
+            for part, memory, mask in self._chunks(histories):
+                step = partial(self.net_.next_code_log_probs, memory=memory, mem_mask=mask)
+                parts.append(beam_search(step, cold.trie, len(part), beam,
+                                         device=memory.device))
+        return BeamResult(*(torch.cat([getattr(p, f).cpu() for p in parts])
+                            for f in ("codes", "scores", "items")))
 
     def recommend(self, histories: Histories, k: int = 10, *, exclude_seen: bool = True,
                   block: torch.Tensor | np.ndarray | None = None,
@@ -598,7 +704,9 @@ class TIGER(Recommender[TIGERConfig]):
     def _state(self) -> dict[str, torch.Tensor]:
         self._check_fitted()
         return {**{f"semantic_ids.{k}": v for k, v in self.semantic_ids_.state().items()},
-                **{f"net.{k}": v for k, v in self.net_.state_dict().items()}}
+                **{f"net.{k}": v for k, v in self.net_.state_dict().items()},
+                "net_vocab": torch.tensor(self.net_vocab_, dtype=torch.int64),
+                "cold": torch.from_numpy(self.cold_.astype(np.uint8))}
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
         if "semantic_ids.meta" in state:
@@ -612,6 +720,12 @@ class TIGER(Recommender[TIGERConfig]):
                 {k: v for k, v in state.items() if k == "codes" or k.startswith("tokenizer.")},
                 meta={"tokenizer": c.tokenizer.model_dump(mode="json"),
                       "item_vectors": c.item_vectors, "origin": c.semantic_ids})
+        # Models saved before MTGRec and cold fusion: group 0's vocabulary, no cold items.
+        self.net_vocab_ = (state["net_vocab"].tolist() if "net_vocab" in state
+                           else list(self.semantic_ids_.vocab_sizes_))
+        self.cold_ = (state["cold"].numpy().astype(bool) if "cold" in state
+                      else np.zeros(self.semantic_ids_.n_items_, dtype=bool))
+        self.__dict__.pop("_cold_table", None)
         self.net_ = self._build_net()
         self.net_.load_state_dict({k.removeprefix("net."): v for k, v in state.items()
                                    if k.startswith("net.")})

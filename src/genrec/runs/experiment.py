@@ -39,7 +39,7 @@ from genrec.data.describe import source_summary
 from genrec.data.interactions import Dataset, EvalSet
 from genrec.data.sources import load_data
 from genrec.data.splits import Split, split
-from genrec.evaluation.evaluator import EvalResult, evaluate
+from genrec.evaluation.evaluator import EvalResult, evaluate, sample_users
 from genrec.evaluation.protocol import Protocol
 from genrec.evaluation.results import format_results
 from genrec.models.base import FitContext, ModelConfig, Recommender
@@ -116,7 +116,10 @@ def prepare(cfg: ExperimentConfig, *, write: bool = True) -> Prepared:
     np.random.seed(cfg.protocol.seed)
     ds = load_data(cfg.dataset)
     sp = make_split(ds, cfg.protocol, cfg.split_path)
-    data = Prepared(ds, sp, sp.valid_set(), sp.test_set(), _identity(ds, sp))
+    # With protocol.eval_users the evaluation sets are the seeded samples, so per-user
+    # arrays (cold/warm, holistic report) line up with what the evaluator scored.
+    data = Prepared(ds, sp, sample_users(sp.valid_set(), cfg.protocol),
+                    sample_users(sp.test_set(), cfg.protocol), _identity(ds, sp))
     if write:
         write_prepared(cfg, data)
     _log.info("%r; protocol: %s", ds, cfg.protocol.describe())

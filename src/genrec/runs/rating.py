@@ -33,6 +33,7 @@ from genrec.models.base import FitContext, ModelConfig
 from genrec.models.rating.base import RatingModel
 from genrec.models.rating.registry import build_rating_model
 from genrec.runs.experiment import environment, load_data, training_record
+from genrec.runs.threads import apply_threads
 
 __all__ = ["FoldHook", "fit_rating_model", "official_folds_dir", "format_rating_results", "predict_clipped",
            "rating_splits", "run_rating", "score_ratings"]
@@ -122,6 +123,7 @@ def run_rating(cfg: RatingExperimentConfig, *, on_fold: FoldHook | None = None,
     Returns:
         The ``results.json`` content.
     """
+    apply_threads(None)  # $GENREC_THREADS, else the cores this process may use
     ds = load_data(cfg.dataset)
     splits = rating_splits(cfg, ds)
     out = Path(cfg.output)

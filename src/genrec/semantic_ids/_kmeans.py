@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["kmeans", "nearest"]
+__all__ = ["kmeans", "nearest", "sq_dist"]
 
 
-def _sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+def sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """Squared Euclidean distances ``(n, k)`` between rows of ``x`` and ``c``."""
     d = (x * x).sum(1, keepdim=True) - 2.0 * x @ c.T + (c * c).sum(1)[None]
     return d.clamp_(min=0.0)
@@ -15,7 +15,7 @@ def _sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 def nearest(x: torch.Tensor, c: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
     """Index of the nearest row of ``c`` for every row of ``x`` (chunked over ``x``)."""
-    return torch.cat([_sq_dist(part, c).argmin(1) for part in x.split(chunk)]) if len(x) else (
+    return torch.cat([sq_dist(part, c).argmin(1) for part in x.split(chunk)]) if len(x) else (
         torch.zeros(0, dtype=torch.long, device=x.device))
 
 
@@ -24,7 +24,7 @@ def _kmeanspp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     n = len(x)
     first = int(torch.randint(n, (1,), generator=gen))
     centres = [x[first]]
-    closest = _sq_dist(x, x[first : first + 1])[:, 0]                 # (n,)
+    closest = sq_dist(x, x[first : first + 1])[:, 0]                 # (n,)
     for _ in range(1, k):
         total = closest.sum()
         if total <= 0:  # every point already is a centre: duplicates are all that is left
@@ -32,7 +32,7 @@ def _kmeanspp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
         else:
             idx = int(torch.multinomial(closest / total, 1, generator=gen))
         centres.append(x[idx])
-        closest = torch.minimum(closest, _sq_dist(x, x[idx : idx + 1])[:, 0])
+        closest = torch.minimum(closest, sq_dist(x, x[idx : idx + 1])[:, 0])
     return torch.stack(centres)                                        # (k, D)
 
 

@@ -190,6 +190,9 @@ def beam_search(log_probs: LogProbFn, trie: PrefixTrie, batch_size: int, beam: i
     for level in range(trie.n_levels):
         lp = log_probs(codes)                                          # (B, W, V)
         if constrained:
+            # A model may know more codes than this trie's items use (MTGRec: the vocabulary
+            # covers several identifier groups); those codes lead to no item.
+            lp = lp[..., : trie.children[level].shape[1]]
             ok = trie.allowed(level, nodes)                            # (B, W, V)
             if banned is not None:
                 child = trie.children[level][nodes.clamp(min=0)]       # (B, W, V) next nodes

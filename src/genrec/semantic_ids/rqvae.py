@@ -89,20 +89,33 @@ class RQVAENet(nn.Module):
             ``(reconstruction (B, D), codes (B, L), loss)``.
         """
         z = self.encoder(x)                                            # (B, d)
+        quantised, codes, quant_loss, _ = self.quantise(z, beta)
+        z_q = z + (quantised - z).detach()                             # straight-through
+        recon = self.decoder(z_q)                                      # (B, D)
+        loss = ((recon - x) ** 2).sum(-1).mean() + quant_loss
+        return recon, codes, loss
+
+    def quantise(self, z: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor,
+                                                               torch.Tensor, list[torch.Tensor]]:
+        """Residual quantisation of latents ``z`` ``(B, d)``.
+
+        Returns:
+            ``(sum of the chosen codewords (B, d), codes (B, L), codebook + commitment loss,
+            per level the residual that level quantised (B, d))``. The codewords carry
+            gradients to the codebooks; the residuals to the encoder.
+        """
         residual, quantised = z, torch.zeros_like(z)
-        codes, quant_loss = [], z.new_zeros(())
+        codes, quant_loss, residuals = [], z.new_zeros(()), []
         for book in self.codebooks:                                    # (K, d)
             c = nearest(residual.detach(), book.detach())              # (B,)
             e = book[c]                                                # (B, d)
             quant_loss = quant_loss + ((residual.detach() - e) ** 2).sum(-1).mean() \
                 + beta * ((residual - e.detach()) ** 2).sum(-1).mean()
+            residuals.append(residual)
             quantised = quantised + e
             residual = residual - e.detach()
             codes.append(c)
-        z_q = z + (quantised - z).detach()                             # straight-through
-        recon = self.decoder(z_q)                                      # (B, D)
-        loss = ((recon - x) ** 2).sum(-1).mean() + quant_loss
-        return recon, torch.stack(codes, 1), loss
+        return quantised, torch.stack(codes, 1), quant_loss, residuals
 
 
 class RQVAETokenizer(Tokenizer):
@@ -123,13 +136,16 @@ class RQVAETokenizer(Tokenizer):
 
     def fit(self, item_emb: np.ndarray | torch.Tensor) -> Self:
         """Train the autoencoder and codebooks on item vectors ``(n, D)``."""
+        return self._fit(torch.as_tensor(np.asarray(item_emb), dtype=torch.float32))
+
+    def _fit(self, x: torch.Tensor) -> Self:
         c = self.config
-        x = torch.as_tensor(np.asarray(item_emb), dtype=torch.float32)
         n = len(x)
         gen = torch.Generator().manual_seed(c.seed)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(c.seed)
             net = self._build(x.shape[1])
+            extra = self._extra_module(net)
         with torch.no_grad():
             z = net.encoder(x)
             if c.kmeans_init:
@@ -142,25 +158,43 @@ class RQVAETokenizer(Tokenizer):
             else:
                 net.codebooks.copy_(z[torch.randint(n, (c.n_levels, c.codebook_size),
                                                     generator=gen)])
-        opt = torch.optim.AdamW(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
+        params = list(net.parameters()) + (list(extra.parameters()) if extra is not None
+                                           else [])
+        opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
         self.history_: list[dict[str, float | list[float]]] = []
         for epoch in range(c.epochs):
             net.train()
             total = 0.0
+            parts: dict[str, float] = {}
             for rows in torch.randperm(n, generator=gen).split(c.batch_size):
-                _, _, loss = net(x[rows], c.beta)
+                loss, terms = self._step_loss(net, extra, x, rows)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(rows)
+                for k, v in terms.items():
+                    parts[k] = parts.get(k, 0.0) + float(v) * len(rows)
             used = self._reset_dead_codes(net, x, gen)
-            self.history_.append({"epoch": epoch + 1, "loss": total / n, "used": used})
+            self.history_.append({"epoch": epoch + 1, "loss": total / n, "used": used,
+                                  **{k: v / n for k, v in parts.items()}})
             if (epoch + 1) % max(1, c.epochs // 10) == 0 or epoch + 1 == c.epochs:
-                _log.info("rq-vae epoch %d/%d: loss %.5f, codes used per level %s", epoch + 1,
-                          c.epochs, total / n, [f"{u:.0%}" for u in used])
+                _log.info("%s epoch %d/%d: loss %.5f%s, codes used per level %s", c.kind,
+                          epoch + 1, c.epochs, total / n,
+                          "".join(f", {k} {v / n:.4f}" for k, v in parts.items()),
+                          [f"{u:.0%}" for u in used])
         self.net_ = net.eval()
         self.codebooks_ = net.codebooks.detach().clone()
         return self
+
+    def _extra_module(self, net: RQVAENet) -> nn.Module | None:
+        """Trainable parts besides the autoencoder (none here; LETTER's projection)."""
+        return None
+
+    def _step_loss(self, net: RQVAENet, extra: nn.Module | None, x: torch.Tensor,
+                   rows: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of one batch ``rows`` and its named extra terms (logged per epoch)."""
+        _, _, loss = net(x[rows], self.config.beta)
+        return loss, {}
 
     def _reset_dead_codes(self, net: RQVAENet, x: torch.Tensor,
                           gen: torch.Generator) -> list[float]:

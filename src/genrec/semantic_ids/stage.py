@@ -35,6 +35,7 @@ from genrec._io import atomic_write, atomic_write_text
 from genrec.semantic_ids._base import NotFittedError, Tokenizer
 from genrec.semantic_ids.decoding import PrefixTrie
 from genrec.semantic_ids.ids import CodebookHealth, codebook_health, deduplicate
+from genrec.semantic_ids.letter import LETTERTokenizer
 from genrec.semantic_ids.rkmeans import RQKMeansConfig
 from genrec.semantic_ids.tokenizers import TOKENIZERS, AnyTokenizerConfig, build_tokenizer
 
@@ -83,7 +84,8 @@ class SemanticIDs:
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(self, item_vectors: np.ndarray | torch.Tensor, *,
-            source: Mapping[str, Any] | None = None) -> Self:
+            source: Mapping[str, Any] | None = None,
+            collaborative: np.ndarray | None = None) -> Self:
         """Fit the tokenizer on ``item_vectors`` ``(n_items, D)`` (row ``i`` is item ``i``),
         code every item and deduplicate.
 
@@ -92,6 +94,8 @@ class SemanticIDs:
             source: JSON-ready description of the vectors, saved with the codes (its keys
                 must not be ``format_version``, ``n_items``, ``tokenizer``, ``health`` or
                 ``origin``).
+            collaborative: Collaborative item vectors ``(n_items, D_cf)`` for tokenizers
+                that align codes with them (``kind: letter``); others ignore them.
 
         Returns:
             ``self``.
@@ -100,7 +104,11 @@ class SemanticIDs:
         if vectors.ndim != 2 or not len(vectors):
             raise ValueError(f"item_vectors must be a non-empty (n_items, D) array, got shape "
                              f"{vectors.shape}")
-        tokenizer = build_tokenizer(self.config.tokenizer).fit(vectors)
+        tokenizer = build_tokenizer(self.config.tokenizer)
+        if isinstance(tokenizer, LETTERTokenizer):
+            tokenizer.fit(vectors, collaborative=collaborative)
+        else:
+            tokenizer.fit(vectors)
         self._set(tokenizer, deduplicate(tokenizer.transform(vectors)), source, origin=None)
         return self
 

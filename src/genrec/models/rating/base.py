@@ -9,6 +9,7 @@ biases are known), never an error.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Callable
 from typing import TypeVar
 
 import numpy as np
@@ -17,7 +18,7 @@ import torch
 from genrec.data.interactions import Columns, Histories, Interactions
 from genrec.models.base import ModelConfig, NotFittedError, Recommender
 
-__all__ = ["RatingModel", "known", "rating_triples"]
+__all__ = ["BestEpoch", "RatingModel", "known", "rating_triples"]
 
 C = TypeVar("C", bound=ModelConfig)
 
@@ -41,6 +42,29 @@ def known(ids: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mask of ids in [0, n), ids with the others replaced by 0)`` for safe gathers."""
     ok = (ids >= 0) & (ids < n)
     return ok, torch.where(ok, ids, torch.zeros_like(ids))
+
+
+class BestEpoch:
+    """Keeps the best validation epoch of a hand-written training loop (higher is better).
+
+    ``update(epoch, score, state)`` copies ``state()`` when ``score`` improves and returns
+    True when ``patience`` epochs passed without improvement (time to stop).
+    """
+
+    def __init__(self, patience: int | None) -> None:
+        self.patience = patience
+        self.best, self.best_epoch, self.state = -float("inf"), None, None
+        self._waited = 0
+
+    def update(self, epoch: int, score: float,
+               state: Callable[[], dict[str, torch.Tensor]]) -> bool:
+        if score > self.best:
+            # Training updates tensors in place: keep a copy.
+            self.best, self.best_epoch, self._waited = score, epoch, 0
+            self.state = {k: v.detach().clone() for k, v in state().items()}
+            return False
+        self._waited += 1
+        return self.patience is not None and self._waited >= self.patience
 
 
 class RatingModel(Recommender[C]):

@@ -29,7 +29,7 @@ from pydantic import Field
 
 from genrec.data.interactions import Interactions
 from genrec.models.base import FitContext, ModelConfig
-from genrec.models.rating.base import RatingModel, known, rating_triples
+from genrec.models.rating.base import BestEpoch, RatingModel, known, rating_triples
 
 __all__ = ["BiasedMF", "BiasedMFConfig"]
 
@@ -82,7 +82,7 @@ class BiasedMF(RatingModel[BiasedMFConfig]):
         self.bu_ = torch.zeros(train.n_users)
         self.bi_ = torch.zeros(train.n_items)
         als = self._als_sweep(u, i, r, train) if c.solver == "als" else None
-        best, best_state, waited = -float("inf"), None, 0
+        keeper = BestEpoch(c.patience)
         self.epochs_run_ = 0
         for epoch in range(c.epochs):
             if als is None:
@@ -90,20 +90,12 @@ class BiasedMF(RatingModel[BiasedMFConfig]):
             else:
                 als()
             self.epochs_run_ = epoch + 1
-            if ctx.validate is None:
-                continue
-            score = float(ctx.validate(self))
-            if score > best:
-                # SGD updates the tensors in place: keep a copy.
-                best, waited = score, 0
-                best_state = {k: v.clone() for k, v in self._state().items()}
-                self.best_epoch_ = epoch + 1
-            else:
-                waited += 1
-                if c.patience is not None and waited >= c.patience:
-                    break
-        if best_state is not None:
-            self._load_state(best_state)
+            if ctx.validate is not None and keeper.update(epoch + 1, float(ctx.validate(self)),
+                                                          self._state):
+                break
+        if keeper.state is not None:
+            self._load_state(keeper.state)
+            self.best_epoch_ = keeper.best_epoch
 
     def _sgd_epoch(self, u: torch.Tensor, i: torch.Tensor, r: torch.Tensor,
                    g: torch.Generator) -> None:

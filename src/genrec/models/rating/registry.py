@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from genrec.models.base import ModelConfig
+from genrec.models.rating.autorec import AutoRec, AutoRecConfig
 from genrec.models.rating.base import RatingModel
 from genrec.models.rating.baseline import Biases, BiasesConfig, GlobalMean, GlobalMeanConfig
 from genrec.models.rating.blend import Blend, BlendConfig
@@ -24,14 +25,15 @@ RATING_MODELS: dict[str, type[RatingModel[Any]]] = {
     "biases": Biases,
     "biased_mf": BiasedMF,
     "svdpp": SVDpp,
+    "autorec": AutoRec,
     "knn_baseline": KNNBaseline,
     "text_rating": TextRating,
     "blend": Blend,
 }
 
 AnyRatingConfig = Annotated[
-    GlobalMeanConfig | BiasesConfig | BiasedMFConfig | SVDppConfig | KNNBaselineConfig
-    | TextRatingConfig | BlendConfig,
+    GlobalMeanConfig | BiasesConfig | BiasedMFConfig | SVDppConfig | AutoRecConfig
+    | KNNBaselineConfig | TextRatingConfig | BlendConfig,
     Field(discriminator="kind"),
 ]
 """Discriminated union of every rating-model config."""
