@@ -27,6 +27,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,8 @@ def main() -> None:
                                     "loss_spikes": sum(r["loss_spikes"] for r in runs),
                                     "test_ndcg@10": _summary([r["test_ndcg@10"] for r in runs])}
                                     for o, runs in c_runs.items()}}
-        out["command"] = ("GENREC_THREADS=1 GENREC_DATA_DIR=../shared/datasets python "
+        threads = os.environ.get("GENREC_THREADS", "1")
+        out["command"] = (f"GENREC_THREADS={threads} GENREC_DATA_DIR=../shared/datasets python "
                           f"benchmarks/ranker.py --dataset {args.dataset} --seeds {args.seeds} "
                           f"--parts {args.parts} --high-lr {args.high_lr} --stability-epochs "
                           f"{args.stability_epochs}" + "".join(f" --set '{s}'" for s in args.set_)
