@@ -11,6 +11,10 @@ import typer
 import yaml
 from pydantic import ValidationError
 
+from genrec.config import load_config
+from genrec.evaluation.results import TEST_COLUMNS, format_metric
+from genrec.runs.rating import format_rating_results
+
 app = typer.Typer(help="genrec: generative recommender systems on one honest protocol.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
@@ -50,7 +54,6 @@ def print_results(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from genrec.evaluation.results import TEST_COLUMNS, format_metric
 
     console = Console(width=max(Console().width, 140))
     d = results["dataset"]
@@ -78,7 +81,6 @@ def _experiment(config: Path | None, *, dataset: str | None = None,
                 default_output: str | None = None) -> Any:
     """The ExperimentConfig of a command: the YAML (or defaults), then the flags (each one a
     config key), then ``--set``; validated once, the same way for every command."""
-    from genrec.config import load_config
 
     keys = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir,
             **(flags or {})}
@@ -93,7 +95,6 @@ def _experiment(config: Path | None, *, dataset: str | None = None,
 
 def print_rating_results(results: dict[str, Any]) -> None:
     """Print the rating protocol, then the table (and the LLM comparison when there is one)."""
-    from genrec.runs.rating import format_rating_results
 
     typer.echo(format_rating_results(results))
 

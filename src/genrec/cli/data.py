@@ -15,6 +15,10 @@ from genrec.cli._common import (
     _setup_logging,
     data_app,
 )
+from genrec.data.describe import describe, format_description
+from genrec.data.synth import SynthConfig, generate
+from genrec.runs.experiment import load_data
+from genrec.runs.validate import format_validation, validate_data
 
 
 @data_app.command("describe")
@@ -30,16 +34,12 @@ def data_describe(
     _setup_logging(quiet=True)
 
     def go() -> dict[str, Any]:
-        from genrec.data.describe import describe
-        from genrec.runs.experiment import load_data
-
         return describe(load_data(_data_config(name, data_dir, set_).dataset))
 
     d = _run_guarded(go)
     if as_json:
         typer.echo(json.dumps(d, indent=2, default=str))
     else:
-        from genrec.data.describe import format_description
 
         typer.echo(format_description(d))
 
@@ -59,15 +59,12 @@ def data_validate(
     _setup_logging(quiet=True)
 
     def go() -> dict[str, Any]:
-        from genrec.runs.validate import validate_data
-
         return validate_data(_data_config(config, data_dir, set_))
 
     v = _run_guarded(go)
     if as_json:
         typer.echo(json.dumps(v, indent=2, default=str))
     else:
-        from genrec.runs.validate import format_validation
 
         typer.echo(format_validation(v))
     if v["problems"]:
@@ -113,8 +110,6 @@ def data_synth(
     _setup_logging(quiet=True)
 
     def go() -> dict[str, Any]:
-        from genrec.data.synth import SynthConfig, generate
-
         raw: dict[str, Any] = {
             "n_interactions": interactions, "n_items": items, "n_users": users,
             "n_categories": categories, "item_alpha": item_alpha, "user_alpha": user_alpha,

@@ -23,6 +23,18 @@ from genrec.cli._common import (
     print_rating_results,
     print_results,
 )
+from genrec.config import RatingExperimentConfig, load_config
+from genrec.evaluation.compare import HolisticOptions
+from genrec.evaluation.report import load_run, write_report
+from genrec.llm.rating import run_llm_rating
+from genrec.llm.runner import llm_client
+from genrec.models import build_model
+from genrec.models.base import FitContext
+from genrec.models.registry import MODELS
+from genrec.runs.compare import run_comparison
+from genrec.runs.experiment import prepare, run_experiment
+from genrec.runs.rating import run_rating
+from genrec.runs.tuning import tune
 
 
 @app.command()
@@ -59,8 +71,6 @@ def run(
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], str]:
-        from genrec.runs.experiment import run_experiment
-
         flags = {"protocol.split.kind": split, "protocol.candidates": candidates,
                  "protocol.seed": seed, "protocol.split.seed": seed, "split_path": split_path,
                  "protocol.cutoffs": f"[{cutoffs}]" if cutoffs else None,
@@ -93,9 +103,6 @@ def tune_command(
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], str]:
-        from genrec.config import load_config
-        from genrec.runs.tuning import tune
-
         flags = {"tune.n_trials": n_trials, "output": output, "dataset.data_dir": data_dir}
         overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_ or [])
         cfg = load_config(config, overrides)
@@ -126,11 +133,6 @@ def tokenize(
     _setup_logging(quiet)
 
     def go() -> tuple[str, str]:
-        from genrec.config import load_config
-        from genrec.models import build_model
-        from genrec.models.base import FitContext
-        from genrec.runs.experiment import prepare
-
         cfg = load_config(config, list(set_ or []))
         tiger = next((m for m in cfg.models if m.kind == "tiger"), None)
         if tiger is None:
@@ -151,7 +153,6 @@ def tokenize(
 @app.command("models")
 def list_models() -> None:
     """List the registered models and their hyperparameters."""
-    from genrec.models.registry import MODELS
 
     for name, cls in MODELS.items():
         fields = {k: v.default for k, v in cls.config_cls.model_fields.items() if k != "kind"}
@@ -176,9 +177,6 @@ def compare(
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], str]:
-        from genrec.evaluation.compare import HolisticOptions
-        from genrec.runs.compare import run_comparison
-
         cfg = _experiment(config, dataset=dataset, models=models, output=output,
                           data_dir=data_dir, set_=set_)
         if not cfg.models:
@@ -202,8 +200,6 @@ def report(
     _setup_logging(quiet)
 
     def go() -> tuple[Path, Path]:
-        from genrec.evaluation.report import load_run, write_report
-
         opts = load_run(run_dir).options
         changes = {key: v for key, v in {"k": k, "n_boot": n_boot}.items() if v is not None}
         return write_report(run_dir, opts.model_copy(update=changes) if changes else None)
@@ -241,11 +237,6 @@ def rate(
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], str]:
-        from genrec.config import RatingExperimentConfig, load_config
-        from genrec.llm.rating import run_llm_rating
-        from genrec.llm.runner import llm_client
-        from genrec.runs.rating import run_rating
-
         keys = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir,
                 "protocol.split": split, "protocol.folds": f"[{folds}]" if folds else None,
                 "protocol.valid_ratio": valid_ratio, "llm.n_ratings": llm_ratings,

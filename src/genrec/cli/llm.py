@@ -28,6 +28,14 @@ from genrec.cli._common import (
     _User,
     app,
 )
+from genrec.llm.collab import CollabConfig
+from genrec.llm.conversation import ConversationalRecommender
+from genrec.llm.critique import CritiqueParser
+from genrec.llm.explain import Explainer
+from genrec.llm.rerank import LLMReranker, RerankConfig
+from genrec.llm.runner import find_user, history_of, llm_client, prepare, run_rerank, run_simulation
+from genrec.llm.sae_concepts import SAEConcepts, fit_or_load_sae
+from genrec.text.encoders import default_encoder
 
 
 @app.command("rerank")
@@ -55,10 +63,6 @@ def llm_rerank(
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], str]:
-        from genrec.llm.collab import CollabConfig
-        from genrec.llm.rerank import RerankConfig
-        from genrec.llm.runner import llm_client, prepare, run_rerank
-
         if llm_url is None and llm_gguf is None:
             raise ValueError("rerank needs an LLM: pass --llm-url or --llm-gguf")
         exp = _experiment(config, dataset=dataset, models=model, output=output,
@@ -112,10 +116,6 @@ def llm_explain(
     _setup_logging(quiet=True)
 
     def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
-        from genrec.llm.explain import Explainer
-        from genrec.llm.runner import find_user, history_of, llm_client, prepare
-        from genrec.llm.sae_concepts import SAEConcepts, fit_or_load_sae
-
         exp = _experiment(config, dataset=dataset, models=model, output=output,
                           data_dir=data_dir, set_=set_, default_models="ease",
                           default_output="runs/explain")
@@ -186,13 +186,6 @@ def llm_chat(
     _setup_logging(quiet=True)
 
     def go() -> None:
-        from genrec.llm.collab import CollabConfig
-        from genrec.llm.conversation import ConversationalRecommender
-        from genrec.llm.critique import CritiqueParser
-        from genrec.llm.rerank import LLMReranker
-        from genrec.llm.runner import find_user, history_of, llm_client, prepare
-        from genrec.text.encoders import default_encoder
-
         exp = _experiment(config, dataset=dataset, models=model, output=output,
                           data_dir=data_dir, set_=set_, default_models="ease",
                           default_output="runs/chat")
@@ -262,8 +255,6 @@ def llm_simulate(
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], Path]:
-        from genrec.llm.runner import llm_client, prepare, run_simulation
-
         if phrasing not in ("template", "llm"):
             raise ValueError("--phrasing must be template or llm")
         exp = _experiment(config, dataset=dataset, models=model, output=output,

@@ -17,6 +17,15 @@ from genrec.cli._common import (
     app,
     feedback_app,
 )
+from genrec.serving._supervisor import GRACEFUL_SHUTDOWN_S, run_workers
+from genrec.serving.ann import AnnConfig
+from genrec.serving.app import SPEC_ENV, ServeSettings, create_app, parse_model_arg
+from genrec.serving.auth import KeyRing, check_exposure
+from genrec.serving.batch import read_users
+from genrec.serving.bundle import export_run, verify_bundle
+from genrec.serving.distributed import BatchEngineConfig, recommend_batch_distributed
+from genrec.serving.feedback import StoreUnavailableError, export_interactions, open_store
+from genrec.serving.signing import BundleSigner, SignatureVerifier
 
 
 @app.command("export")
@@ -42,10 +51,6 @@ def export(
     _setup_logging(quiet=True)
 
     def go() -> Path:
-        from genrec.serving.ann import AnnConfig
-        from genrec.serving.bundle import export_run
-        from genrec.serving.signing import BundleSigner
-
         signer = BundleSigner.from_file(sign_key) if sign_key is not None else None
         ann_cfg = None
         if ann is not None or ann_set:
@@ -106,8 +111,6 @@ def serve(
     _setup_logging(quiet=False)
 
     def settings() -> dict[str, Any]:
-        from genrec.serving.auth import KeyRing, check_exposure
-
         ring = KeyRing.load(keys)
         if admin_token:
             ring = KeyRing(ring.keys + KeyRing.from_entries(
@@ -125,8 +128,6 @@ def serve(
     def go() -> Any:
         import torch
 
-        from genrec.serving.app import ServeSettings, create_app
-        from genrec.serving.feedback import StoreUnavailableError
 
         if threads is not None:
             torch.set_num_threads(threads)
@@ -142,7 +143,6 @@ def serve(
     server_app = _run_guarded(go)
     import uvicorn
 
-    from genrec.serving._supervisor import GRACEFUL_SHUTDOWN_S
 
     uvicorn.run(server_app, host=host, port=port, access_log=access_log, log_level="info",
                 limit_concurrency=max_connections, timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S)
@@ -155,11 +155,6 @@ def _serve_workers(model_dirs: list[str], *, host: str, port: int, workers: int,
     import os
     import tempfile
 
-    from genrec.serving._supervisor import run_workers
-    from genrec.serving.app import SPEC_ENV, parse_model_arg
-    from genrec.serving.bundle import verify_bundle
-    from genrec.serving.feedback import StoreUnavailableError, open_store
-    from genrec.serving.signing import SignatureVerifier
 
     def check() -> list[list[str | None]]:
         models = [parse_model_arg(m) for m in model_dirs]
@@ -208,9 +203,6 @@ def recommend(
     _setup_logging(quiet=True)
 
     def go() -> Any:
-        from genrec.serving.batch import read_users
-        from genrec.serving.distributed import BatchEngineConfig, recommend_batch_distributed
-
         cfg = BatchEngineConfig(engine=engine, address=address, num_cpus=num_cpus,
                                 workers=workers)
         wanted = read_users(users) if users is not None else None
@@ -239,8 +231,6 @@ def feedback_export(
     _setup_logging(quiet=True)
 
     def go() -> int:
-        from genrec.serving.feedback import StoreUnavailableError, export_interactions, open_store
-
         try:
             store = open_store(db)
         except StoreUnavailableError as e:

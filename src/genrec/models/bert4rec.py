@@ -34,7 +34,6 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from genrec.data.interactions import Histories, Interactions
-from genrec.models.base import FitContext
 from genrec.models._sequential import (
     SequentialConfig,
     SequentialNet,
@@ -42,6 +41,7 @@ from genrec.models._sequential import (
     log_proposal,
     next_item_loss,
 )
+from genrec.models.base import FitContext
 from genrec.models.sasrec import SelfAttention
 
 __all__ = ["BERT4Rec", "BERT4RecConfig", "BERT4RecNet", "ClozeTask", "cloze_mask"]

@@ -28,7 +28,6 @@ from pydantic import Field, model_validator
 from torch import nn
 
 from genrec.data.interactions import Interactions
-from genrec.models.base import FitContext
 from genrec.models._sequential import (
     SequentialConfig,
     SequentialNet,
@@ -36,6 +35,7 @@ from genrec.models._sequential import (
     log_proposal,
     next_item_loss,
 )
+from genrec.models.base import FitContext
 from genrec.text import ItemTextConfig, item_embeddings
 
 __all__ = ["SASRecConfig", "SASRecNet", "SASRec"]

@@ -28,7 +28,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Self
+from typing import Any, Literal, Self
 
 import numpy as np
 import polars as pl
@@ -38,7 +38,6 @@ from rich.progress import track
 
 from genrec._io import atomic_write_text
 from genrec.data.interactions import Columns, Histories, Interactions
-from genrec.models import registry as _registry  # circular: registry lists this model too
 from genrec.models.base import FitContext, ModelConfig, Recommender
 from genrec.models.ease import EASEConfig
 from genrec.models.ranker.features import category_matrix, item_stats, pair_features
@@ -51,10 +50,8 @@ from genrec.models.ranker.net import (
     train_ranker,
 )
 from genrec.models.ranking import rank
+from genrec.models.retrievers import RETRIEVERS, AnyRetrieverConfig, load_from
 from genrec.text import TextCoverageError, item_embeddings
-
-if TYPE_CHECKING:
-    from genrec.models.registry import AnyModelConfig
 
 __all__ = ["TwoStage", "TwoStageConfig"]
 
@@ -65,8 +62,8 @@ class TwoStageConfig(ModelConfig):
     """Retrieval model + multi-task ranker over its top ``candidates``."""
 
     kind: Literal["two_stage"] = "two_stage"
-    retriever: AnyModelConfig = Field(default_factory=EASEConfig)
-    """Config of the retrieval model (any kind but two_stage). The default, EASE, fits in
+    retriever: AnyRetrieverConfig = Field(default_factory=EASEConfig)
+    """Config of the retrieval model (any retrieval kind). The default, EASE, fits in
     seconds without a training loop; ``configs/ranker-*.yaml`` use SASRec."""
     candidates: int = Field(100, ge=1)
     """Retrieved items the ranker re-scores per user (N)."""
@@ -80,10 +77,12 @@ class TwoStageConfig(ModelConfig):
     score_batch: int = Field(512, ge=1)
     """Users per batch when scoring (bounds the memory of the pair features)."""
 
-    @field_validator("retriever")
+    @field_validator("retriever", mode="before")
     @classmethod
-    def _no_nesting(cls, v: ModelConfig) -> ModelConfig:
-        if v.kind == "two_stage":
+    def _no_nesting(cls, v: Any) -> Any:
+        # Before validation: the retriever union has no two_stage tag to report.
+        kind = v.get("kind") if isinstance(v, dict) else getattr(v, "kind", None)
+        if kind == "two_stage":
             raise ValueError("retriever must be a retrieval model, not another two_stage")
         return v
 
@@ -153,7 +152,7 @@ class TwoStage(Recommender[TwoStageConfig]):
                                   train.n_items)
         _log.info("two_stage: retriever on %d of %d training rows (%d held out)",
                   len(held_table), len(train), int(cut.sum()))
-        retriever = _registry.build_model(cfg.retriever).fit(
+        retriever = RETRIEVERS[cfg.retriever.kind](cfg.retriever).fit(
             held_table, self._retriever_ctx(ctx, "retriever-holdout"))
 
         # side tables: categories, text, rating availability
@@ -202,7 +201,7 @@ class TwoStage(Recommender[TwoStageConfig]):
         self.pair_recall_ = n_pos / max(len(users), 1)
 
         if cfg.refit:
-            retriever = _registry.build_model(cfg.retriever).fit(
+            retriever = RETRIEVERS[cfg.retriever.kind](cfg.retriever).fit(
                 train, self._retriever_ctx(ctx, "retriever"))
         self.retriever_ = retriever
         self.stats_ = item_stats(train)
@@ -359,6 +358,6 @@ class TwoStage(Recommender[TwoStageConfig]):
         model.net_.load_state_dict(state)
         model.net_.eval()
         del model._state_for_load
-        model.retriever_ = _registry.load_model(path / "retriever")
+        model.retriever_ = load_from(RETRIEVERS, path / "retriever")
         model._cache = None
         return model
