@@ -98,6 +98,29 @@ def first_batches(loader: Iterable[Any], n: int, marks: list[float]) -> Iterator
     marks.append(time.perf_counter())
 
 
+def prepare_recbole(sequences: Path, folder: Path, args: argparse.Namespace,
+                    out: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """Write the atomic file into ``folder``, build RecBole's config (recorded in ``out``
+    without its paths), seed, quiet its logger, set the thread count after RecBole's own
+    set-up, and build its dataset and ``(train, valid, test)`` loaders."""
+    import torch
+    from recbole.config import Config
+    from recbole.data import create_dataset, data_preparation
+    from recbole.utils import init_logger, init_seed
+
+    out["interactions_written"] = write_atomic(sequences, folder)
+    cfg_dict = recbole_config(folder, args)
+    out["config"] = {k: v for k, v in cfg_dict.items()
+                     if k not in ("data_path", "checkpoint_dir")}
+    config = Config(model="SASRec", dataset=DATASET, config_dict=cfg_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logging.getLogger().setLevel(logging.WARNING)
+    torch.set_num_threads(args.threads)  # after RecBole's own set-up, to be sure
+    dataset = create_dataset(config)
+    return config, dataset, data_preparation(config, dataset)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sequences", required=True, type=Path)
@@ -115,11 +138,9 @@ def main() -> None:
 
     import recbole
     import torch
-    from recbole.config import Config
-    from recbole.data import create_dataset, data_preparation
     from recbole.model.sequential_recommender import SASRec
     from recbole.trainer import Trainer
-    from recbole.utils import init_logger, init_seed
+    from recbole.utils import init_seed
 
     torch.set_num_threads(args.threads)
     out: dict[str, Any] = {"recbole": recbole.__version__, "torch": torch.__version__,
@@ -128,19 +149,9 @@ def main() -> None:
         tmp_path = Path(tmp)
         sequences = args.sequences.resolve()  # before the chdir below
         os.chdir(tmp_path)  # RecBole writes log/ and saved/ into the working directory
-        out["interactions_written"] = write_atomic(sequences, tmp_path)
-        cfg_dict = recbole_config(tmp_path, args)
-        out["config"] = {k: v for k, v in cfg_dict.items()
-                         if k not in ("data_path", "checkpoint_dir")}
-
         t0 = time.perf_counter()
-        config = Config(model="SASRec", dataset=DATASET, config_dict=cfg_dict)
-        init_seed(config["seed"], config["reproducibility"])
-        init_logger(config)
-        logging.getLogger().setLevel(logging.WARNING)
-        torch.set_num_threads(args.threads)  # after RecBole's own set-up, to be sure
-        dataset = create_dataset(config)
-        train_data, valid_data, test_data = data_preparation(config, dataset)
+        config, dataset, (train_data, valid_data, test_data) = prepare_recbole(
+            sequences, tmp_path, args, out)
         out["data_prep_seconds"] = time.perf_counter() - t0
         out["dataset"] = {"users": dataset.user_num - 1, "items": dataset.item_num - 1,
                           "interactions": dataset.inter_num,

@@ -56,17 +56,23 @@ def load_now() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 
 
-def genrec_side(recipe: Path, repeats: int) -> dict[str, Any]:
-    """Fit genrec's SASRec for one epoch (no validation) and evaluate it on the test users,
-    ``repeats`` times each (every repeat is a fresh model from the same seed)."""
+def genrec_recipe(recipe: Path, **train_updates: Any) -> tuple[Any, Any, Any, Any]:
+    """The recipe's config, dataset, split and first model config, that model trained on the
+    CPU without a progress bar and with ``train_updates`` replacing its ``train`` fields
+    (also used by ``recbole_ttq.py``)."""
     cfg = load_config(recipe)
     ds = load_data(cfg.dataset)
     sp = split(ds, cfg.protocol.split)
-    test_set = sp.test_set()
     mcfg = cfg.models[0]
-    train = mcfg.train.model_copy(update={
-        "epochs": 1, "device": "cpu", "progress": False, "max_minutes": None})
-    mcfg = mcfg.model_copy(update={"train": train})
+    train = mcfg.train.model_copy(update={"device": "cpu", "progress": False, **train_updates})
+    return cfg, ds, sp, mcfg.model_copy(update={"train": train})
+
+
+def genrec_side(recipe: Path, repeats: int) -> dict[str, Any]:
+    """Fit genrec's SASRec for one epoch (no validation) and evaluate it on the test users,
+    ``repeats`` times each (every repeat is a fresh model from the same seed)."""
+    cfg, ds, sp, mcfg = genrec_recipe(recipe, epochs=1, max_minutes=None)
+    test_set = sp.test_set()
     n_rows = int((sp.train.histories().lengths >= 2).sum())  # users with a next item
 
     train_runs, eval_runs = [], []

@@ -8,11 +8,20 @@ Stages, in order (each reads what the previous one wrote under ``--work``):
 3. ``preprocess``  dedup + 5-core (:func:`genrec.data.preprocess.preprocess`).
 4. ``split``       leave-one-out split.
 5. ``itemknn``     fit ItemKNN (the item-item model that stays sparse past EASE's limit).
-6. ``sasrec``      one epoch of SASRec with sampled softmax + logQ correction.
-7. ``evaluate``    full ranking of every item for ``--eval-users`` sampled test users
+6. ``sasrec``      one epoch of SASRec with sampled softmax + logQ correction; the item table
+                   gets sparse gradients and a lazy Adam (``--sasrec-sparse``, default true:
+                   the large-catalogue recipe; ``sparse_embeddings`` in the model config).
+7. ``sasrec_step`` CPU seconds per optimizer step of that SASRec with the dense item-table
+                   update and with the sparse one, in the same process on the same rows
+                   (``--step-count`` steps each over the first users): their ratio.
+8. ``evaluate``    full ranking of every item for ``--eval-users`` sampled test users
                    (``protocol.eval_users``), chunked, for ItemKNN and SASRec.
-8. ``export``      a serving bundle of SASRec.
-9. ``serve``       load the bundle and answer ``--requests`` single-user requests.
+9. ``export``      a serving bundle of SASRec.
+10. ``serve``      load the bundle and answer ``--requests`` single-user requests.
+
+Stages of one size may run in separate calls with the same ``--work`` (and ``--keep``) and
+``--results``: each call replaces only the (stage, size) rows it ran. ``--merge`` adds the
+rows of other result files (``--fresh``: to an empty document rather than ``--results``'s).
 
 The timed part of a stage excludes writing its output for the next stage (``io_seconds``);
 the peak RSS is the child's whole life. Writes ``benchmarks/results/synthetic/scale.json``
@@ -25,12 +34,14 @@ Usage::
     GENREC_THREADS=1 python benchmarks/scale.py --sizes 50000000 \
         --stages generate load preprocess split
     python benchmarks/scale.py --plot-only
+    python benchmarks/scale.py --fresh --merge a.json b.json --results scale.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -46,7 +57,7 @@ import polars as pl
 import torch
 import yaml
 
-from genrec.data.interactions import Dataset
+from genrec.data.interactions import Dataset, Interactions
 from genrec.data.preprocess import PreprocessConfig, preprocess
 from genrec.data.sources import DataConfig, load_raw
 from genrec.data.splits import Split, split
@@ -62,8 +73,8 @@ from genrec.serving.bundle import export_bundle, load_bundle
 from genrec.serving.service import ModelService
 
 RESULTS = Path(__file__).resolve().parent / "results" / "synthetic" / "scale.json"
-STAGES = ("generate", "load", "preprocess", "split", "itemknn", "sasrec", "evaluate",
-          "export", "serve")
+STAGES = ("generate", "load", "preprocess", "split", "itemknn", "sasrec", "sasrec_step",
+          "evaluate", "export", "serve")
 ITEMS_PER_ROW = 0.01
 #: ItemKNN counts co-occurrences on each user's last 200 items: the exact fit costs the sum of
 #: squared history lengths, which the heavy-tailed synthetic activity makes superlinear.
@@ -95,10 +106,46 @@ def _protocol(args: argparse.Namespace) -> Any:
     return Protocol(eval_users=args.eval_users, cutoffs=[10], metrics=["ndcg", "recall"])
 
 
-def _sasrec_cfg() -> Any:
+def _sparse_flag(value: str) -> Any:
+    return {"true": True, "false": False}.get(value, value)
+
+
+def _sasrec_cfg(sparse: Any = True) -> Any:
     return SASRecConfig(loss="sampled_softmax", n_negatives=256, max_len=50,
+                        sparse_embeddings=sparse,
                         train={"epochs": 1, "batch_size": 256, "patience": None,
                                "device": "cpu", "progress": False})
+
+
+def _n_steps(train: Interactions, batch: int) -> int:
+    """Optimizer steps of one epoch: users with a next item to predict, in batches."""
+    return math.ceil(int((train.histories().lengths >= 2).sum()) / batch)
+
+
+def _step_costs(train: Interactions, steps: int, seed: int) -> dict[str, Any]:
+    """Per-step CPU and wall seconds of one SASRec epoch over the first ``steps`` batches of
+    users (all items kept), dense and sparse item-table updates; two rounds of both, the
+    faster of each kept (the first fit of a process pays one-off warm-up costs)."""
+    batch = _sasrec_cfg().train.batch_size
+    n_users = steps * batch
+    sub = Interactions(train.frame.filter(pl.col("user") < n_users), n_users, train.n_items)
+    out: dict[str, Any] = {"steps": steps, "batch_size": batch}
+    n = _n_steps(sub, batch)
+    for _ in range(2):
+        for name, sparse in (("dense", False), ("sparse", True)):
+            model = SASRec(_sasrec_cfg(sparse))
+            c0 = time.process_time()
+            model.fit(sub, FitContext(seed=seed, progress=False))
+            cpu = time.process_time() - c0
+            row = {"steps": n, "cpu_seconds_per_step": round(cpu / n, 4),
+                   "epoch_wall_seconds_per_step": round(
+                       model.train_result_.history[0]["seconds"] / n, 4),
+                   "sparse": bool(model.net_.sparse)}
+            if name not in out or row["cpu_seconds_per_step"] < out[name]["cpu_seconds_per_step"]:
+                out[name] = row
+    out["dense_over_sparse_cpu"] = round(out["dense"]["cpu_seconds_per_step"]
+                                         / out["sparse"]["cpu_seconds_per_step"], 3)
+    return out
 
 
 def _stage(name: str, n_rows: int, work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -142,15 +189,24 @@ def _stage(name: str, n_rows: int, work: Path, args: argparse.Namespace) -> dict
         io = time.perf_counter() - t1
     elif name in ("itemknn", "sasrec"):
         _, sp = _prepared(work)
-        model = ItemKNN(max_user_items=KNN_USER_ITEMS) if name == "itemknn" else SASRec(_sasrec_cfg())
+        model = (ItemKNN(max_user_items=KNN_USER_ITEMS) if name == "itemknn"
+                 else SASRec(_sasrec_cfg(_sparse_flag(args.sasrec_sparse))))
         t0, c0 = time.perf_counter(), time.process_time()
         model.fit(sp.train, FitContext(seed=args.seed, progress=False))
         secs, cpu = time.perf_counter() - t0, time.process_time() - c0
         if name == "itemknn":
             out["similarity_nnz"] = int(model.similarity_.nnz)
+        else:
+            out["sparse_embeddings"] = bool(model.net_.sparse)
+            out["steps"] = _n_steps(sp.train, model.config.train.batch_size)
         t1 = time.perf_counter()
         model.save(work / "models" / name)
         io = time.perf_counter() - t1
+    elif name == "sasrec_step":
+        _, sp = _prepared(work)
+        t0, c0 = time.perf_counter(), time.process_time()
+        out |= _step_costs(sp.train, args.step_count, args.seed)
+        secs, cpu = time.perf_counter() - t0, time.process_time() - c0
     elif name == "evaluate":
         _, sp = _prepared(work)
         test = sp.test_set()
@@ -228,6 +284,10 @@ def _summary(runs: list[dict[str, Any]], floor_mb: float = 0.0) -> dict[str, Any
                       "rss_exponent": _fit_exponent(x, [r["peak_rss_mb"] for r in rows]),
                       "rss_above_imports_exponent": _fit_exponent(
                           x, [r["peak_rss_mb"] - floor_mb for r in rows])}
+        if stage == "sasrec_step":  # how one step's CPU cost grows with the catalogue
+            for mode in ("dense", "sparse"):
+                out[stage][f"{mode}_step_cpu_exponent"] = _fit_exponent(
+                    x, [r[mode]["cpu_seconds_per_step"] for r in rows])
     return out
 
 
@@ -303,11 +363,17 @@ def main() -> None:
                     help="test users sampled by the protocol (protocol.eval_users)")
     ap.add_argument("--eval-batch", type=int, default=256, help="users per scoring chunk")
     ap.add_argument("--requests", type=int, default=200, help="serve: single-user requests")
+    ap.add_argument("--sasrec-sparse", default="true", choices=["auto", "true", "false"],
+                    help="sasrec: sparse_embeddings of the trained model")
+    ap.add_argument("--step-count", type=int, default=40,
+                    help="sasrec_step: optimizer steps timed for each of dense and sparse")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folders")
     ap.add_argument("--plot-only", action="store_true")
     ap.add_argument("--results", type=Path, default=RESULTS, help="JSON to write (and the PNG)")
     ap.add_argument("--merge", type=Path, nargs="+", default=[],
                     help="add the rows (and commands) of these result files, then write")
+    ap.add_argument("--fresh", action="store_true",
+                    help="with --merge: start from an empty document, not --results's rows")
     ap.add_argument("--stage", help=argparse.SUPPRESS)
     ap.add_argument("--rows", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -315,10 +381,12 @@ def main() -> None:
         print("SCALE_RESULT " + json.dumps(_stage(args.stage, args.rows, Path(args.work), args)))
         return
     res: Path = args.results
-    doc: dict[str, Any] = json.loads(res.read_text()) if res.exists() else {"runs": []}
+    fresh = args.fresh or not res.exists()
+    doc: dict[str, Any] = {"runs": []} if fresh else json.loads(res.read_text())
     for other in args.merge:
         more = json.loads(other.read_text())
-        doc = {k: v for k, v in more.items() if k not in ("runs", "exponents")} | doc
+        # Settings and machine of the files merged in win: their rows are the newer ones.
+        doc |= {k: v for k, v in more.items() if k not in ("runs", "exponents", "commands")}
         doc["runs"] = _merge(doc["runs"], more["runs"])
         doc["commands"] = list(dict.fromkeys(doc.get("commands", []) + more.get("commands", [])))
     if args.plot_only or args.merge:
@@ -335,7 +403,9 @@ def main() -> None:
             "settings": {"eval_users": args.eval_users, "eval_batch": args.eval_batch,
                          "requests": args.requests,
                          "itemknn": f"k=100, shrink=10, max_user_items={KNN_USER_ITEMS}",
-                         "sasrec": _sasrec_cfg().model_dump(mode="json")}}
+                         "sasrec": _sasrec_cfg(_sparse_flag(args.sasrec_sparse)
+                                               ).model_dump(mode="json"),
+                         "sasrec_step": f"{args.step_count} steps each, dense vs sparse"}}
     for n in args.sizes:
         work = Path(args.work) / str(n)
         work.mkdir(parents=True, exist_ok=True)
@@ -343,7 +413,8 @@ def main() -> None:
             cmd = [sys.executable, __file__, "--stage", stage, "--rows", str(n),
                    "--work", str(work), "--seed", str(args.seed),
                    "--eval-users", str(args.eval_users), "--eval-batch", str(args.eval_batch),
-                   "--requests", str(args.requests)]
+                   "--requests", str(args.requests), "--sasrec-sparse", args.sasrec_sparse,
+                   "--step-count", str(args.step_count)]
             t0 = time.perf_counter()
             proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
             wall = time.perf_counter() - t0

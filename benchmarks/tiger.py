@@ -2,7 +2,9 @@
 
 Runs the experiment of the config (item text embeddings, tokenizer, TIGER training with
 early stopping on validation, valid and test evaluation under the protocol), then, on the
-first ``--sample-users`` test users: constrained vs unconstrained decoding time, the
+first ``--sample-users`` test users: constrained (with and without the history ban) vs
+unconstrained decoding time (``--decode-repeats`` interleaved repeats; medians of wall and of
+process CPU time), the
 hallucination rate of unconstrained decoding, and Recall@10 / NDCG@10 of beam vs exact
 scoring (every item's full code scored) on ``--parity-users`` of them.
 
@@ -26,15 +28,24 @@ import copy
 import json
 import logging
 import os
+import platform
+import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import stats
 
 from genrec.config import ExperimentConfig, load_config
 from genrec.evaluation.catalogue import Catalogue
 from genrec.evaluation.evaluator import evaluate
 from genrec.evaluation.generative import beam_risks
 from genrec.evaluation.protocol import Protocol
+from genrec.models.base import FitContext
+from genrec.models.tiger import TIGER, TIGERConfig
 from genrec.runs.experiment import (
     fit_and_evaluate,
     load_data,
@@ -51,23 +62,36 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     """Run the config, measure decoding, write the results file and print a summary."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("config", type=Path)
+    ap.add_argument("config", type=Path, help="recipe (with --summarize: the output JSON)")
     ap.add_argument("--set", dest="overrides", action="append", default=[],
                     help="config override KEY=VALUE (repeatable)")
     ap.add_argument("--sample-users", type=int, default=2000)
     ap.add_argument("--parity-users", type=int, default=200)
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--tokenizers-only", action="store_true")
+    ap.add_argument("--decode-only", action="store_true",
+                    help="time decoding of the recipe's untrained network (no training)")
     ap.add_argument("--note", default="", help="how the run was made (load, concurrency)")
     ap.add_argument("--rqvae-epochs", type=int, default=100)
+    ap.add_argument("--summarize", type=Path, nargs="+", default=None, metavar="JSON",
+                    help="combine results files of one recipe over seeds into --out "
+                         "(mean, std and a 95%% t-interval per test metric)")
+    ap.add_argument("--decode-repeats", type=int, default=3,
+                    help="interleaved timing repeats of each decoding variant (medians)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
+    if args.summarize:
+        summarize(args.summarize, args.out or args.config)
+        return
     cfg = load_config(args.config, args.overrides)
     if len(cfg.models) != 1 or cfg.models[0].kind != "tiger":
         raise SystemExit("the config must list exactly one model, of kind tiger")
     if args.tokenizers_only:
         compare_tokenizers(cfg, args.rqvae_epochs, args.out)
+        return
+    if args.decode_only:
+        decode_only(cfg, args)
         return
     data = prepare(cfg)
     model, row, _ = fit_and_evaluate(cfg.models[0], data, cfg)
@@ -76,16 +100,9 @@ def main() -> None:
     n = min(args.sample_users, len(data.test_set))
     catalogue = Catalogue.from_dataset(data.dataset)
     hist = data.test_set.histories.slice(0, n)
-    timings = {}
-    for name, constrained in (("constrained", True), ("unconstrained", False)):
-        t0 = time.perf_counter()
-        res = model.generate(hist, constrained=constrained)
-        timings[name] = time.perf_counter() - t0
-        risks = beam_risks(res, catalogue, histories=hist)
-        if not constrained:
-            hallucination = risks["hallucination_rate"]
-        else:
-            invalid = int(risks["invalid_items"])
+    decoding = decode_timings(model, hist, catalogue, args.decode_repeats)
+    invalid = decoding.pop("constrained_invalid_items")
+    hallucination = decoding.pop("unconstrained_hallucination_rate")
     exact_model = copy.copy(model)  # shares the fitted state; only decoding differs
     exact_model.config = model.config.model_copy(update={"decoding": "exact"})
     parity_set = data.test_set.slice(0, min(args.parity_users, len(data.test_set)))
@@ -102,10 +119,7 @@ def main() -> None:
         "codebook_health": model.health_.to_dict(),
         "dedup_level_size": int(model.codes_[:, -1].max()) + 1,
         "decoding_sample_users": n,
-        "constrained_seconds": round(timings["constrained"], 3),
-        "unconstrained_seconds": round(timings["unconstrained"], 3),
-        "constrained_over_unconstrained": round(timings["constrained"]
-                                                / timings["unconstrained"], 3),
+        **decoding,
         "constrained_invalid_items": invalid,
         "unconstrained_hallucination_rate": round(hallucination, 6),
         "parity_users": len(parity_set),
@@ -133,10 +147,137 @@ def main() -> None:
     print(model.health_.format())
     print(f"\nconstrained decoding: {invalid} invalid items; {tiger['constrained_seconds']}s vs "
           f"unconstrained {tiger['unconstrained_seconds']}s on {n} users "
-          f"({tiger['constrained_over_unconstrained']}x); unconstrained hallucination rate "
+          f"({tiger['constrained_over_unconstrained']}x wall, "
+          f"{tiger['constrained_over_unconstrained_cpu']}x CPU; without the history ban "
+          f"{tiger['constrained_no_ban_over_unconstrained_cpu']}x CPU); unconstrained "
+          f"hallucination rate "
           f"{hallucination:.2%}")
     print(f"beam vs exact on {len(parity_set)} users: recall@10 {r_beam:.4f} vs {r_exact:.4f}, "
           f"ndcg@10 {beam_m['ndcg@10']:.4f} vs {exact_m['ndcg@10']:.4f}")
+    print(f"\nwritten: {out}")
+
+
+def decode_timings(model: Any, hist: Any, catalogue: Catalogue, repeats: int) -> dict[str, Any]:
+    """Constrained (with and without the history ban) vs unconstrained beam search of
+    ``model`` on ``hist``: ``repeats`` interleaved rounds (so a change in machine load hits
+    every variant alike), wall and process CPU time of each, ratios on the medians, the
+    invalid items of constrained decoding and the hallucination rate of unconstrained."""
+    banless = copy.copy(model)
+    banless.config = model.config.model_copy(update={"exclude_history": False})
+    variants = (("constrained", model, True), ("unconstrained", model, False),
+                ("constrained_no_ban", banless, True))
+    walls: dict[str, list[float]] = {v: [] for v, _, _ in variants}
+    cpus: dict[str, list[float]] = {v: [] for v, _, _ in variants}
+    invalid, hallucination = 0, 0.0
+    for _ in range(repeats):
+        for name, m, constrained in variants:
+            t0, c0 = time.perf_counter(), time.process_time()
+            res = m.generate(hist, constrained=constrained)
+            walls[name].append(time.perf_counter() - t0)
+            cpus[name].append(time.process_time() - c0)
+            risks = beam_risks(res, catalogue, histories=hist)
+            if name == "unconstrained":
+                hallucination = risks["hallucination_rate"]
+            elif name == "constrained":
+                invalid = max(invalid, int(risks["invalid_items"]))
+    wall = {v: statistics.median(w) for v, w in walls.items()}
+    cpu = {v: statistics.median(c) for v, c in cpus.items()}
+    return {
+        "decoding_sample_users": len(hist),
+        "constrained_seconds": round(wall["constrained"], 3),
+        "unconstrained_seconds": round(wall["unconstrained"], 3),
+        "constrained_no_ban_seconds": round(wall["constrained_no_ban"], 3),
+        "constrained_over_unconstrained": round(wall["constrained"] / wall["unconstrained"], 3),
+        "decode_repeats": repeats,
+        "decode_wall_seconds": {v: [round(x, 3) for x in w] for v, w in walls.items()},
+        "decode_cpu_seconds": {v: [round(x, 3) for x in c] for v, c in cpus.items()},
+        "constrained_over_unconstrained_cpu": round(cpu["constrained"] / cpu["unconstrained"], 3),
+        "constrained_no_ban_over_unconstrained_cpu": round(cpu["constrained_no_ban"]
+                                                           / cpu["unconstrained"], 3),
+        "constrained_invalid_items": invalid,
+        "unconstrained_hallucination_rate": round(hallucination, 6),
+    }
+
+
+def decode_only(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
+    """Decoding cost of the recipe's network shape without training it: the semantic IDs
+    are fitted as in ``fit``, the network keeps its seeded initial weights. Beam search does
+    the same work whatever the weights (``beam_size`` beams per level, the same trie masks
+    and history bans), so the constrained / unconstrained ratio is the trained model's;
+    accuracy and hallucination figures of an untrained network mean nothing and are not
+    reported."""
+    data = prepare(cfg)
+    train = data.split.train
+    model = TIGER(TIGERConfig.model_validate(cfg.models[0].model_dump()))
+    model.fit_semantic_ids(train, FitContext(items=data.dataset.items, seed=cfg.protocol.seed))
+    # What fit sets before training (TIGER._fit), then the untrained network.
+    model.net_vocab_ = list(model.semantic_ids_.vocab_sizes_)
+    model.cold_ = train.item_counts() == 0
+    torch.manual_seed(cfg.protocol.seed)
+    model.net_ = model._build_net().eval()
+    model.n_users_, model.n_items_ = train.n_users, train.n_items
+    n = min(args.sample_users, len(data.test_set))
+    hist = data.test_set.histories.slice(0, n)
+    decoding = decode_timings(model, hist, Catalogue.from_dataset(data.dataset),
+                              args.decode_repeats)
+    decoding.pop("unconstrained_hallucination_rate")
+    c = model.config
+    doc = {"dataset": data.dataset.name, "protocol_text": cfg.protocol.describe(),
+           "network": {"dim": c.dim, "n_layers": c.n_layers, "n_heads": c.n_heads,
+                       "ff_dim": c.ff_dim, "max_len": c.max_len, "beam_size": c.beam_size,
+                       "parameters": sum(p.numel() for p in model.net_.parameters()),
+                       "weights": "seeded initialisation, untrained"},
+           "codebook_health": model.health_.to_dict(), "decoding": decoding,
+           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                       "torch_threads": torch.get_num_threads(),
+                       "load_average": [round(x, 2) for x in os.getloadavg()]},
+           "note": args.note,
+           "command": " ".join(["python benchmarks/tiger.py", *sys.argv[1:]])}
+    out = args.out or ROOT / "benchmarks" / "results" / data.dataset.name / \
+        f"tiger-decoding-{args.config.stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
+    print(f"{c.n_layers}+{c.n_layers} blocks, width {c.dim}, beam {c.beam_size}, {n} users: "
+          f"constrained {decoding['constrained_over_unconstrained_cpu']}x unconstrained CPU "
+          f"({decoding['constrained_over_unconstrained']}x wall), without the history ban "
+          f"{decoding['constrained_no_ban_over_unconstrained_cpu']}x; "
+          f"{decoding['constrained_invalid_items']} invalid items\nwritten: {out}")
+
+
+def summarize(files: list[Path], out: Path) -> None:
+    """Seed summary of several runs of one recipe: per test metric the mean, the sample std
+    and a 95% t-interval over the seeds, plus each run's seed, epochs and times."""
+    docs = [json.loads(Path(f).read_text()) for f in files]
+    if len({d["protocol_text"].rsplit("seed=", 1)[0] for d in docs}) != 1:
+        raise SystemExit("the runs differ in protocol (beyond the seed)")
+    rows = [d["results"][0] for d in docs]
+    metrics: dict[str, Any] = {}
+    for m in rows[0]["test"]:
+        v = np.array([r["test"][m] for r in rows], dtype=np.float64)
+        half = (float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+                if len(v) > 1 else float("nan"))
+        metrics[m] = {"mean": round(float(v.mean()), 6), "std": round(float(v.std(ddof=1)), 6)
+                      if len(v) > 1 else None, "ci95": [round(float(v.mean()) - half, 6),
+                                                        round(float(v.mean()) + half, 6)],
+                      "values": [round(float(x), 6) for x in v]}
+    runs = [{"file": str(f), "seed": d["protocol"]["seed"], "fit_seconds": r["fit_seconds"],
+             "epochs": (r.get("training") or {}).get("epochs_run"),
+             "note": d.get("benchmark", {}).get("note", ""),
+             "constrained_over_unconstrained_cpu":
+                 d["tiger"].get("constrained_over_unconstrained_cpu"),
+             "constrained_invalid_items": d["tiger"]["constrained_invalid_items"]}
+            for f, d, r in zip(files, docs, rows, strict=True)]
+    doc = {"protocol_text": docs[0]["protocol_text"], "dataset": docs[0]["dataset"]["name"],
+           "model": rows[0]["model"], "seeds": len(rows), "test": metrics, "runs": runs,
+           "command": " ".join(["python benchmarks/tiger.py", *sys.argv[1:]])}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2))
+    print(f"# {doc['model']} on {doc['dataset']}, {len(rows)} seeds ({doc['protocol_text']})\n")
+    print("| metric | mean | std | 95% CI |\n|---|---|---|---|")
+    for m in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"):
+        r = metrics[m]
+        print(f"| {m} | {r['mean']:.4f} | {r['std'] if r['std'] is not None else float('nan'):.4f} | "
+              f"{r['ci95'][0]:.4f}–{r['ci95'][1]:.4f} |")
     print(f"\nwritten: {out}")
 
 

@@ -1,4 +1,4 @@
-"""``genrec data``: describe, validate, synth."""
+"""``genrec data``: describe (``--engine ray``: read and preprocess on Ray), validate, synth."""
 
 from __future__ import annotations
 
@@ -20,6 +20,18 @@ from genrec.data.synth import SynthConfig, generate
 from genrec.runs.experiment import load_data
 from genrec.runs.validate import format_validation, validate_data
 
+_Engine = Annotated[str | None, typer.Option(
+    help="dataset.engine: read and preprocess here (local) or on Ray (ray; csv, tsv, parquet "
+         "files or a pattern such as 'parts/*.parquet')")]
+_Workers = Annotated[int | None, typer.Option(
+    min=1, help="dataset.workers: Ray workers (default: the cluster's CPUs)")]
+
+
+def _engine_keys(engine: str | None, workers: int | None) -> list[str]:
+    """The ``--set`` items of the engine flags (each flag is one config key)."""
+    keys = {"dataset.engine": engine, "dataset.workers": workers}
+    return [f"{k}={v}" for k, v in keys.items() if v is not None]
+
 
 @data_app.command("describe")
 def data_describe(
@@ -28,13 +40,16 @@ def data_describe(
     data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any dataset key: --set dataset.items.path=items.jsonl")] = None,
+    engine: _Engine = None,
+    workers: _Workers = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """Users, items, interactions, density, sequence lengths, popularity Gini."""
     _setup_logging(quiet=True)
 
     def go() -> dict[str, Any]:
-        return describe(load_data(_data_config(name, data_dir, set_).dataset))
+        sets = _engine_keys(engine, workers) + list(set_ or [])
+        return describe(load_data(_data_config(name, data_dir, sets).dataset))
 
     d = _run_guarded(go)
     if as_json:

@@ -58,6 +58,10 @@ def run(
     item_id: Annotated[str | None, typer.Option(
         help="dataset.items.id: the metadata's id column (asin, item_id, ...)")] = None,
     threads: Annotated[int | None, typer.Option(help="threads: CPU threads (torch, BLAS)")] = None,
+    data_engine: Annotated[str | None, typer.Option(
+        help="dataset.engine: read and preprocess here (local) or on Ray (ray)")] = None,
+    data_workers: Annotated[int | None, typer.Option(
+        min=1, help="dataset.workers: Ray workers (default: the cluster's CPUs)")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any config key: --set protocol.exclude_seen=false")] = None,
     resume: Annotated[bool, typer.Option(
@@ -76,7 +80,7 @@ def run(
                  "protocol.cutoffs": f"[{cutoffs}]" if cutoffs else None,
                  "resume": "true" if resume else None, "dataset.path": data,
                  "dataset.items.path": items, "dataset.items.id": item_id, "threads": threads,
-                 "seeds": seeds}
+                 "seeds": seeds, "dataset.engine": data_engine, "dataset.workers": data_workers}
         cfg = _experiment(config, dataset=dataset, models=models, output=output,
                           data_dir=data_dir, set_=set_, flags=flags)
         if not cfg.models:

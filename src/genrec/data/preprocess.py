@@ -13,7 +13,9 @@ from pydantic import BaseModel, ConfigDict
 
 from genrec.data.interactions import Columns, Dataset
 
-__all__ = ["PreprocessConfig", "to_implicit", "deduplicate", "k_core", "max_history", "preprocess"]
+__all__ = ["STEP_REASONS", "PreprocessConfig", "dedup_rows", "deduplicate", "implicit_rows",
+           "k_core", "max_history", "max_history_rows", "preprocess", "step_entry",
+           "to_implicit"]
 
 _log = logging.getLogger(__name__)
 U, I, T = Columns.user, Columns.item, Columns.timestamp
@@ -36,17 +38,63 @@ class PreprocessConfig(BaseModel):
     """Keep only each user's most recent N interactions; None keeps all."""
 
 
-def _record(ds: Dataset, frame: pl.DataFrame, step: str, reason: str, **params: object) -> Dataset:
+#: The reason each step gives for the rows it drops (formatted with the step's params).
+STEP_REASONS = {
+    "implicit": "rating below {threshold}",
+    "dedup": "repeated (user, item) event",
+    "k_core": "user with < {min_user} or item with < {min_item} interactions",
+    "max_history": "older than the user's last {n}",
+}
+
+
+def step_entry(name: str, step: str, before: int, kept: int, **params: object
+               ) -> dict[str, object]:
+    """The ``dataset.log`` entry of a preprocessing step that kept ``kept`` of ``before`` rows
+    (every engine writes the same one).
+
+    Raises:
+        ValueError: If the step dropped every interaction.
+    """
+    reason = STEP_REASONS[step].format(**params)
+    _log.info("%s: kept %d, dropped %d (%s)", step, kept, before - kept, reason)
+    if kept == 0:
+        raise ValueError(f"{name}: {step} dropped every interaction ({reason})")
+    return {"step": step, "kept": kept, "dropped": before - kept, "reason": reason,
+            "params": params}
+
+
+def _record(ds: Dataset, frame: pl.DataFrame, step: str, **params: object) -> Dataset:
     before = len(ds.interactions)
-    entry = {"step": step, "kept": frame.height, "dropped": before - frame.height,
-             "reason": reason, "params": params}
-    _log.info("%s: kept %d, dropped %d (%s)", step, frame.height, before - frame.height, reason)
+    entry = step_entry(ds.name, step, before, frame.height, **params)
     # A step that drops nothing still returns a new Dataset: the caller's log must not change.
     out = ds.subset(frame) if frame.height != before else dataclasses.replace(ds)
-    if frame.height == 0:
-        raise ValueError(f"{ds.name}: {step} dropped every interaction ({reason})")
     out.log = [*ds.log, entry]
     return out
+
+
+# The row kernels below work on any slice of the table that holds whole users, sorted by
+# user then time (the whole table here; one partition of users on a cluster).
+
+
+def implicit_rows(frame: pl.DataFrame, threshold: float) -> pl.DataFrame:
+    """The rows with ``rating >= threshold``."""
+    return frame.filter(pl.col(Columns.rating) >= threshold)
+
+
+def dedup_rows(frame: pl.DataFrame, n_items: int, keep: Literal["first", "last"]
+               ) -> pl.DataFrame:
+    """One row per (user, item) pair: the first or the last (``n_items`` bounds the ids)."""
+    # One int64 key per (user, item) pair (dense ids): hashing one column is ~1.5x faster
+    # than ``unique`` over two, and keeps the same rows in the same order.
+    pair = pl.col(U) * n_items + pl.col(I)
+    return frame.filter(pair.is_first_distinct() if keep == "first" else pair.is_last_distinct())
+
+
+def max_history_rows(frame: pl.DataFrame, n: int) -> pl.DataFrame:
+    """Each user's ``n`` last rows."""
+    # pl.len() is UInt32: cast before subtracting, or users with fewer than n events wrap
+    # around to a huge bound and lose their whole history.
+    return frame.filter(pl.int_range(pl.len()).over(U) >= pl.len().over(U).cast(pl.Int64) - n)
 
 
 def to_implicit(ds: Dataset, threshold: float) -> Dataset:
@@ -58,18 +106,12 @@ def to_implicit(ds: Dataset, threshold: float) -> Dataset:
     frame = ds.interactions.frame
     if Columns.rating not in frame.columns:
         raise ValueError(f"{ds.name}: rating_threshold set but the dataset has no ratings")
-    kept = frame.filter(pl.col(Columns.rating) >= threshold)
-    return _record(ds, kept, "implicit", f"rating below {threshold}", threshold=threshold)
+    return _record(ds, implicit_rows(frame, threshold), "implicit", threshold=threshold)
 
 
 def deduplicate(ds: Dataset, keep: Literal["first", "last"] = "first") -> Dataset:
     """Keep one event per (user, item) pair: the earliest or the latest."""
-    # One int64 key per (user, item) pair (dense ids): hashing one column is ~1.5x faster
-    # than ``unique`` over two, and keeps the same rows in the same order.
-    pair = pl.col(U) * ds.n_items + pl.col(I)
-    first = pair.is_first_distinct() if keep == "first" else pair.is_last_distinct()
-    kept = ds.interactions.frame.filter(first)
-    return _record(ds, kept, "dedup", "repeated (user, item) event", keep=keep)
+    return _record(ds, dedup_rows(ds.interactions.frame, ds.n_items, keep), "dedup", keep=keep)
 
 
 def k_core(ds: Dataset, min_user: int, min_item: int) -> Dataset:
@@ -90,18 +132,12 @@ def k_core(ds: Dataset, min_user: int, min_item: int) -> Dataset:
         if int(keep.sum()) == n:
             break
     frame = frame.filter(pl.Series(keep))
-    return _record(ds, frame, "k_core",
-                   f"user with < {min_user} or item with < {min_item} interactions",
-                   min_user=min_user, min_item=min_item, rounds=rounds)
+    return _record(ds, frame, "k_core", min_user=min_user, min_item=min_item, rounds=rounds)
 
 
 def max_history(ds: Dataset, n: int) -> Dataset:
     """Keep each user's ``n`` most recent interactions (the table is sorted by time)."""
-    frame = ds.interactions.frame
-    # pl.len() is UInt32: cast before subtracting, or users with fewer than n events wrap
-    # around to a huge bound and lose their whole history.
-    kept = frame.filter(pl.int_range(pl.len()).over(U) >= pl.len().over(U).cast(pl.Int64) - n)
-    return _record(ds, kept, "max_history", f"older than the user's last {n}", n=n)
+    return _record(ds, max_history_rows(ds.interactions.frame, n), "max_history", n=n)
 
 
 def preprocess(ds: Dataset, cfg: PreprocessConfig) -> Dataset:

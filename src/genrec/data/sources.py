@@ -34,9 +34,11 @@ from genrec.data._parsing import (
     read_text,
     require_file,
 )
+from genrec.data.distributed import load_distributed
 from genrec.data.interactions import Dataset
 from genrec.data.preprocess import PreprocessConfig, preprocess
 from genrec.data.recipes import load_dataset
+from genrec.data.sharded import is_pattern, read_sharded
 
 __all__ = ["DataConfig", "FeatureSource", "attach_features", "infer_format", "load_data",
            "load_raw", "read_features"]
@@ -71,6 +73,8 @@ def infer_format(path: str | Path) -> str:
 
 
 def _stem(path: str) -> str:
+    if is_pattern(path):  # parts/*.parquet: the folder names the table
+        return Path(path).parent.name or "data"
     p = Path(path)
     name = p.name[:-3] if p.name.endswith(".gz") else p.name
     return Path(name).stem if "." in name else name
@@ -118,7 +122,9 @@ class DataConfig(BaseModel):
     ``path``, the name results are labelled with (default: the file name without extension).
     Without both, ``ml-100k``."""
     path: str | None = None
-    """One's own interactions: a file (or a folder for recbole / p5 / ml-100k / ml-1m)."""
+    """One's own interactions: a file (or a folder for recbole / p5 / ml-100k / ml-1m), or a
+    glob pattern of csv/tsv/parquet files read as one table in name order
+    (``parts/*.parquet``)."""
     format: InteractionFormat | None = None
     """Format of ``path``; default: from the extension (.csv, .tsv, .parquet, .jsonl,
     .txt = ``user item item ...`` sequences, .inter = RecBole)."""
@@ -139,6 +145,13 @@ class DataConfig(BaseModel):
     """Where recipes look for files; defaults to $GENREC_DATA_DIR, then the cache folder."""
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)
     """Preprocessing steps applied after loading."""
+    engine: Literal["local", "ray"] = "local"
+    """Where reading and preprocessing run. local: this process; ray: the shards of ``path``
+    (its files and Parquet row groups) on a Ray cluster (csv, tsv, parquet; ``pip install
+    'genrec[scale]'``), with the same result."""
+    workers: int | None = Field(None, ge=1)
+    """engine ray: Ray workers (None: the cluster's CPUs; a local cluster of that many CPUs is
+    started unless this process already joined one)."""
 
     @model_validator(mode="after")
     def _resolve(self) -> DataConfig:
@@ -148,10 +161,16 @@ class DataConfig(BaseModel):
             if misplaced:
                 raise ValueError(f"dataset.{misplaced[0]} applies to one's own file: set "
                                  "dataset.path too")
+            if self.engine != "local":
+                raise ValueError("dataset.engine ray reads one's own files: set dataset.path")
             self.name = self.name or "ml-100k"
             return self
         if self.format is None:
             self.format = infer_format(self.path)  # type: ignore[assignment]
+        sharded = self.engine == "ray" or is_pattern(self.path)
+        if sharded and self.format not in ("csv", "tsv", "parquet"):
+            raise ValueError(f"dataset.engine ray and path patterns take csv, tsv or parquet "
+                             f"files, not {self.format}")
         if self.columns is not None and self.format not in ("csv", "tsv", "parquet", "jsonl"):
             raise ValueError(f"dataset.columns applies to csv, tsv, parquet and jsonl files, "
                              f"not {self.format}")
@@ -294,6 +313,10 @@ def attach_features(ds: Dataset, table: pl.DataFrame, kind: Literal["item", "use
 def _read_interactions(cfg: DataConfig) -> Dataset:
     path, fmt = Path(cfg.path or ""), cfg.format
     kw: dict[str, Any] = {"name": cfg.name}
+    if is_pattern(path):
+        sep = cfg.sep or ("\t" if fmt == "tsv" else ",")
+        return read_sharded(path, str(fmt), cfg.columns, sep=sep, keep_events=cfg.keep_events,
+                            **kw)
     match fmt:
         case "csv" | "tsv":
             sep = cfg.sep or ("\t" if fmt == "tsv" else ",")
@@ -318,20 +341,29 @@ def _read_interactions(cfg: DataConfig) -> Dataset:
     raise ValueError(f"unknown dataset.format {fmt!r}")
 
 
-def load_raw(cfg: DataConfig) -> Dataset:
-    """Read the recipe or one's own files and attach ``items`` / ``users``; no preprocessing."""
-    if cfg.path is None:
-        ds = load_dataset(cfg.name or "ml-100k", data_dir=cfg.data_dir)
-    else:
-        ds = _read_interactions(cfg)
-        ds.name = cfg.name or _stem(cfg.path)
-        ds.log.insert(0, {"step": "load", "path": str(cfg.path), "format": cfg.format})
+def _attach_all(cfg: DataConfig, ds: Dataset) -> Dataset:
     for kind, source in (("item", cfg.items), ("user", cfg.users)):
         if source is not None:
             table, entry = read_features(source, kind)  # type: ignore[arg-type]
             ds.log.append(entry)
             ds = attach_features(ds, table, kind, source.path)  # type: ignore[arg-type]
     return ds
+
+
+def _load_entry(cfg: DataConfig) -> dict[str, Any]:
+    return {"step": "load", "path": str(cfg.path), "format": cfg.format}
+
+
+def load_raw(cfg: DataConfig) -> Dataset:
+    """Read the recipe or one's own files and attach ``items`` / ``users``; no preprocessing
+    (always in this process, whatever ``cfg.engine``)."""
+    if cfg.path is None:
+        ds = load_dataset(cfg.name or "ml-100k", data_dir=cfg.data_dir)
+    else:
+        ds = _read_interactions(cfg)
+        ds.name = cfg.name or _stem(cfg.path)
+        ds.log.insert(0, _load_entry(cfg))
+    return _attach_all(cfg, ds)
 
 
 def load_data(cfg: DataConfig) -> Dataset:
@@ -341,4 +373,11 @@ def load_data(cfg: DataConfig) -> Dataset:
         DataError: If a file is missing, unusable, or its metadata matches no id.
         ValueError: For an inconsistent configuration.
     """
+    if cfg.engine == "ray":
+        assert cfg.path is not None and cfg.name is not None  # checked by DataConfig
+        sep = cfg.sep or ("\t" if cfg.format == "tsv" else ",")
+        return load_distributed(cfg.path, str(cfg.format), columns=cfg.columns, sep=sep,
+                                keep_events=cfg.keep_events, name=cfg.name,
+                                preprocess=cfg.preprocess, workers=cfg.workers,
+                                log=[_load_entry(cfg)], attach=lambda ds: _attach_all(cfg, ds))
     return preprocess(load_raw(cfg), cfg.preprocess)

@@ -10,12 +10,14 @@ training sequence.
 from __future__ import annotations
 
 import logging
+import os
 from abc import abstractmethod
 from collections.abc import Callable
 from typing import Literal, TypeVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -24,8 +26,8 @@ from genrec.models.base import FitContext, ModelConfig, Recommender
 from genrec.training import losses
 from genrec.training.loop import TrainConfig
 
-__all__ = ["SequentialConfig", "SequentialNet", "SequentialRecommender", "next_item_loss",
-           "log_proposal"]
+__all__ = ["SPARSE_AUTO_MIN_ITEMS", "SequentialConfig", "SequentialNet", "SequentialRecommender",
+           "log_proposal", "next_item_loss", "use_sparse_embeddings"]
 
 _log = logging.getLogger(__name__)
 
@@ -47,8 +49,46 @@ class SequentialConfig(ModelConfig):
     """Optimisation, early stopping, checkpoints and device."""
 
 
+SPARSE_AUTO_MIN_ITEMS = 50_000
+"""``sparse_embeddings: auto`` turns sparse item-table gradients on from this many items: below
+it the dense update is cheap and today's results stay bit for bit."""
+
+
+def use_sparse_embeddings(setting: str | bool, loss: str, n_items: int, who: str) -> bool:
+    """Whether the item table gets sparse gradients (and a lazy optimizer) in training.
+
+    Args:
+        setting: The ``sparse_embeddings`` config value: ``"auto"``, True or False.
+        loss: The training loss; only losses that read sampled item rows allow it.
+        n_items: Catalogue size (``auto`` needs :data:`SPARSE_AUTO_MIN_ITEMS`).
+        who: Model name for messages.
+
+    Raises:
+        ValueError: If ``setting`` is True with the full-softmax ``ce`` loss.
+    """
+    if setting is False:
+        return False
+    if loss == "ce":
+        if setting is True:
+            raise ValueError(f"{who}: sparse_embeddings: true needs a sampled loss "
+                             "(sampled_softmax, bce or bpr); loss ce scores every item, so "
+                             "its gradient covers the whole item table")
+        return False
+    if setting == "auto" and n_items < SPARSE_AUTO_MIN_ITEMS:
+        return False
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1:
+        # Not made to work under DistributedDataParallel: its reducer's sparse-gradient path
+        # (backend-dependent) and the clipping and lazy update across ranks are untested here.
+        _log.warning("%s: sparse_embeddings is not supported under torchrun (WORLD_SIZE=%d): "
+                     "the item table is trained with dense gradients and AdamW", who, world)
+        return False
+    return True
+
+
 def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, item_emb: torch.Tensor, *,
-                   loss: LossName, n_negatives: int, logq: torch.Tensor) -> torch.Tensor:
+                   loss: LossName, n_negatives: int, logq: torch.Tensor,
+                   sparse: bool = False) -> torch.Tensor:
     """Loss of predicting ``targets`` from ``hidden`` at every non-padding position.
 
     Args:
@@ -58,6 +98,8 @@ def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, item_emb: torch.
         loss: Which loss (see :class:`SequentialConfig`).
         n_negatives: Sampled-softmax negatives.
         logq: Log-probability of each item under the negative sampler, shape ``(I,)``.
+        sparse: Read the rows of ``item_emb`` (a leaf parameter) with sparse-gradient lookups,
+            so its gradient holds only the target and negative rows (not with ``ce``).
 
     Returns:
         Scalar loss, a mean over positions.
@@ -65,6 +107,9 @@ def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, item_emb: torch.
     keep = targets > 0
     h = hidden[keep]                                                   # (N, D)
     t = targets[keep] - 1                                              # (N,) 0-based items
+    if sparse:
+        return _sampled_loss_sparse(h, t, item_emb, loss=loss, n_negatives=n_negatives,
+                                    logq=logq)
     items = item_emb[1:]                                               # (I, D)
     if loss == "ce":
         return losses.softmax_cross_entropy(h @ items.T, t)            # logits (N, I)
@@ -78,10 +123,33 @@ def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, item_emb: torch.
     return losses.bce(pos, neg_logits) if loss == "bce" else losses.bpr(pos, neg_logits)
 
 
+def _sampled_loss_sparse(h: torch.Tensor, t: torch.Tensor, item_emb: torch.Tensor, *,
+                         loss: LossName, n_negatives: int, logq: torch.Tensor) -> torch.Tensor:
+    """:func:`next_item_loss` of a sampled loss, every item row read by a sparse lookup
+    (the same sampling and arithmetic as the dense path)."""
+    if loss == "ce":
+        raise ValueError("sparse item gradients need a sampled loss; ce reads every item")
+
+    def rows(idx: torch.Tensor) -> torch.Tensor:                       # 0-based ids -> (*, D)
+        return F.embedding(idx + 1, item_emb, sparse=True)
+
+    pos = (h * rows(t)).sum(-1)                                        # (N,)
+    if loss == "sampled_softmax":
+        neg = torch.multinomial(logq.exp(), n_negatives, replacement=True)  # (M,)
+        return losses.sampled_softmax(pos, h @ rows(neg).T, pos_logq=logq[t],
+                                      neg_logq=logq[neg], neg_is_pos=neg[None] == t[:, None])
+    neg = torch.randint(0, len(item_emb) - 1, t.shape, device=t.device)  # (N,) uniform
+    neg_logits = (h * rows(neg)).sum(-1)                               # (N,)
+    return losses.bce(pos, neg_logits) if loss == "bce" else losses.bpr(pos, neg_logits)
+
+
 class SequentialNet(nn.Module):
     """Base of sequential nets: an item embedding ``item_emb`` and a sequence encoder."""
 
     item_emb: nn.Embedding
+    sparse: bool = False
+    """True when training reads the item table with sparse-gradient lookups: the training
+    loop then updates :meth:`sparse_parameters` with a lazy optimizer."""
     padding_invariant: bool = False
     """True when a row's scores do not depend on how much left padding it has (padding keys
     masked, positions counted from the end): scoring then trims each batch to its longest
@@ -105,6 +173,10 @@ class SequentialNet(nn.Module):
     def item_table(self) -> torch.Tensor:
         """Item vectors, padding row first, shape ``(I + 1, D)`` (read and scored with)."""
         return self.item_emb.weight
+
+    def sparse_parameters(self) -> list[nn.Parameter]:
+        """Parameters whose training gradients are sparse (the item table when ``sparse``)."""
+        return [self.item_emb.weight] if self.sparse else []
 
     def query(self, seq: torch.Tensor) -> torch.Tensor:
         """The state items are scored against after the last position, ``(B, D)``."""

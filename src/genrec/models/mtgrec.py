@@ -111,7 +111,7 @@ class MultiIDTask(nn.Module):
     curriculum (``forward(seq, target) -> (None, loss)``, the training loop's contract).
 
     Args:
-        net: The :class:`~genrec.models.tiger.TIGERNet` (built on group 0, vocabulary sizes
+        net: The :class:`~genrec.models._tiger_net.TIGERNet` (built on group 0, vocabulary sizes
             covering every group).
         codes: Every group's codes ``(G, n_items, C)``.
         config: Curriculum settings.

@@ -14,6 +14,12 @@ Item text (``item_text``; ``genrec run`` passes the item features through
   principal components, scaled to the usual N(0, 0.02) spread), then trained as usual.
 - ``adaptor``: no ID embeddings at all: an item's vector is a small MLP over its frozen text
   embedding, so items never seen in training (cold items) are ranked from their text.
+
+Large catalogues (``sparse_embeddings``): with a sampled loss each step reads only the batch's
+items, its targets and the negatives, yet a dense item-table gradient and a dense AdamW update
+cost ``O(items)`` per step. With sparse embeddings the table's gradient holds only the rows read
+and a lazy Adam (:class:`torch.optim.SparseAdam`, plus decoupled weight decay on the touched
+rows) updates just those rows; the rest of the network keeps AdamW.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from genrec.models._sequential import (
     SequentialRecommender,
     log_proposal,
     next_item_loss,
+    use_sparse_embeddings,
 )
 from genrec.models.base import FitContext
 from genrec.text import ItemTextConfig, item_embeddings
@@ -61,11 +68,26 @@ class SASRecConfig(SequentialConfig):
     features with text."""
     text: ItemTextConfig = Field(default_factory=ItemTextConfig)
     """Item text template, encoder and embedding cache (``item_text`` other than none)."""
+    sparse_embeddings: Literal["auto"] | bool = "auto"
+    """Train the item table with sparse gradients and a lazy Adam that updates only the rows a
+    step read, so a step costs O(batch) instead of O(items). Needs a sampled loss
+    (sampled_softmax, bce, bpr; ce scores every item and refuses true) and ID embeddings
+    (item_text none or init). Weight decay reaches the table lazily: only touched rows are
+    decayed, by the same factor AdamW would apply. auto: on with a sampled loss from 50,000
+    items (smaller catalogues train exactly as before). Under torchrun it falls back to dense
+    with a warning."""
 
     @model_validator(mode="after")
     def _heads(self) -> SASRecConfig:
         if self.dim % self.n_heads:
             raise ValueError(f"n_heads ({self.n_heads}) must divide dim ({self.dim})")
+        if self.sparse_embeddings is True and self.loss == "ce":
+            raise ValueError("sparse_embeddings: true needs a sampled loss (sampled_softmax, "
+                             "bce or bpr): loss ce scores every item, so its gradient covers "
+                             "the whole item table")
+        if self.sparse_embeddings is True and self.item_text == "adaptor":
+            raise ValueError("sparse_embeddings: true needs an item embedding table; "
+                             "item_text: adaptor computes item vectors from text")
         return self
 
 
@@ -130,12 +152,18 @@ class SASRecNet(SequentialNet):
         logq: Log-probabilities of the negative sampler, shape ``(I,)``.
         text: Item text embeddings ``(I, T)`` for ``item_text`` init / adaptor.
         item_text: ``none``, ``init`` or ``adaptor``.
+        sparse: Training reads the item table with sparse-gradient lookups (sampled losses
+            and an ID table only).
     """
 
     def __init__(self, n_items: int, max_len: int, dim: int, n_layers: int, n_heads: int,
                  dropout: float, loss: str, n_negatives: int, logq: torch.Tensor,
-                 text: torch.Tensor | None = None, item_text: str = "none") -> None:
+                 text: torch.Tensor | None = None, item_text: str = "none",
+                 sparse: bool = False) -> None:
         super().__init__()
+        if sparse and (loss == "ce" or item_text == "adaptor"):
+            raise ValueError("sparse item gradients need a sampled loss and an ID table")
+        self.sparse = sparse
         self.item_text = item_text
         # In adaptor mode the table is only padding (its row 0 stays zero); items come from text.
         self.item_emb = nn.Embedding(1 if item_text == "adaptor" else n_items + 1, dim,
@@ -175,7 +203,12 @@ class SASRecNet(SequentialNet):
         # sequence shorter than max_len reads like the same sequence with more left padding.
         pos = torch.arange(max_len - length, max_len, device=seq.device)
         table = self.item_table()                                      # (I + 1, D)
-        x = self.drop(table[seq] + self.pos_emb(pos))                  # (B, L, D)
+        if self.sparse and self.training:  # gradient rows: only the items in the batch
+            # No padding_idx: as with table[seq], row 0 learns the padding positions' input.
+            items = F.embedding(seq, table, sparse=True)               # (B, L, D)
+        else:
+            items = table[seq]                                         # (B, L, D)
+        x = self.drop(items + self.pos_emb(pos))                       # (B, L, D)
         # Position t attends to real items at positions <= t, and always to itself, so the
         # padding rows of a left-padded sequence have a key and never produce NaN.
         causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
@@ -188,7 +221,8 @@ class SASRecNet(SequentialNet):
         if targets is None:
             return hidden, None
         return hidden, next_item_loss(hidden, targets, table, loss=self.loss,
-                                      n_negatives=self.n_negatives, logq=self.logq)
+                                      n_negatives=self.n_negatives, logq=self.logq,
+                                      sparse=self.sparse and self.training)
 
 
     def query(self, seq: torch.Tensor) -> torch.Tensor:
@@ -233,6 +267,13 @@ class SASRec(SequentialRecommender[SASRecConfig]):
 
     def _build_net(self, item_counts: np.ndarray | None) -> SASRecNet:
         c = self.config
+        # Sparse item gradients only matter for training (item_counts is None when loading).
+        sparse = item_counts is not None and c.item_text != "adaptor" and use_sparse_embeddings(
+            c.sparse_embeddings, c.loss, self.n_items_, "SASRec")
+        if sparse:
+            _log.info("SASRec: sparse item-table gradients, lazy Adam on %d item rows",
+                      self.n_items_)
         return SASRecNet(self.n_items_, c.max_len, c.dim, c.n_layers, c.n_heads, c.dropout,
                          c.loss, c.n_negatives, log_proposal(item_counts, self.n_items_),
-                         text=getattr(self, "text_emb_", None), item_text=c.item_text)
+                         text=getattr(self, "text_emb_", None), item_text=c.item_text,
+                         sparse=sparse)

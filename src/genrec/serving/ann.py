@@ -45,6 +45,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from genrec._io import atomic_write
+from genrec.data._optional import optional
 from genrec.data.interactions import Histories
 from genrec.models import ranking
 from genrec.models.base import DotProductModel, RecList
@@ -89,16 +90,6 @@ class AnnConfig(BaseModel):
     """Seeds IVF's k-means (HNSW's level draws are seeded by faiss)."""
 
 
-def _faiss() -> Any:
-    """The faiss module, or a clear error when the optional dependency is missing."""
-    try:
-        import faiss
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("approximate retrieval needs faiss: pip install 'genrec[scale]' "
-                          "(or faiss-cpu)") from e
-    return faiss
-
-
 class ItemIndex:
     """A faiss L2 index over ``n_items`` item vectors of dimension ``dim``, each extended by
     the coordinate that turns inner-product search into nearest-neighbour search.
@@ -131,7 +122,7 @@ class ItemIndex:
         Raises:
             ValueError: If ``config.kind`` is ``exact`` or the vectors are not finite.
         """
-        faiss = _faiss()
+        faiss = optional("faiss", "approximate retrieval")
         if config.kind == "exact":
             raise ValueError("AnnConfig(kind='exact') builds no index")
         v = np.ascontiguousarray(torch.as_tensor(vectors).detach().cpu().float().numpy())
@@ -166,14 +157,14 @@ class ItemIndex:
 
     def save(self, path: str | Path) -> None:
         """Write the index to ``path`` (faiss binary format, atomically)."""
-        faiss = _faiss()
+        faiss = optional("faiss", "approximate retrieval")
         atomic_write(Path(path), lambda p: faiss.write_index(self.index, str(p)))
 
     @classmethod
     def load(cls, path: str | Path, config: AnnConfig, max_norm: float) -> ItemIndex:
         """Read an index written by :meth:`save`; its search settings come from ``config``,
         ``max_norm`` is :attr:`max_norm` of the saved index."""
-        faiss = _faiss()
+        faiss = optional("faiss", "approximate retrieval")
         index = faiss.read_index(str(path))
         if config.kind == "hnsw":
             faiss.downcast_index(index).hnsw.efSearch = config.ef_search
@@ -193,7 +184,7 @@ class ItemIndex:
             ``(scores, ids)``, each ``(B, k)``, best first: inner products ``q . v`` and item
             ids; id ``-1`` and score ``-inf`` where the index found fewer than ``k``.
         """
-        faiss = _faiss()
+        faiss = optional("faiss", "approximate retrieval")
         # faiss parallelises over queries with OpenMP: as many threads as torch may use.
         faiss.omp_set_num_threads(max(1, torch.get_num_threads()))
         q = np.asarray(queries, dtype=np.float32)

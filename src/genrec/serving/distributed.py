@@ -21,7 +21,7 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import polars as pl
 import pyarrow as pa
@@ -30,6 +30,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from genrec._io import atomic_write
+from genrec.data._optional import optional
 from genrec.serving.batch import BatchSummary, recommend_batch
 from genrec.serving.bundle import load_bundle
 
@@ -58,15 +59,6 @@ class BatchEngineConfig(BaseModel):
     """torch threads of each actor (and the CPUs it reserves). Scores equal the
     single-process ones bit for bit when that process uses as many threads; with another
     thread count, float sums may differ in the last bits (about 1e-6)."""
-
-
-def _ray() -> Any:
-    try:
-        import ray
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("--engine ray needs Ray: pip install 'genrec[scale]' "
-                          "(or 'ray[default]')") from e
-    return ray
 
 
 class _Shard:
@@ -115,7 +107,7 @@ def recommend_batch_distributed(bundle_dir: str | Path, users: Sequence[str] | N
         return recommend_batch(load_bundle(bundle_dir), users, out, k=k,
                                exclude_seen=exclude_seen, chunk_size=chunk_size,
                                progress=progress)
-    ray = _ray()
+    ray = optional("ray", "--engine ray")
     bundle_dir = str(Path(bundle_dir).resolve())
     raw = ([str(u) for u in users] if users is not None else
            _known_users(bundle_dir))

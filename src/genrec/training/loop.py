@@ -11,6 +11,12 @@ the loop joins the process group (gloo on CPU, NCCL on GPU), wraps the model in
 (the ``DistributedSampler`` scheme), so ``batch_size`` stays the global batch. Only rank 0
 validates and writes checkpoints; the metric is broadcast so every process takes the same
 early-stopping decision.
+
+A net may declare parameters with sparse gradients (``net.sparse_parameters()``, e.g. a large
+item table read by sparse lookups): those are updated by a lazy Adam that touches only the
+rows of each step's gradient (:class:`torch.optim.SparseAdam` plus decoupled weight decay on
+those rows), everything else by AdamW; clipping takes the global norm over both. Nets that
+declare none train exactly as before.
 """
 
 from __future__ import annotations
@@ -212,12 +218,125 @@ def _lr_at(step: int, total_steps: int, cfg: TrainConfig) -> float:
     return cfg.lr * max(0.0, 1.0 - done)
 
 
-def _adamw(net: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """AdamW that decays matrices and embeddings but not biases and norm gains (nanoGPT)."""
-    params = [p for p in net.parameters() if p.requires_grad]
+def _adamw(net: nn.Module, cfg: TrainConfig,
+           exclude: Sequence[nn.Parameter] = ()) -> torch.optim.AdamW:
+    """AdamW that decays matrices and embeddings but not biases and norm gains (nanoGPT),
+    over the parameters of ``net`` other than ``exclude``."""
+    skip = {id(p) for p in exclude}
+    params = [p for p in net.parameters() if p.requires_grad and id(p) not in skip]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
     return torch.optim.AdamW(groups, lr=cfg.lr)
+
+
+class _SparseAdamW(torch.optim.SparseAdam):
+    """Lazy AdamW for parameters with sparse gradients: :class:`torch.optim.SparseAdam` (moments
+    and updates of the rows in the gradient only) after AdamW's decoupled weight decay applied
+    to those same rows (``row *= 1 - lr * weight_decay``); rows a step did not read are
+    neither moved nor decayed."""
+
+    def __init__(self, params: list[nn.Parameter], lr: float, weight_decay: float) -> None:
+        super().__init__([{"params": params, "weight_decay": weight_decay}], lr=lr)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Decay the touched rows, then SparseAdam's step."""
+        for group in self.param_groups:
+            shrink = 1.0 - group["lr"] * group["weight_decay"]
+            if shrink == 1.0:
+                continue
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad = p.grad.coalesce()
+                    rows = p.grad.indices()[0]
+                    p.index_copy_(0, rows, p.index_select(0, rows) * shrink)
+        return super().step(closure)
+
+
+class _Optimizers:
+    """AdamW and the lazy AdamW of sparse-gradient parameters, stepped as one optimizer.
+
+    The state dict has the shape of one optimizer's (the second's parameter ids and groups
+    follow the first's), so checkpoints store and restore both without a format change.
+    """
+
+    def __init__(self, *optimizers: torch.optim.Optimizer) -> None:
+        self.optimizers = optimizers
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        """Every group of every optimizer (the loop sets their learning rate)."""
+        return [g for o in self.optimizers for g in o.param_groups]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear every gradient."""
+        for o in self.optimizers:
+            o.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        """Step every optimizer."""
+        for o in self.optimizers:
+            o.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Both states, parameter ids renumbered to follow on."""
+        state: dict[int, Any] = {}
+        groups: list[dict[str, Any]] = []
+        offset = 0
+        for o in self.optimizers:
+            sd = o.state_dict()
+            state |= {int(pid) + offset: v for pid, v in sd["state"].items()}
+            groups += [g | {"params": [i + offset for i in g["params"]]}
+                       for g in sd["param_groups"]]
+            offset += sum(len(g["params"]) for g in sd["param_groups"])
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Inverse of :meth:`state_dict`."""
+        groups = state_dict["param_groups"]
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"optimizer state has {len(groups)} parameter groups, this "
+                             f"optimizer {len(self.param_groups)} (dense vs sparse item table?)")
+        offset, first = 0, 0
+        for o in self.optimizers:
+            mine = groups[first : first + len(o.param_groups)]
+            n = sum(len(g["params"]) for g in mine)
+            o.load_state_dict({
+                "state": {int(pid) - offset: v for pid, v in state_dict["state"].items()
+                          if offset <= int(pid) < offset + n},
+                "param_groups": [g | {"params": [i - offset for i in g["params"]]}
+                                 for g in mine]})
+            offset += n
+            first += len(o.param_groups)
+
+
+def _optimizer(net: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer | _Optimizers:
+    """AdamW over ``net``; with sparse-gradient parameters (``net.sparse_parameters()``),
+    AdamW over the rest and a lazy AdamW over those."""
+    declared = getattr(net, "sparse_parameters", None)
+    sparse = [p for p in declared() if p.requires_grad] if callable(declared) else []
+    if not sparse:
+        return _adamw(net, cfg)
+    return _Optimizers(_adamw(net, cfg, exclude=sparse),
+                       _SparseAdamW(sparse, lr=cfg.lr, weight_decay=cfg.weight_decay))
+
+
+def _clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> None:
+    """``nn.utils.clip_grad_norm_``, also over sparse gradients (which it cannot take): the
+    global norm counts each row of a sparse gradient once its duplicates are summed."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if not any(g.is_sparse for g in grads):
+        nn.utils.clip_grad_norm_(params, max_norm)
+        return
+    for p in params:
+        if p.grad is not None and p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+    values = [p.grad._values() if p.grad.is_sparse else p.grad
+              for p in params if p.grad is not None]
+    total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(v) for v in values]))
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
+    for v in values:
+        v.mul_(coef)
 
 
 def _device(kind: str) -> torch.device:
@@ -365,7 +484,7 @@ def _train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig,
     if world > 1:
         model = DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda"
                                         else None)
-    optimizer = _adamw(net, cfg)
+    optimizer = _optimizer(net, cfg)
     n_rows = len(data[0])
     local_batch = math.ceil(cfg.batch_size / world)
     steps_per_epoch = math.ceil(math.ceil(n_rows / world) / local_batch)
@@ -416,7 +535,7 @@ def _train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig,
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if cfg.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(net.parameters(), cfg.grad_clip)
+                    _clip_grad_norm(list(net.parameters()), cfg.grad_clip)
                 optimizer.step()
                 step += 1
                 loss_sum += loss.detach()

@@ -1,0 +1,144 @@
+"""Semantic-ID tokenisation against catalogue size: TIGER's first stage up to 1M items.
+
+For each catalogue size, in a fresh child process (so the peak RSS is that size's alone):
+draw ``n`` item vectors, fit the recipe tokenizer (RQ-KMeans 3 x 256, 50 Lloyd iterations
+per level, as in ``configs/amazon-beauty/tiger.yaml``), code every item, add the dedup code
+and build the prefix trie used by constrained decoding -- :meth:`genrec.semantic_ids.
+SemanticIDs.fit`, the path ``genrec tokenize`` and TIGER's ``fit`` take. Records seconds,
+process CPU seconds and peak RSS per size, the codebook health and collision rate, and the
+least-squares growth exponent of time in items.
+
+The vectors: embedding a million synthetic item texts with all-MiniLM-L6-v2 takes hours on 2
+CPU cores (about 3 minutes per 12k items here), so they are drawn to look like sentence
+embeddings instead: unit vectors in 384 dimensions around ``n / 50`` topic centres (each
+item = its topic's centre + Gaussian noise of the same norm, normalised). The tokenizer's
+cost depends on ``n``, the width, ``K``, the levels and the iterations, not on the content;
+the codebook-health figures describe these synthetic vectors only.
+
+Usage::
+
+    GENREC_THREADS=1 python benchmarks/tokenize_scale.py --sizes 10000 100000 1000000
+
+Writes ``benchmarks/results/synthetic/tokenize-scale.json`` (rewritten after every size).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from genrec.semantic_ids import RQKMeansConfig, SemanticIDs, SemanticIDsConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "synthetic" / "tokenize-scale.json"
+DIM = 384
+
+
+def text_like_vectors(n: int, seed: int) -> np.ndarray:
+    """``n`` unit vectors in ``DIM`` dimensions around ``max(n // 50, 1)`` topic centres."""
+    rng = np.random.default_rng(seed)
+    n_topics = max(n // 50, 1)
+    centres = rng.standard_normal((n_topics, DIM), dtype=np.float32)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    topic = rng.zipf(1.3, n) % n_topics                       # skewed topic sizes
+    out = np.empty((n, DIM), dtype=np.float32)
+    for lo in range(0, n, 100_000):                           # chunks bound the temporaries
+        hi = min(lo + 100_000, n)
+        noise = rng.standard_normal((hi - lo, DIM), dtype=np.float32) / np.sqrt(DIM)
+        v = centres[topic[lo:hi]] + noise
+        out[lo:hi] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    return out
+
+
+def child(n: int, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
+    """Tokenise ``n`` items in this process; the measurement row."""
+    torch.set_num_threads(int(os.environ.get("GENREC_THREADS", "1")))
+    vectors = text_like_vectors(n, seed)
+    stage = SemanticIDs(SemanticIDsConfig(tokenizer=RQKMeansConfig(**cfg)))
+    t0, c0 = time.perf_counter(), time.process_time()
+    stage.fit(vectors, source={"kind": "synthetic text-like vectors", "seed": seed})
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    h = stage.health_.to_dict()
+    return {"n_items": n, "seconds": round(seconds, 2), "cpu_seconds": round(cpu, 2),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "vectors_mb": round(vectors.nbytes / 2**20, 1),
+            "dedup_level_size": stage.vocab_sizes_[-1],
+            "codes_unique_before_dedup": len(np.unique(stage.raw_codes_, axis=0)),
+            "health": h, "load_average_1m": round(os.getloadavg()[0], 2)}
+
+
+def exponent(rows: list[dict[str, Any]], key: str) -> float | None:
+    """Least-squares slope of log ``key`` on log items (None below two sizes)."""
+    if len(rows) < 2:
+        return None
+    x = np.log([r["n_items"] for r in rows])
+    y = np.log([max(r[key], 1e-3) for r in rows])
+    return round(float(np.polyfit(x, y, 1)[0]), 3)
+
+
+def main() -> None:
+    """Run every size in a child process and write the results after each."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--sizes", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--levels", type=int, default=3)
+    ap.add_argument("--codebook-size", type=int, default=256)
+    ap.add_argument("--n-iter", type=int, default=50)
+    ap.add_argument("--results", type=Path, default=RESULTS)
+    ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    cfg = {"n_levels": args.levels, "codebook_size": args.codebook_size, "n_iter": args.n_iter}
+    if args.child is not None:
+        print("ROW " + json.dumps(child(args.child, args.seed, cfg)), flush=True)
+        return
+    rows: list[dict[str, Any]] = []
+    for n in sorted(args.sizes):
+        cmd = [sys.executable, __file__, "--child", str(n), "--seed", str(args.seed),
+               "--levels", str(args.levels), "--codebook-size", str(args.codebook_size),
+               "--n-iter", str(args.n_iter)]
+        t0 = time.perf_counter()
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        line = [x for x in proc.stdout.splitlines() if x.startswith("ROW ")]
+        if proc.returncode or not line:
+            rows.append({"n_items": n, "ok": False, "returncode": proc.returncode,
+                         "stderr_tail": proc.stderr[-2000:]})
+            print(f"{n:>9,} items: failed (rc {proc.returncode})", flush=True)
+            break
+        row = json.loads(line[0][4:]) | {"ok": True,
+                                         "wall_seconds": round(time.perf_counter() - t0, 2)}
+        rows.append(row)
+        print(f"{n:>9,} items: {row['seconds']} s ({row['cpu_seconds']} CPU s), peak "
+              f"{row['peak_rss_mb']:,.0f} MB, {row['dedup_level_size']} dedup codes, "
+              f"{row['codes_unique_before_dedup']:,} distinct 3-code prefixes", flush=True)
+        ok = [r for r in rows if r.get("ok")]
+        doc = {"what": "RQ-KMeans semantic IDs (fit + code + dedup + trie) against catalogue "
+                       "size, each size in a fresh process",
+               "tokenizer": cfg, "vectors": f"synthetic text-like unit vectors, {DIM}-d, "
+                                            "n/50 topic centres (see the script docstring)",
+               "rows": rows,
+               "exponents": {"seconds": exponent(ok, "seconds"),
+                             "cpu_seconds": exponent(ok, "cpu_seconds"),
+                             "peak_rss_mb": exponent(ok, "peak_rss_mb")},
+               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
+                           "torch_threads": int(os.environ.get("GENREC_THREADS", "1"))},
+               "command": "GENREC_THREADS=1 python benchmarks/tokenize_scale.py "
+                          + " ".join(sys.argv[1:])}
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        tmp = args.results.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc, indent=2))
+        tmp.replace(args.results)
+
+
+if __name__ == "__main__":
+    main()
