@@ -2,7 +2,8 @@
 
 For each catalogue size, in a fresh child process (so the peak RSS is that size's alone):
 draw ``n`` item vectors, fit the recipe tokenizer (RQ-KMeans 3 x 256, 50 Lloyd iterations
-per level, as in ``configs/amazon-beauty/tiger.yaml``), code every item, add the dedup code
+per level, as in ``configs/amazon-beauty/tiger.yaml``; centres fitted on at most
+``max_train_points`` items, 65,536 by default), code every item, add the dedup code
 and build the prefix trie used by constrained decoding -- :meth:`genrec.semantic_ids.
 SemanticIDs.fit`, the path ``genrec tokenize`` and TIGER's ``fit`` take. Records seconds,
 process CPU seconds and peak RSS per size, the codebook health and collision rate, and the
@@ -18,6 +19,8 @@ the codebook-health figures describe these synthetic vectors only.
 Usage::
 
     GENREC_THREADS=1 python benchmarks/tokenize_scale.py --sizes 10000 100000 1000000
+    GENREC_THREADS=1 python benchmarks/tokenize_scale.py --sizes 10000 100000 \
+        --max-train-points 0 --results benchmarks/results/synthetic/tokenize-scale-full-fit.json
 
 Writes ``benchmarks/results/synthetic/tokenize-scale.json`` (rewritten after every size).
 """
@@ -95,10 +98,13 @@ def main() -> None:
     ap.add_argument("--levels", type=int, default=3)
     ap.add_argument("--codebook-size", type=int, default=256)
     ap.add_argument("--n-iter", type=int, default=50)
+    ap.add_argument("--max-train-points", type=int, default=65_536,
+                    help="RQKMeansConfig.max_train_points (0: fit on every item)")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    cfg = {"n_levels": args.levels, "codebook_size": args.codebook_size, "n_iter": args.n_iter}
+    cfg = {"n_levels": args.levels, "codebook_size": args.codebook_size, "n_iter": args.n_iter,
+           "max_train_points": args.max_train_points or None}
     if args.child is not None:
         print("ROW " + json.dumps(child(args.child, args.seed, cfg)), flush=True)
         return
@@ -106,7 +112,7 @@ def main() -> None:
     for n in sorted(args.sizes):
         cmd = [sys.executable, __file__, "--child", str(n), "--seed", str(args.seed),
                "--levels", str(args.levels), "--codebook-size", str(args.codebook_size),
-               "--n-iter", str(args.n_iter)]
+               "--n-iter", str(args.n_iter), "--max-train-points", str(args.max_train_points)]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         line = [x for x in proc.stdout.splitlines() if x.startswith("ROW ")]

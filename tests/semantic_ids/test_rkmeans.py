@@ -74,3 +74,23 @@ def test_state_round_trip_and_not_fitted() -> None:
     back = RQKMeansTokenizer.from_state(tok.config, tok.state())
     np.testing.assert_array_equal(back.transform(x), tok.transform(x))
     assert "codebook_size=4" in repr(back)
+
+
+def test_rqkmeans_sampled_fit_matches_full_fit_below_the_cap_and_codes_every_item() -> None:
+    x, labels = clustered(per=200)
+    cfg = {"n_levels": 2, "codebook_size": 6, "n_iter": 20, "seed": 3}
+    full = RQKMeansTokenizer(RQKMeansConfig(**cfg, max_train_points=None)).fit(x)
+    capped_above = RQKMeansTokenizer(RQKMeansConfig(**cfg, max_train_points=len(x))).fit(x)
+    np.testing.assert_array_equal(full.transform(x), capped_above.transform(x))
+    torch.testing.assert_close(full.codebooks_, capped_above.codebooks_)
+
+    cap = len(x) // 4
+    sampled = RQKMeansTokenizer(RQKMeansConfig(**cfg, max_train_points=cap)).fit(x)
+    again = RQKMeansTokenizer(RQKMeansConfig(**cfg, max_train_points=cap)).fit(x)
+    torch.testing.assert_close(sampled.codebooks_, again.codebooks_)   # seeded sample
+    codes = sampled.transform(x)
+    assert codes.shape == (len(x), 2)
+    # Level 1 still recovers the separated clusters from a quarter of the items ...
+    assert same_partition(codes[:, 0], labels)
+    # ... and its centres are k-means of a sample, not of all items.
+    assert not torch.allclose(sampled.codebooks_[1], full.codebooks_[1])

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field
 
 from genrec.semantic_ids._base import Tokenizer, TokenizerConfig
-from genrec.semantic_ids._kmeans import kmeans
+from genrec.semantic_ids._kmeans import kmeans, nearest
 
 __all__ = ["RQKMeansConfig", "RQKMeansTokenizer"]
 
@@ -30,6 +30,12 @@ class RQKMeansConfig(TokenizerConfig):
     kind: Literal["rqkmeans"] = "rqkmeans"
     n_iter: int = Field(50, ge=1)
     """Most Lloyd iterations per level."""
+    max_train_points: int | None = Field(65_536, ge=1)
+    """Fit each level's centres on at most this many items (a seeded sample, as faiss does
+    with 256 points per centre), then assign every item to its nearest centre; None fits on
+    all items. Catalogues up to this size are fitted on every item, so their codes do not
+    depend on it; above it the fit costs one pass over the items per level instead of
+    ``n_iter``."""
 
 
 class RQKMeansTokenizer(Tokenizer):
@@ -46,10 +52,21 @@ class RQKMeansTokenizer(Tokenizer):
         """Learn ``L`` codebooks of ``K`` centres by residual k-means on ``(n, D)`` vectors."""
         c = self.config
         residual = torch.as_tensor(np.asarray(item_emb), dtype=torch.float32).clone()
+        n, cap = len(residual), c.max_train_points
+        sample = None
+        if cap is not None and n > cap:
+            gen = torch.Generator().manual_seed(c.seed)
+            sample = torch.randperm(n, generator=gen)[:cap].sort().values
+            _log.info("rq-kmeans: fitting centres on %d of %d items", cap, n)
         books = []
         for level in range(c.n_levels):
-            centres, labels = kmeans(residual, c.codebook_size, n_iter=c.n_iter,
-                                     seed=c.seed + level)
+            if sample is None:
+                centres, labels = kmeans(residual, c.codebook_size, n_iter=c.n_iter,
+                                         seed=c.seed + level)
+            else:
+                centres, _ = kmeans(residual[sample], c.codebook_size, n_iter=c.n_iter,
+                                    seed=c.seed + level)
+                labels = nearest(residual, centres)
             books.append(centres)
             residual -= centres[labels]
             _log.debug("rq-kmeans level %d: residual norm %.4f", level,
