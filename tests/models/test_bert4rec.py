@@ -16,7 +16,7 @@ from genrec.evaluation.protocol import Protocol
 from genrec.models.base import FitContext
 from genrec.models.bert4rec import BERT4Rec, BERT4RecConfig, BERT4RecNet, ClozeTask, cloze_mask
 from genrec.runs.experiment import validation_callback
-from genrec.testing import RecommenderContract, random_dataset, tiny_dataset
+from genrec.testing import RecommenderContract, crashing, random_dataset, tiny_dataset
 from genrec.training import TrainConfig, load_checkpoint
 
 
@@ -115,16 +115,8 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path) -> None:
     straight = BERT4Rec(**params).fit(
         sp.train, FitContext(validate=validate, checkpoint_dir=tmp_path / "straight"))
 
-    calls = {"n": 0}  # the second run "dies" while validating epoch 2
-
-    def crashing(model: Any) -> float:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return validate(model)
-
     with pytest.raises(KeyboardInterrupt):
-        BERT4Rec(**params).fit(sp.train, FitContext(validate=crashing,
+        BERT4Rec(**params).fit(sp.train, FitContext(validate=crashing(validate, 2),
                                                     checkpoint_dir=tmp_path / "crashed"))
     assert load_checkpoint(tmp_path / "crashed").meta["epoch"] == 1
 

@@ -22,7 +22,7 @@ from genrec.models._sequential import SPARSE_AUTO_MIN_ITEMS
 from genrec.models.base import FitContext
 from genrec.models.pop import Popularity
 from genrec.models.sasrec import SASRec, SASRecConfig
-from genrec.testing import random_dataset, tiny_dataset
+from genrec.testing import crashing, random_dataset, tiny_dataset
 from genrec.training.checkpoint import load_checkpoint
 
 SMALL = {"dim": 16, "max_len": 8, "n_layers": 1, "n_heads": 2, "loss": "sampled_softmax",
@@ -162,16 +162,8 @@ def test_resume_with_the_sparse_optimizer_equals_uninterrupted_run(tmp_path: Pat
     straight = SASRec(**params).fit(
         sp.train, FitContext(validate=validate, checkpoint_dir=tmp_path / "straight",
                              progress=False))
-    calls = {"n": 0}  # the second run "dies" while validating epoch 2
-
-    def crashing(model: Any) -> float:
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("simulated crash")
-        return validate(model)
-
     with pytest.raises(KeyboardInterrupt):
-        SASRec(**params).fit(sp.train, FitContext(validate=crashing, progress=False,
+        SASRec(**params).fit(sp.train, FitContext(validate=crashing(validate, 2), progress=False,
                                                   checkpoint_dir=tmp_path / "crashed"))
     ckpt = load_checkpoint(tmp_path / "crashed")
     assert ckpt.meta["epoch"] == 1

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from genrec.evaluation.protocol import Protocol
 from genrec.models.base import FitContext
 from genrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
 from genrec.runs.experiment import Prepared, fit_context, validation_callback
-from genrec.testing import random_dataset
+from genrec.testing import crashing, random_dataset
 from genrec.training import TrainConfig, load_checkpoint, train
 from genrec.training.checkpoint import (
     CheckpointError,
@@ -42,19 +41,6 @@ def data() -> tuple:
 def ctx(valid: EvalSet, **kw: Any) -> FitContext:
     """What ``genrec run`` hands a model: the protocol's validation metric on ``valid``."""
     return FitContext(validate=validation_callback(valid, Protocol()), **kw)
-
-
-def crashing(validate: Callable[[Any], float], at_call: int) -> Callable[[Any], float]:
-    """``validate`` that "kills the process" on its ``at_call``-th call."""
-    calls = {"n": 0}
-
-    def wrapped(model: Any) -> float:
-        calls["n"] += 1
-        if calls["n"] == at_call:
-            raise KeyboardInterrupt("simulated crash")
-        return validate(model)
-
-    return wrapped
 
 
 def truncate(path: Path) -> None:

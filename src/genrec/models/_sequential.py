@@ -107,31 +107,13 @@ def next_item_loss(hidden: torch.Tensor, targets: torch.Tensor, item_emb: torch.
     keep = targets > 0
     h = hidden[keep]                                                   # (N, D)
     t = targets[keep] - 1                                              # (N,) 0-based items
-    if sparse:
-        return _sampled_loss_sparse(h, t, item_emb, loss=loss, n_negatives=n_negatives,
-                                    logq=logq)
-    items = item_emb[1:]                                               # (I, D)
     if loss == "ce":
-        return losses.softmax_cross_entropy(h @ items.T, t)            # logits (N, I)
-    pos = (h * items[t]).sum(-1)                                       # (N,)
-    if loss == "sampled_softmax":
-        neg = torch.multinomial(logq.exp(), n_negatives, replacement=True)  # (M,)
-        return losses.sampled_softmax(pos, h @ items[neg].T, pos_logq=logq[t],
-                                      neg_logq=logq[neg], neg_is_pos=neg[None] == t[:, None])
-    neg = torch.randint(0, len(items), t.shape, device=t.device)      # (N,) uniform
-    neg_logits = (h * items[neg]).sum(-1)                              # (N,)
-    return losses.bce(pos, neg_logits) if loss == "bce" else losses.bpr(pos, neg_logits)
-
-
-def _sampled_loss_sparse(h: torch.Tensor, t: torch.Tensor, item_emb: torch.Tensor, *,
-                         loss: LossName, n_negatives: int, logq: torch.Tensor) -> torch.Tensor:
-    """:func:`next_item_loss` of a sampled loss, every item row read by a sparse lookup
-    (the same sampling and arithmetic as the dense path)."""
-    if loss == "ce":
-        raise ValueError("sparse item gradients need a sampled loss; ce reads every item")
+        if sparse:
+            raise ValueError("sparse item gradients need a sampled loss; ce reads every item")
+        return losses.softmax_cross_entropy(h @ item_emb[1:].T, t)     # logits (N, I)
 
     def rows(idx: torch.Tensor) -> torch.Tensor:                       # 0-based ids -> (*, D)
-        return F.embedding(idx + 1, item_emb, sparse=True)
+        return F.embedding(idx + 1, item_emb, sparse=True) if sparse else item_emb[idx + 1]
 
     pos = (h * rows(t)).sum(-1)                                        # (N,)
     if loss == "sampled_softmax":

@@ -196,16 +196,7 @@ class SimpleX(FactorRecommender[SimpleXConfig]):
         self.proj_ = net.proj.weight.detach().cpu().clone()                # (D, D)
 
     def _score(self, histories: Histories) -> torch.Tensor:
-        known = self._known(histories.users)
-        users = torch.as_tensor(histories.users, dtype=torch.long)
-        u = torch.zeros(len(histories), self.user_emb_.shape[1])
-        u[known] = self.user_emb_[users[known]]
-        mean = history_mean(histories.padded(self.config.history_len), self.item_emb_)
-        tower = F.normalize(user_tower(u, mean, self.proj_, self.config.gate), dim=-1)
-        scores = tower @ F.normalize(self.item_emb_, dim=-1).T             # (B, I)
-        if self.config.cold_users == "zeros":
-            scores[~known] = 0.0
-        return scores
+        return self.query_vectors(histories) @ self.item_vectors().T        # (B, I) cosines
 
     def query_vectors(self, histories: Histories) -> torch.Tensor:
         """Normalised user towers ``(B, D)`` (zeros for cold users under ``cold_users="zeros"``,

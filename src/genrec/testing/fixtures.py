@@ -25,12 +25,16 @@ cut-off splits every user. Ratings are ``1 + (user + 2 * position) % 5``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import polars as pl
 
 from genrec.data.interactions import Dataset
 
-__all__ = ["TINY_HISTORIES", "TINY_ITEM_COUNTS", "tiny_frame", "tiny_dataset", "random_dataset"]
+__all__ = ["TINY_HISTORIES", "TINY_ITEM_COUNTS", "crashing", "tiny_frame", "tiny_dataset",
+           "random_dataset"]
 
 TINY_HISTORIES: list[list[int]] = [
     [0, 1, 2, 3],
@@ -130,3 +134,17 @@ def random_dataset(n_users: int = 40, n_items: int = 30, *, min_len: int = 1, ma
         "rating": rng.integers(1, 6, n).astype(np.float32),
     })
     return Dataset.from_raw(name, frame)
+
+
+def crashing(validate: Callable[[Any], float], at_call: int) -> Callable[[Any], float]:
+    """``validate`` that "kills the process" (raises ``KeyboardInterrupt``) on its
+    ``at_call``-th call: for checking that training resumes from its last checkpoint."""
+    calls = {"n": 0}
+
+    def wrapped(model: Any) -> float:
+        calls["n"] += 1
+        if calls["n"] == at_call:
+            raise KeyboardInterrupt("simulated crash")
+        return validate(model)
+
+    return wrapped
