@@ -21,8 +21,8 @@ from pathlib import Path
 
 from genrec.config import load_config
 from genrec.evaluation.compare import HolisticOptions
-from genrec.runs.compare import run_comparison
 from genrec.evaluation.report import write_report
+from genrec.runs.compare import run_comparison
 
 ROOT = Path(__file__).resolve().parents[1]
 

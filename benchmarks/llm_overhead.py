@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from genrec._io import atomic_write_text
+from genrec.config import load_config
 from genrec.llm import LLMReranker, OpenAIClient, RerankConfig, SentenceEncoder
 from genrec.llm.local import LocalLlamaServer
-from genrec.config import load_config
 from genrec.llm.runner import _rows, prepare, run_simulation
 from genrec.llm.scripted import ScriptedClient
 

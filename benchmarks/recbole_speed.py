@@ -42,8 +42,8 @@ from genrec.config import load_config
 from genrec.data.splits import split
 from genrec.evaluation.evaluator import evaluate
 from genrec.models.base import FitContext
-from genrec.runs.experiment import load_data
 from genrec.models.sasrec import SASRec
+from genrec.runs.experiment import load_data
 
 ROOT = Path(__file__).resolve().parents[1]
 RECBOLE_SIDE = Path(__file__).resolve().parent / "_recbole_side.py"

@@ -105,7 +105,8 @@ def _per_user(result: Any) -> dict[str, np.ndarray]:
 
 
 def run_variant(name: str, cfg: ExperimentConfig, cold_weights: list[float],
-                cold_fraction: float = 0.1) -> dict[str, Any]:
+                cold_fraction: float = 0.1,
+                cold_levels: list[int] | None = None) -> dict[str, Any]:
     """Fit and evaluate one variant on every seed; the per-variant results document."""
     cold = name == "cold"
     if cold:
@@ -121,8 +122,9 @@ def run_variant(name: str, cfg: ExperimentConfig, cold_weights: list[float],
     extra: list[dict[str, Any]] = []
     beam50_users: list[dict[str, np.ndarray]] = []
     # Cold fusion settings "levels:weight": every prefix length, every weight.
+    levels_tried = cold_levels or range(1, mcfg.tokenizer.n_levels + 1)
     cold_users: dict[str, list[dict[str, np.ndarray]]] = {
-        f"{n}:{w}": [] for n in range(1, mcfg.tokenizer.n_levels + 1) for w in cold_weights}
+        f"{n}:{w}": [] for n in levels_tried for w in cold_weights}
 
     def fit_eval(mcfg_i: Any, data_i: Any, cfg_i: ExperimentConfig, **kwargs: Any):
         model, row, test = fit_and_evaluate(mcfg_i, data_i, cfg_i, **kwargs)
@@ -191,18 +193,55 @@ def run_variant(name: str, cfg: ExperimentConfig, cold_weights: list[float],
     return doc
 
 
+def _folder(dataset: str, tag: str | None) -> Path:
+    folder = ROOT / "benchmarks" / "results" / dataset
+    return folder / tag if tag else folder
+
+
 def _ci(values: list[float]) -> list[float]:
     return [round(x, 6) for x in t_interval(values)]
 
 
-def summarize(dataset: str) -> dict[str, Any]:
-    """Merge the per-variant files: means, intervals, paired tests against TIGER."""
-    folder = ROOT / "benchmarks" / "results" / dataset
-    docs = {p.stem.removeprefix("tiger-next-"): json.loads(p.read_text())
-            for p in sorted(folder.glob("tiger-next-*.json"))}
-    if "tiger" not in docs:
+def _merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One variant's document from the documents of runs on disjoint seeds (``--part``):
+    per-seed records concatenated, per-user means averaged with the seed counts as weights.
+    The merged ``row`` keeps only its per-seed list (what the cold summary reads)."""
+    if len(parts) == 1:
+        return parts[0]
+    n = np.asarray([len(d["per_seed_extra"]) for d in parts], dtype=float)
+
+    def avg(key: str) -> dict[str, Any]:
+        return {w: {m: (np.tensordot(n, [d[key][w][m] for d in parts], 1) / n.sum())
+                    .round(6).tolist() for m in parts[0][key][w]} for w in parts[0][key]}
+
+    doc = dict(parts[0])
+    doc["per_seed_extra"] = [e for d in parts for e in d["per_seed_extra"]]
+    doc["row"] = {"per_seed": [r for d in parts for r in d["row"]["per_seed"]],
+                  "seeds": [s for d in parts for s in d["row"]["seeds"]]}
+    for key in ("per_user_mean", "per_user_mean_beam50"):
+        doc[key] = {m: (np.tensordot(n, [d[key][m] for d in parts], 1) / n.sum())
+                    .round(6).tolist() for m in parts[0][key]}
+    if "per_user_mean_cold" in parts[0]:
+        doc["per_user_mean_cold"] = avg("per_user_mean_cold")
+    doc["merged_from_parts"] = [d["benchmark"]["command"] for d in parts]
+    return doc
+
+
+def summarize(dataset: str, tag: str | None = None) -> dict[str, Any]:
+    """Merge the per-variant files: means, intervals, paired tests against TIGER.
+
+    Files ``tiger-next-<variant>.<part>.json`` (runs of one variant on different seeds) are
+    merged into the variant first. Without a ``tiger`` run only the cold study is summarised
+    (its own no-fusion decoding is the baseline there)."""
+    folder = _folder(dataset, tag)
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for p in sorted(folder.glob("tiger-next-*.json")):
+        grouped.setdefault(p.stem.removeprefix("tiger-next-").split(".")[0], []).append(
+            json.loads(p.read_text()))
+    docs = {name: _merge_parts(parts) for name, parts in grouped.items()}
+    if "tiger" not in docs and "cold" not in docs:
         raise SystemExit(f"no tiger-next-tiger.json in {folder}: run --variants tiger first")
-    base = docs["tiger"]
+    base = docs.get("tiger", docs.get("cold"))
     out: dict[str, Any] = {"dataset": dataset, "variants": {}}
     for name, d in docs.items():
         if name == "cold":
@@ -281,7 +320,8 @@ def markdown(s: dict[str, Any]) -> str:
     """The BENCHMARKS.md tables of a summary."""
     lines = [("| variant | R@10 (95% CI) | N@10 (95% CI) | R@10 beam 50 | N@10 beam 50 | "
               "invalid (beam 20/50) | fit s | train s to best | best epochs | Δ R@10 vs TIGER "
-              "(Wilcoxon p) |"), "|---|---|---|---|---|---|---|---|---|---|"]
+              "(Wilcoxon p) |"), "|---|---|---|---|---|---|---|---|---|---|"] \
+        if s["variants"] else []
     for name, v in s["variants"].items():
         t, ci = v["test"], v["test_ci95"]
         pv = v.get("paired_vs_tiger", {}).get("beam20/recall@10")
@@ -323,6 +363,13 @@ def main() -> None:
     ap.add_argument("--cold-weights", type=float, nargs="*", default=[0.01, 0.03, 0.1, 0.3])
     ap.add_argument("--cold-fraction", type=float, default=0.1,
                     help="protocol.split.cold_items of the cold run")
+    ap.add_argument("--cold-levels", type=int, nargs="*",
+                    help="prefix lengths tried by the cold run (default: every level)")
+    ap.add_argument("--tag", help="keep the results in benchmarks/results/<dataset>/<tag>/ "
+                                  "(a recipe other than the dataset's paper-shape one)")
+    ap.add_argument("--part", help="name this run's files tiger-next-<variant>.<part>.json: "
+                                   "runs of one variant on disjoint seeds (--set protocol.seed=..)"
+                                   " side by side, merged by --summarize")
     ap.add_argument("--summarize", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -330,19 +377,20 @@ def main() -> None:
     cfg = cfg.model_copy(update={"seeds": args.seeds})
     if len(cfg.models) != 1 or cfg.models[0].kind != "tiger":
         raise SystemExit("the config must list exactly one model, of kind tiger")
-    folder = ROOT / "benchmarks" / "results" / cfg.dataset.name
+    folder = _folder(cfg.dataset.name, args.tag)
     if args.summarize:
-        s = summarize(cfg.dataset.name)
+        s = summarize(cfg.dataset.name, args.tag)
         atomic_write_text(folder / "tiger-next.json", json.dumps(s, indent=2))
         print(markdown(s))
         return
     for name in args.variants:
         if name not in VARIANT_NAMES and name != "cold":
             raise SystemExit(f"unknown variant {name!r}: choose from {VARIANT_NAMES}, cold")
-        doc = run_variant(name, cfg, args.cold_weights, args.cold_fraction)
+        doc = run_variant(name, cfg, args.cold_weights, args.cold_fraction, args.cold_levels)
         folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / f"tiger-next-{name}.json", json.dumps(doc, indent=2))
-        print(f"written: {folder / f'tiger-next-{name}.json'}")
+        dest = folder / f"tiger-next-{name}{'.' + args.part if args.part else ''}.json"
+        atomic_write_text(dest, json.dumps(doc, indent=2))
+        print(f"written: {dest}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from genrec.semantic_ids import RQKMeansConfig, SemanticIDs, SemanticIDsConfig
+from genrec.semantic_ids import (
+    DENSE_MAX_ENTRIES,
+    PrefixTrie,
+    RQKMeansConfig,
+    SemanticIDs,
+    SemanticIDsConfig,
+    beam_search,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "synthetic" / "tokenize-scale.json"
@@ -64,8 +71,43 @@ def text_like_vectors(n: int, seed: int) -> np.ndarray:
     return out
 
 
-def child(n: int, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
-    """Tokenise ``n`` items in this process; the measurement row."""
+LAYOUT_LIMITS = {"auto": DENSE_MAX_ENTRIES, "sparse": 0, "dense": 1 << 62}
+"""``PrefixTrie.from_codes(dense_max_entries=...)`` per decode layout: the default, every
+table as sorted edges, every table dense (the layout before sparse levels existed)."""
+
+
+def decode_cost(stage: SemanticIDs, layout: str, users: int, beam: int, seed: int
+                ) -> dict[str, Any]:
+    """Build the trie under ``layout`` and decode one batch of ``users`` with a history ban
+    of 10 random items each; seconds, trie size, process peak RSS after."""
+    t0 = time.process_time()
+    trie = PrefixTrie.from_codes(stage.codes_, stage.vocab_sizes_,
+                                 dense_max_entries=LAYOUT_LIMITS[layout])
+    build = time.process_time() - t0
+    gen = torch.Generator().manual_seed(seed)
+    tables = [torch.log_softmax(torch.randn(users, 1, v, generator=gen), -1)
+              for v in trie.vocab_sizes]
+    n = len(stage.codes_)
+    banned = torch.zeros(users, n, dtype=torch.bool)
+    banned[torch.arange(users).repeat_interleave(10),
+           torch.randint(0, n, (users * 10,), generator=gen)] = True
+    t0 = time.process_time()
+    res = beam_search(lambda p: tables[p.shape[-1]].expand(-1, p.shape[1], -1), trie, users,
+                      beam, banned=banned)
+    return {"layout": trie.layout, "trie_mb": round(trie.nbytes / 2**20, 1),
+            "build_cpu_seconds": round(build, 2),
+            "decode_cpu_seconds": round(time.process_time() - t0, 2),
+            "items_returned": int((res.items >= 0).sum()),
+            "banned_returned": int(banned.gather(1, res.items.clamp(min=0))[
+                res.items >= 0].sum()),
+            "peak_rss_mb_after": round(
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def child(n: int, seed: int, cfg: dict[str, Any], decode_users: int = 0,
+          layouts: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Tokenise ``n`` items in this process (then decode one batch per trie layout); the
+    measurement row."""
     torch.set_num_threads(int(os.environ.get("GENREC_THREADS", "1")))
     vectors = text_like_vectors(n, seed)
     stage = SemanticIDs(SemanticIDsConfig(tokenizer=RQKMeansConfig(**cfg)))
@@ -77,8 +119,11 @@ def child(n: int, seed: int, cfg: dict[str, Any]) -> dict[str, Any]:
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
             "vectors_mb": round(vectors.nbytes / 2**20, 1),
             "dedup_level_size": stage.vocab_sizes_[-1],
+            "trie_layout": stage.trie_.layout, "trie_mb": round(stage.trie_.nbytes / 2**20, 1),
             "codes_unique_before_dedup": len(np.unique(stage.raw_codes_, axis=0)),
-            "health": h, "load_average_1m": round(os.getloadavg()[0], 2)}
+            "health": h, "load_average_1m": round(os.getloadavg()[0], 2),
+            "decode": {lay: decode_cost(stage, lay, decode_users, 20, seed)
+                       for lay in layouts} if decode_users else None}
 
 
 def exponent(rows: list[dict[str, Any]], key: str) -> float | None:
@@ -100,19 +145,26 @@ def main() -> None:
     ap.add_argument("--n-iter", type=int, default=50)
     ap.add_argument("--max-train-points", type=int, default=65_536,
                     help="RQKMeansConfig.max_train_points (0: fit on every item)")
+    ap.add_argument("--decode-users", type=int, default=0,
+                    help="also decode one batch of this many users (beam 20, 10 banned items "
+                         "each) per --layouts entry, after tokenising")
+    ap.add_argument("--layouts", nargs="+", default=["sparse", "auto"],
+                    choices=sorted(LAYOUT_LIMITS), help="trie layouts to decode with, in order")
     ap.add_argument("--results", type=Path, default=RESULTS)
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     cfg = {"n_levels": args.levels, "codebook_size": args.codebook_size, "n_iter": args.n_iter,
            "max_train_points": args.max_train_points or None}
     if args.child is not None:
-        print("ROW " + json.dumps(child(args.child, args.seed, cfg)), flush=True)
+        print("ROW " + json.dumps(child(args.child, args.seed, cfg, args.decode_users,
+                                        tuple(args.layouts))), flush=True)
         return
     rows: list[dict[str, Any]] = []
     for n in sorted(args.sizes):
         cmd = [sys.executable, __file__, "--child", str(n), "--seed", str(args.seed),
                "--levels", str(args.levels), "--codebook-size", str(args.codebook_size),
-               "--n-iter", str(args.n_iter), "--max-train-points", str(args.max_train_points)]
+               "--n-iter", str(args.n_iter), "--max-train-points", str(args.max_train_points),
+               "--decode-users", str(args.decode_users), "--layouts", *args.layouts]
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         line = [x for x in proc.stdout.splitlines() if x.startswith("ROW ")]

@@ -50,6 +50,9 @@ def main() -> None:
                     help="instead: run these tuned recipes together (one split, same seeds) "
                          "and keep their paired tests in tuned-compare.json")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--skip-seeds", action="store_true",
+                    help="tune and write the recipe only; a later --compare of the recipes "
+                         "runs the seeds once for all of them and fills in each tuned JSON")
     ap.add_argument("--name", help="output file stem (default tuned-<model>)")
     ap.add_argument("--recipe", help="also write the chosen recipe to this config path")
     ap.add_argument("--note", default="", help="how the run was made (load, concurrency)")
@@ -60,7 +63,7 @@ def main() -> None:
         print(table(args.dataset))
         return
     if args.compare:
-        compare(args.dataset, args.compare, args.seeds, args.note)
+        compare(args.dataset, args.compare, args.seeds, args.note, args.name or "tuned-compare")
         return
     if not args.space:
         ap.error("give --space (or --table or --compare)")
@@ -71,9 +74,16 @@ def main() -> None:
     sets = [f"dataset.name={args.dataset}", *args.sets]
     _genrec("tune", args.space, "--output", str(out), "--quiet", *[f"--set={s}" for s in sets])
     tuned = json.loads((out / "results.json").read_text())
-    _genrec("run", str(out / "best.yaml"), "--output", str(out / "seeds"), "--quiet",
-            f"--set=seeds={args.seeds}", "--set=save_models=false", "--set=checkpoints=false")
-    seeded = json.loads((out / "seeds" / "results.json").read_text())
+    if args.skip_seeds:
+        # The seeds come later from --compare (one run of every recipe on the same seeds,
+        # which also gives the paired tests); until then the study stands alone.
+        seeded = {"protocol": tuned["protocol"], "protocol_text": tuned["protocol_text"],
+                  "dataset": tuned["dataset"], "results": [], "environment": tuned["environment"]}
+    else:
+        _genrec("run", str(out / "best.yaml"), "--output", str(out / "seeds"), "--quiet",
+                f"--set=seeds={args.seeds}", "--set=save_models=false",
+                "--set=checkpoints=false")
+        seeded = json.loads((out / "seeds" / "results.json").read_text())
 
     t = tuned["tuning"]
     study = {k: t[k] for k in ("metric", "sampler", "seed", "pruner", "workers",
@@ -126,6 +136,10 @@ def main() -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, header + yaml.safe_dump(recipe, sort_keys=False))
 
+    if args.skip_seeds:
+        print(f"{model} on {args.dataset}: {t['n_trials']} trials ({t['n_pruned']} pruned) in "
+              f"{t['wall_seconds']:.0f}s; best valid {t['best_valid']:.4f} -> {dest}")
+        return
     r = seeded["results"][0]
     print(f"{model} on {args.dataset}: {t['n_trials']} trials ({t['n_pruned']} pruned) in "
           f"{t['wall_seconds']:.0f}s; {args.seeds} seeds: test ndcg@10 "
@@ -133,16 +147,19 @@ def main() -> None:
           f"{r['test']['recall@10']:.4f} -> {dest}")
 
 
-def compare(dataset: str, recipes: list[str], seeds: int, note: str) -> None:
+def compare(dataset: str, recipes: list[str], seeds: int, note: str,
+            name: str = "tuned-compare") -> None:
     """Run the models of ``recipes`` (same data and protocol) in one ``genrec run`` with
-    ``seeds`` seeds: the paired tests between them on the same test users and seeds."""
+    ``seeds`` seeds: the paired tests between them on the same test users and seeds, kept in
+    ``<name>.json``. Deterministic models (EASE, ItemKNN) give the same per-user metrics in
+    every run, so two compare runs that share one of them are paired through it."""
     cfgs = [yaml.safe_load((ROOT / r).read_text()) for r in recipes]
     merged = {k: v for k, v in cfgs[0].items() if k != "tune"}
     for c in cfgs[1:]:
         if (c["dataset"], c["protocol"]) != (merged["dataset"], merged["protocol"]):
             raise SystemExit("--compare: the recipes differ in dataset or protocol")
     merged["models"] = [c["models"][0] for c in cfgs]
-    out = ROOT / "runs" / "tuned" / dataset / "compare"
+    out = ROOT / "runs" / "tuned" / dataset / name
     merged |= {"output": str(out), "seeds": seeds, "save_models": False, "checkpoints": False}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "recipes.yaml", yaml.safe_dump(merged, sort_keys=False))
@@ -150,11 +167,22 @@ def compare(dataset: str, recipes: list[str], seeds: int, note: str) -> None:
     results = json.loads((out / "results.json").read_text())
     results["benchmark"] = {
         "command": " ".join(["python benchmarks/tuned.py --dataset", dataset, "--seeds",
-                             str(seeds), "--compare", *recipes]),
+                             str(seeds), "--name", name, "--compare", *recipes]),
         "note": note, "cpus": os.cpu_count(), "processor": platform.machine(),
         "load_average_at_end": os.getloadavg()}
-    dest = ROOT / "benchmarks" / "results" / dataset / "tuned-compare.json"
+    dest = ROOT / "benchmarks" / "results" / dataset / f"{name}.json"
     atomic_write_text(dest, json.dumps(results, indent=2) + "\n")
+    # A study tuned with --skip-seeds gets its seeded results from this run (the same
+    # recipe, split and seeds a per-model run would use).
+    for row in results["results"]:
+        tuned_json = dest.with_name(f"tuned-{row['model']}.json")
+        if tuned_json.exists():
+            doc = json.loads(tuned_json.read_text())
+            if not doc["results"]:
+                doc["results"] = [row]
+                doc["environment"] = results["environment"]
+                doc["benchmark"]["seeds_from"] = str(dest.relative_to(ROOT))
+                atomic_write_text(tuned_json, json.dumps(doc, indent=2) + "\n")
     print(f"paired tests of {len(cfgs)} tuned recipes on {dataset} -> {dest}")
 
 
@@ -162,7 +190,7 @@ def table(dataset: str) -> str:
     """Markdown rows of every ``tuned-*.json`` of ``dataset``, best test NDCG@10 first."""
     docs = [json.loads(p.read_text()) for p in
             sorted((ROOT / "benchmarks" / "results" / dataset).glob("tuned-*.json"))
-            if p.stem != "tuned-compare"]
+            if not p.stem.startswith("tuned-compare")]
     docs.sort(key=lambda d: -d["results"][0]["test"]["ndcg@10"])
     lines = [("| model | chosen on valid | trials (pruned) | study min | best valid N@10 | "
              "seeds | R@10 mean ± std [95% t-interval] | N@10 mean ± std [95% t-interval] | "

@@ -13,9 +13,10 @@ from genrec.runs.tuning import _check_space
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SPACES = sorted((CONFIGS / "tune").glob("*.yaml"))
 TUNED = sorted(CONFIGS.glob("tune-*.yaml")) + SPACES + sorted(
-    p for p in CONFIGS.glob("*/*.yaml") if "tune:" in p.read_text())
+    p for p in CONFIGS.rglob("*.yaml")
+    if p.parent not in (CONFIGS, CONFIGS / "tune") and "tune:" in p.read_text())
 """Search configs: configs/tune/<model>.yaml, configs/tune-*.yaml, and the recipes that keep
-the search they came from (a ``tune:`` section)."""
+the search they came from (a ``tune:`` section), e.g. configs/amazon-beauty/tuned/*.yaml."""
 
 UNTUNED = {"pop": "no setting to tune",
            "tiger": "its accuracy hinges on the semantic-ID tokenizer, whose space is open",

@@ -1,4 +1,5 @@
-"""The prefix trie and beam search against brute force on a fixed toy distribution."""
+"""The prefix trie and beam search against brute force on a fixed toy distribution, with
+every level dense, every level sparse (edges only) and a mix: the layouts agree."""
 
 from __future__ import annotations
 
@@ -18,6 +19,17 @@ CATALOGUE = Catalogue(pl.DataFrame({"item": list(range(5))}), 5)
 
 CODES = np.array([[0, 1, 0], [0, 1, 1], [0, 2, 0], [2, 0, 0], [2, 2, 0]])  # 5 items
 SIZES = [3, 3, 2]
+LAYOUTS = {"dense": 1 << 24, "sparse": 0, "mixed": 3}
+"""``dense_max_entries`` per layout ("mixed": only the root's 1 x 3 table is dense)."""
+
+
+@pytest.fixture(params=list(LAYOUTS))
+def make_trie(request: pytest.FixtureRequest):
+    """``PrefixTrie.from_codes`` under one storage layout."""
+    def make(codes: np.ndarray = CODES, sizes: list[int] | None = SIZES) -> PrefixTrie:
+        return PrefixTrie.from_codes(codes, sizes, dense_max_entries=LAYOUTS[request.param])
+    make.layout = request.param
+    return make
 
 
 def toy_log_probs(batch: int, seed: int = 0):
@@ -39,10 +51,14 @@ def toy_log_probs(batch: int, seed: int = 0):
     return log_probs, exact
 
 
-def test_trie_tables_masks_and_lookup() -> None:
-    trie = PrefixTrie.from_codes(CODES, SIZES)
+def test_trie_tables_masks_and_lookup(make_trie) -> None:
+    trie = make_trie()
     assert trie.n_levels == 3 and trie.vocab_sizes == SIZES
-    assert [t.shape[0] for t in trie.children] == [1, 2, 4]       # root; prefixes 0, 2; 4 pairs
+    assert trie.layout == {"dense": ["dense"] * 3, "sparse": ["sparse"] * 3,
+                           "mixed": ["dense", "sparse", "sparse"]}[make_trie.layout]
+    assert [trie.n_nodes(lv) for lv in range(3)] == [1, 2, 4]   # root; prefixes 0, 2; 4 pairs
+    np.testing.assert_array_equal(trie.child_table(1, torch.tensor([0, 1])).numpy(),
+                                  [[-1, 0, 1], [2, -1, 3]])      # 0-1, 0-2 | 2-0, 2-2
     root = torch.zeros(1, dtype=torch.long)
     np.testing.assert_array_equal(trie.allowed(0, root).numpy(), [[True, False, True]])
     node = trie.advance(0, root, torch.tensor([0]))
@@ -55,16 +71,16 @@ def test_trie_tables_masks_and_lookup() -> None:
     np.testing.assert_array_equal(all_items.numpy(), np.arange(5))
 
 
-def test_trie_rejects_duplicate_and_out_of_range_codes() -> None:
+def test_trie_rejects_duplicate_and_out_of_range_codes(make_trie) -> None:
     with pytest.raises(ValueError, match="deduplicate"):
-        PrefixTrie.from_codes(np.array([[0, 1], [0, 1]]))
+        make_trie(np.array([[0, 1], [0, 1]]), None)
     with pytest.raises(ValueError, match="outside"):
-        PrefixTrie.from_codes(np.array([[0, 3]]), [2, 2])
+        make_trie(np.array([[0, 3]]), [2, 2])
 
 
 @pytest.mark.parametrize("beam", [1, 2, 3, 5, 8])
-def test_constrained_beam_returns_items_with_exact_scores(beam: int) -> None:
-    trie = PrefixTrie.from_codes(CODES, SIZES)
+def test_constrained_beam_returns_items_with_exact_scores(beam: int, make_trie) -> None:
+    trie = make_trie()
     log_probs, exact = toy_log_probs(batch=4)
     res = beam_search(log_probs, trie, 4, beam)
     assert res.items.shape == res.scores.shape == (4, beam)
@@ -79,8 +95,8 @@ def test_constrained_beam_returns_items_with_exact_scores(beam: int) -> None:
                                       exact_all.argsort(1, descending=True).numpy())
 
 
-def test_unconstrained_beam_is_exhaustive_over_all_codes() -> None:
-    trie = PrefixTrie.from_codes(CODES, SIZES)
+def test_unconstrained_beam_is_exhaustive_over_all_codes(make_trie) -> None:
+    trie = make_trie()
     log_probs, exact = toy_log_probs(batch=3, seed=1)
     n_codes = 3 * 3 * 2
     res = beam_search(log_probs, trie, 3, n_codes, constrained=False)
@@ -94,8 +110,8 @@ def test_unconstrained_beam_is_exhaustive_over_all_codes() -> None:
     torch.testing.assert_close(top, best)
 
 
-def test_banned_items_are_never_generated() -> None:
-    trie = PrefixTrie.from_codes(CODES, SIZES)
+def test_banned_items_are_never_generated(make_trie) -> None:
+    trie = make_trie()
     log_probs, _ = toy_log_probs(batch=2)
     banned = torch.zeros(2, 5, dtype=torch.bool)
     banned[0, [0, 3]] = True
@@ -107,12 +123,12 @@ def test_banned_items_are_never_generated() -> None:
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_banned_prefixes_do_not_eat_the_beam(seed: int) -> None:
+def test_banned_prefixes_do_not_eat_the_beam(seed: int, make_trie) -> None:
     """A narrow beam still fills with allowed items when whole subtrees are banned: with
     beam 2 and items 0, 1 (the only ones under prefix 0-1) banned, the search must not
     spend its beams on prefix 0-1 and then come back empty."""
-    trie = PrefixTrie.from_codes(CODES, SIZES)
-    log_probs, exact = toy_log_probs(batch=3, seed=seed)
+    trie = make_trie()
+    log_probs, _ = toy_log_probs(batch=3, seed=seed)
     banned = torch.zeros(3, 5, dtype=torch.bool)
     banned[:, [0, 1]] = True
     res = beam_search(log_probs, trie, 3, 2, banned=banned)
@@ -123,3 +139,45 @@ def test_banned_prefixes_do_not_eat_the_beam(seed: int) -> None:
     assert (full.items[:, :3] >= 0).all() and (full.items[:, 3:] == -1).all()
     np.testing.assert_array_equal(trie.open_nodes(1, banned.nonzero(as_tuple=True), 3)[0].numpy(),
                                   [False, True, True, True])  # depth-2 nodes 0-1, 0-2, 2-0, 2-2
+    every = torch.arange(4).expand(3, 4)
+    np.testing.assert_array_equal(trie.open_children(1, banned.nonzero(as_tuple=True),
+                                                     every).numpy(),
+                                  [[False, True, True, True]] * 3)
+
+
+def test_dense_and_sparse_layouts_decode_alike_on_a_real_sized_trie() -> None:
+    """2,000 items, 3 levels of 16 codes + a dedup code: the same beams, scores and items
+    from dense tables and from edges only, with and without a history ban."""
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 16, size=(2000, 3))
+    _, inv = np.unique(base, axis=0, return_inverse=True)
+    order = np.argsort(inv.reshape(-1), kind="stable")
+    dedup = np.empty(len(base), dtype=np.int64)
+    counts = np.bincount(inv.reshape(-1))
+    dedup[order] = np.arange(len(base)) - np.repeat(np.cumsum(counts) - counts, counts)
+    codes = np.column_stack([base, dedup])
+    sizes = [16, 16, 16, int(dedup.max()) + 1]
+    dense = PrefixTrie.from_codes(codes, sizes)
+    sparse = PrefixTrie.from_codes(codes, sizes, dense_max_entries=0)
+    assert dense.layout == ["dense"] * 4 and sparse.layout == ["sparse"] * 4
+    assert sparse.nbytes < dense.nbytes                           # edges only vs 4 tables
+    gen = torch.Generator().manual_seed(1)
+    weights = [torch.randn(8, 16 if t < 3 else sizes[3], generator=gen) for t in range(4)]
+
+    def log_probs(prefix: torch.Tensor) -> torch.Tensor:
+        t = prefix.shape[-1]
+        mix = prefix.sum(-1, keepdim=True).float() if t else 0.0
+        return torch.log_softmax(weights[t][:, None, :] + 0.1 * mix, -1).expand(
+            prefix.shape[0], prefix.shape[1], -1)
+
+    banned = torch.from_numpy(rng.random((8, 2000)) < 0.3)
+    for ban in (None, banned):
+        a = beam_search(log_probs, dense, 8, 20, banned=ban)
+        b = beam_search(log_probs, sparse, 8, 20, banned=ban)
+        torch.testing.assert_close(a.scores, b.scores)
+        np.testing.assert_array_equal(a.items.numpy(), b.items.numpy())
+        assert (a.items >= 0).all()
+        if ban is not None:
+            assert not ban.gather(1, a.items).any()
+    np.testing.assert_array_equal(sparse.lookup(torch.from_numpy(codes)).numpy(),
+                                  np.arange(2000))

@@ -13,7 +13,7 @@ as ``semantic_ids.safetensors`` + ``semantic_ids.json``. Item vectors are the ca
 from genrec.semantic_ids._base import NotFittedError, Tokenizer, TokenizerConfig, residual_quantize
 from genrec.semantic_ids.cold import ColdPrefixes, fuse_cold
 from genrec.semantic_ids.collaborative import collaborative_item_vectors
-from genrec.semantic_ids.decoding import BeamResult, PrefixTrie, beam_search
+from genrec.semantic_ids.decoding import DENSE_MAX_ENTRIES, BeamResult, PrefixTrie, beam_search
 from genrec.semantic_ids.ids import CodebookHealth, codebook_health, deduplicate
 from genrec.semantic_ids.letter import LETTERConfig, LETTERTokenizer, balance_loss
 from genrec.semantic_ids.multi import identifier_groups, stack_codes
@@ -23,6 +23,7 @@ from genrec.semantic_ids.stage import SemanticIDs, SemanticIDsConfig
 from genrec.semantic_ids.tokenizers import TOKENIZERS, AnyTokenizerConfig, build_tokenizer
 
 __all__ = [
+    "DENSE_MAX_ENTRIES",
     "TOKENIZERS",
     "AnyTokenizerConfig",
     "BeamResult",

@@ -1,0 +1,196 @@
+"""Why the collaborative-filtering models trail EASE: evidence on one split.
+
+Two measurements on the tuned recipes of a dataset (``configs/<dataset>/tuned/*.yaml``, one
+split, the recipes' protocol, seed 42):
+
+1. **Where the gap is**: every recipe is fitted with the glue (``fit_and_evaluate``) and its
+   per-user test Recall@10 / NDCG@10 is broken down by the target item's training popularity,
+   by the user's history length, and by whether the target was ever consumed together with
+   the user's *last* item by another training user (the item-to-item signal EASE's weight
+   matrix holds directly).
+2. **Is it the rank?** EASE's item-item matrix ``B`` is replaced by its best rank-``r``
+   approximation (``torch.svd_lowrank``; ``U_r S_r V_rᵀ``), which is a factor model of width
+   ``r`` scored exactly as EASE is, and evaluated for several ``r``: if rank 64-256 (the CF
+   models' widths) already loses most of EASE's lead, the CF models' deficit is a capacity
+   limit of low-rank scoring on this data, not a training failure.
+
+Usage::
+
+    GENREC_DATA_DIR=../shared/datasets GENREC_THREADS=2 python benchmarks/cf_gap.py \\
+        --dataset amazon-beauty --ranks 32 64 128 256 512 1024 2048
+
+Writes ``benchmarks/results/<dataset>/cf-gap.json`` and prints the Markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from genrec._io import atomic_write_text
+from genrec.config import load_config
+from genrec.evaluation.evaluator import evaluate
+from genrec.runs.experiment import environment, fit_and_evaluate, prepare
+
+METRICS = ("recall@10", "ndcg@10")
+POP_EDGES = (0, 5, 20, 50)          # target's training count: <=5, 6-20, 21-50, >50
+LEN_EDGES = (0, 4, 8)               # history length: <=4, 5-8, >8
+
+
+def _groups(data: Any) -> dict[str, dict[str, np.ndarray]]:
+    """Boolean user masks of the test set, by target popularity, history length and
+    co-occurrence of the target with the last history item in training."""
+    ts = data.test_set
+    h = ts.histories
+    target = ts.target_items[ts.target_indptr[:-1]]
+    last = h.items[h.indptr[1:] - 1]
+    counts = data.split.train.item_counts()
+    pop = counts[target]
+    lengths = h.lengths
+    train = data.split.train
+    x = sp.csr_matrix((np.ones(len(train.users), dtype=np.float32),
+                       (train.users, train.items)),
+                      shape=(int(train.users.max()) + 1, h.n_items))
+    x.data[:] = 1.0
+    co = (x.T @ x).tocsr()
+    together = np.asarray(co[last, target]).ravel() > 0
+
+    def bucket(values: np.ndarray, edges: tuple[int, ...], unit: str) -> dict[str, np.ndarray]:
+        out = {}
+        for i, (lo, hi) in enumerate(zip(edges, (*edges[1:], None), strict=True)):
+            if hi is None:
+                out[f"{unit} >{lo}"] = values > lo
+            else:  # the first bucket includes 0 (a target never seen in training)
+                out[f"{unit} {0 if i == 0 else lo + 1}-{hi}"] = \
+                    ((values > lo) | (i == 0)) & (values <= hi)
+        return out
+
+    return {"target popularity": bucket(pop, POP_EDGES, "count"),
+            "history length": bucket(lengths, LEN_EDGES, "len"),
+            "target co-consumed with last item": {"yes": together, "no": ~together}}
+
+
+def _breakdown(per_user: dict[str, np.ndarray], groups: dict[str, dict[str, np.ndarray]]
+               ) -> dict[str, Any]:
+    return {g: {b: {"users": int(m.sum()),
+                    **{k: round(float(per_user[k][m].mean()), 6) if m.any() else None
+                       for k in METRICS}}
+                for b, m in masks.items()} for g, masks in groups.items()}
+
+
+def main() -> None:
+    """Fit the tuned recipes, break their test metrics down, then EASE at several ranks."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--models", nargs="+", default=["ease", "bprmf", "lightgcn", "simplex"])
+    ap.add_argument("--ranks", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
+    ap.add_argument("--recipe-dir", help="where the recipes are (default configs/<dataset>/tuned)")
+    ap.add_argument("--note", default="")
+    ap.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    args = ap.parse_args()
+    folder = ROOT / (args.recipe_dir or f"configs/{args.dataset}/tuned")
+    recipes = {m: folder / f"{m}.yaml" for m in args.models}
+    cfgs = {m: load_config(p, ["seeds=1", "save_models=false", "checkpoints=false",
+                               f"output=runs/cf-gap/{args.dataset}"])
+            for m, p in recipes.items()}
+    first = cfgs[args.models[0]]
+    data = prepare(first)
+    groups = _groups(data)
+    doc: dict[str, Any] = {"dataset": args.dataset, "protocol_text": first.protocol.describe(),
+                           "recipes": {m: str(p.relative_to(ROOT)) for m, p in recipes.items()},
+                           "groups_users": {g: {b: int(m.sum()) for b, m in ms.items()}
+                                            for g, ms in groups.items()},
+                           "models": {}, "ease_rank": []}
+    ease = None
+    for name, cfg in cfgs.items():
+        if (cfg.dataset, cfg.protocol) != (first.dataset, first.protocol):
+            raise SystemExit(f"{recipes[name]}: another dataset or protocol than the others")
+        model, row, test = fit_and_evaluate(cfg.models[0], data, cfg)
+        doc["models"][name] = {"fit_seconds": row["fit_seconds"], "valid": row["valid"],
+                               "test": {k: row["test"][k] for k in METRICS},
+                               "by_group": _breakdown(test.per_user, groups)}
+        print(f"{name}: test {row['test']['recall@10']:.4f} / {row['test']['ndcg@10']:.4f}",
+              flush=True)
+        if name == "ease":
+            ease = model
+    if ease is not None:
+        b = ease.weights_.float()
+        kw = {"batch_size": first.eval_batch_size}
+        for r in sorted(args.ranks):
+            if r >= b.shape[0]:
+                continue
+            t0 = time.process_time()
+            u, s, v = torch.svd_lowrank(b, q=r, niter=4)
+            low = copy.copy(ease)
+            low.weights_ = ((u * s) @ v.T).contiguous()
+            svd_s = time.process_time() - t0
+            valid = evaluate(low, data.valid_set, first.protocol.with_valid_metric(), **kw)
+            test = evaluate(low, data.test_set, first.protocol, **kw)
+            rel = float(torch.linalg.matrix_norm(b - low.weights_) / torch.linalg.matrix_norm(b))
+            doc["ease_rank"].append({
+                "rank": r, "svd_cpu_seconds": round(svd_s, 1),
+                "relative_frobenius_error": round(rel, 4),
+                "valid_ndcg@10": round(valid.summary()["ndcg@10"], 6),
+                "test": {k: round(test.summary()[k], 6) for k in METRICS},
+                "by_group": _breakdown(test.per_user, groups)})
+            print(f"EASE rank {r}: test {doc['ease_rank'][-1]['test']}", flush=True)
+    doc["benchmark"] = {"command": " ".join(["python benchmarks/cf_gap.py", *sys.argv[1:]]),
+                        "note": args.note, "cpus": os.cpu_count(),
+                        "processor": platform.machine(), "load_average_at_end": os.getloadavg(),
+                        "environment": environment(first.threads)}
+    dest = ROOT / "benchmarks" / "results" / args.dataset / "cf-gap.json"
+    if args.dry_run:
+        print(markdown(doc))
+        return
+    atomic_write_text(dest, json.dumps(doc, indent=2) + "\n")
+    print(markdown(doc))
+    print(f"-> {dest}")
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    """The two BENCHMARKS.md tables: test Recall@10 by user group, and EASE by rank."""
+    models = doc["models"]
+    head = "| group | users | " + " | ".join(models) + " |"
+    lines = [head, "|---" * (2 + len(models)) + "|"]
+    lines.append("| all | " + str(sum(doc["groups_users"]["history length"].values())) + " | "
+                 + " | ".join(f"{m['test']['recall@10']:.4f}" for m in models.values()) + " |")
+    for g, bs in doc["groups_users"].items():
+        for b, n in bs.items():
+            cells = [models[m]["by_group"][g][b]["recall@10"] for m in models]
+            lines.append(f"| {g}: {b} | {n} | " + " | ".join(
+                "–" if c is None else f"{c:.4f}" for c in cells) + " |")
+    if doc["ease_rank"]:
+        lines += ["", ("| EASE rank | rel. error of B | valid N@10 | test R@10 | test N@10 | "
+                      "R@10, target co-consumed with last item | R@10, not |"),
+                  "|---|---|---|---|---|---|---|"]
+        full = models.get("ease")
+        for e in doc["ease_rank"]:
+            c = e["by_group"]["target co-consumed with last item"]
+            lines.append(f"| {e['rank']} | {e['relative_frobenius_error']:.3f} | "
+                         f"{e['valid_ndcg@10']:.4f} | {e['test']['recall@10']:.4f} | "
+                         f"{e['test']['ndcg@10']:.4f} | {c['yes']['recall@10']:.4f} | "
+                         f"{c['no']['recall@10']:.4f} |")
+        if full:
+            c = full["by_group"]["target co-consumed with last item"]
+            lines.append(f"| full | 0 | {full['valid']['ndcg@10']:.4f} | "
+                         f"{full['test']['recall@10']:.4f} | {full['test']['ndcg@10']:.4f} | "
+                         f"{c['yes']['recall@10']:.4f} | {c['no']['recall@10']:.4f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
