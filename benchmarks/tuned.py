@@ -27,12 +27,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from genrec._io import atomic_write_text
+from genrec.evaluation.stats import t_interval
 
 
 def _genrec(*args: str) -> None:
@@ -56,11 +58,20 @@ def main() -> None:
     ap.add_argument("--name", help="output file stem (default tuned-<model>)")
     ap.add_argument("--recipe", help="also write the chosen recipe to this config path")
     ap.add_argument("--note", default="", help="how the run was made (load, concurrency)")
+    ap.add_argument("--seed-runs", nargs="+", metavar="RESULTS_JSON",
+                    help="instead: fill tuned-<--name>.json's seeded row from separate one-seed "
+                         "`genrec run` results of its recipe (seeds run side by side; no "
+                         "per-user bootstrap or paired tests then)")
     ap.add_argument("--set", dest="sets", action="append", default=[],
                     help="config override for the search, as for genrec tune --set")
     args = ap.parse_args()
     if args.table:
         print(table(args.dataset))
+        return
+    if args.seed_runs:
+        if not args.name:
+            ap.error("--seed-runs needs --name (the tuned JSON's stem, e.g. tuned-lightgcn)")
+        seed_runs(args.dataset, args.name, args.seed_runs)
         return
     if args.compare:
         compare(args.dataset, args.compare, args.seeds, args.note, args.name or "tuned-compare")
@@ -94,6 +105,7 @@ def main() -> None:
                         if k in r} for r in t["trials"]]
     command = " ".join(["python benchmarks/tuned.py", "--space", args.space, "--dataset",
                         args.dataset, "--seeds", str(args.seeds),
+                        *(["--skip-seeds"] if args.skip_seeds else []),
                         *(["--recipe", args.recipe] if args.recipe else []),
                         *[f"--set {s}" for s in args.sets]])
     doc = {"model": model, "study": study, "tuned_single_run": tuned["results"][0],
@@ -186,6 +198,39 @@ def compare(dataset: str, recipes: list[str], seeds: int, note: str,
     print(f"paired tests of {len(cfgs)} tuned recipes on {dataset} -> {dest}")
 
 
+def seed_runs(dataset: str, name: str, paths: list[str]) -> None:
+    """The seeded row of ``<name>.json`` from one-seed runs of its recipe: mean, std and
+    t-interval over the seeds, as ``genrec run --set seeds=N`` computes them."""
+    dest = ROOT / "benchmarks" / "results" / dataset / f"{name}.json"
+    doc = json.loads(dest.read_text())
+    runs = []
+    for path in paths:
+        res = json.loads((ROOT / path).read_text())
+        r = res["results"][0]
+        if r["model"] != doc["model"]:
+            raise SystemExit(f"{path}: a {r['model']} run, not {doc['model']}")
+        runs.append({"seed": res["protocol"]["seed"], "valid": r["valid"], "test": r["test"],
+                     "fit_seconds": r["fit_seconds"], "eval_seconds": r["eval_seconds"]})
+    if len({r["seed"] for r in runs}) != len(runs):
+        raise SystemExit("--seed-runs: two runs share a seed")
+    runs.sort(key=lambda r: r["seed"])
+    metrics = list(runs[0]["test"])
+    doc["results"] = [{
+        "model": doc["model"], "seeds": [r["seed"] for r in runs],
+        "fit_seconds": round(float(np.mean([r["fit_seconds"] for r in runs])), 3),
+        "test": {m: round(float(np.mean([r["test"][m] for r in runs])), 6) for m in metrics},
+        "test_std": {m: round(float(np.std([r["test"][m] for r in runs], ddof=1)), 6)
+                     for m in metrics},
+        "test_ci95": {m: [round(x, 6) for x in t_interval([r["test"][m] for r in runs])]
+                      for m in metrics},
+        "test_bootstrap_ci95": None, "per_seed": runs}]
+    doc["benchmark"]["seeds_from"] = paths
+    atomic_write_text(dest, json.dumps(doc, indent=2) + "\n")
+    r = doc["results"][0]
+    print(f"{doc['model']} on {dataset}: {len(runs)} seeds, test ndcg@10 {r['test']['ndcg@10']:.4f}"
+          f" ± {r['test_std']['ndcg@10']:.4f}, recall@10 {r['test']['recall@10']:.4f} -> {dest}")
+
+
 def table(dataset: str) -> str:
     """Markdown rows of every ``tuned-*.json`` of ``dataset``, best test NDCG@10 first."""
     docs = [json.loads(p.read_text()) for p in
@@ -205,11 +250,12 @@ def table(dataset: str) -> str:
             lo, hi = r["test_ci95"][m]
             return f"{r['test'][m]:.4f} ± {r['test_std'][m]:.4f} [{lo:.4f}, {hi:.4f}]"
 
-        blo, bhi = r["test_bootstrap_ci95"]["ndcg@10"]
+        boot = r.get("test_bootstrap_ci95")
+        blo, bhi = boot["ndcg@10"] if boot else (None, None)
         lines.append(f"| {d['model']} | {chosen} | {st['n_trials']} ({st['n_pruned']}) | "
                      f"{st['wall_seconds'] / 60:.1f} | {st['best_valid']:.4f} | "
                      f"{len(r['seeds'])} | {cell('recall@10')} | {cell('ndcg@10')} | "
-                     f"[{blo:.4f}, {bhi:.4f}] |")
+                     + (f"[{blo:.4f}, {bhi:.4f}] |" if boot else "– (separate seed runs) |"))
     return "\n".join(lines)
 
 
