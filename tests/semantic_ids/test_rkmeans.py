@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from genrec.semantic_ids import NotFittedError, RQKMeansConfig, RQKMeansTokenizer, build_tokenizer
+from genrec.semantic_ids import (
+    NotFittedError,
+    RQKMeansConfig,
+    RQKMeansTokenizer,
+    RQVAEConfig,
+    build_tokenizer,
+)
 from genrec.semantic_ids._kmeans import kmeans
 
 from .conftest import clustered
@@ -94,3 +100,16 @@ def test_rqkmeans_sampled_fit_matches_full_fit_below_the_cap_and_codes_every_ite
     assert same_partition(codes[:, 0], labels)
     # ... and its centres are k-means of a sample, not of all items.
     assert not torch.allclose(sampled.codebooks_[1], full.codebooks_[1])
+
+
+@pytest.mark.parametrize("kind", ["rqkmeans", "rqvae"])
+def test_transform_in_chunks_gives_the_codes_of_one_block(kind: str) -> None:
+    """Coding ``chunk_size`` rows at a time (memory at 1M items) changes no code."""
+    x, _ = clustered(per=50)
+    extra = {"epochs": 3} if kind == "rqvae" else {"n_iter": 10}
+    config = RQVAEConfig if kind == "rqvae" else RQKMeansConfig
+    tok = build_tokenizer(config(n_levels=2, codebook_size=4, **extra)).fit(x)
+    whole = tok.transform(x, chunk_size=len(x))
+    for chunk in (1, 7, 64):
+        np.testing.assert_array_equal(tok.transform(x, chunk_size=chunk), whole)
+    assert tok.transform(x[:0]).shape == (0, 2)

@@ -79,8 +79,13 @@ class Tokenizer(ABC):
     def _latent(self, x: torch.Tensor) -> torch.Tensor:
         """The vectors that the codebooks quantise (identity, or an encoder)."""
 
-    def transform(self, item_emb: np.ndarray | torch.Tensor) -> np.ndarray:
+    def transform(self, item_emb: np.ndarray | torch.Tensor, *,
+                  chunk_size: int = 65_536) -> np.ndarray:
         """Codes ``(n, L)`` int64 of item vectors ``(n, D)`` (no dedup level).
+
+        Items are coded ``chunk_size`` rows at a time (each row's code depends on that row
+        only), so the residuals and reconstructions of a million items never exist at once:
+        coding 1M 384-d items held 8.6 GB at its peak in one block.
 
         Raises:
             NotFittedError: Before ``fit``.
@@ -89,7 +94,10 @@ class Tokenizer(ABC):
             raise NotFittedError(f"{type(self).__name__} is not fitted: call fit() first")
         with torch.no_grad():
             x = torch.as_tensor(np.asarray(item_emb), dtype=torch.float32)
-            codes, _ = residual_quantize(self._latent(x), self.codebooks_)
+            parts = [residual_quantize(self._latent(x[lo : lo + chunk_size]), self.codebooks_)[0]
+                     for lo in range(0, len(x), chunk_size)]
+            codes = torch.cat(parts) if parts else \
+                residual_quantize(self._latent(x), self.codebooks_)[0]
         return codes.numpy()
 
     def fit_transform(self, item_emb: np.ndarray | torch.Tensor) -> np.ndarray:
