@@ -210,19 +210,19 @@ def _merge_parts(parts: list[dict[str, Any]]) -> dict[str, Any]:
         return parts[0]
     n = np.asarray([len(d["per_seed_extra"]) for d in parts], dtype=float)
 
-    def avg(key: str) -> dict[str, Any]:
-        return {w: {m: (np.tensordot(n, [d[key][w][m] for d in parts], 1) / n.sum())
-                    .round(6).tolist() for m in parts[0][key][w]} for w in parts[0][key]}
+    def wmean(arrays: list[list[float]]) -> list[float]:
+        return (np.tensordot(n, arrays, 1) / n.sum()).round(6).tolist()
 
     doc = dict(parts[0])
     doc["per_seed_extra"] = [e for d in parts for e in d["per_seed_extra"]]
     doc["row"] = {"per_seed": [r for d in parts for r in d["row"]["per_seed"]],
                   "seeds": [s for d in parts for s in d["row"]["seeds"]]}
     for key in ("per_user_mean", "per_user_mean_beam50"):
-        doc[key] = {m: (np.tensordot(n, [d[key][m] for d in parts], 1) / n.sum())
-                    .round(6).tolist() for m in parts[0][key]}
+        doc[key] = {m: wmean([d[key][m] for d in parts]) for m in parts[0][key]}
     if "per_user_mean_cold" in parts[0]:
-        doc["per_user_mean_cold"] = avg("per_user_mean_cold")
+        doc["per_user_mean_cold"] = {
+            w: {m: wmean([d["per_user_mean_cold"][w][m] for d in parts]) for m in ms}
+            for w, ms in parts[0]["per_user_mean_cold"].items()}
     doc["merged_from_parts"] = [d["benchmark"]["command"] for d in parts]
     return doc
 
@@ -369,7 +369,9 @@ def main() -> None:
                                   "(a recipe other than the dataset's paper-shape one)")
     ap.add_argument("--part", help="name this run's files tiger-next-<variant>.<part>.json: "
                                    "runs of one variant on disjoint seeds (--set protocol.seed=..)"
-                                   " side by side, merged by --summarize")
+                                   " side by side, merged by --summarize (part files hold per-user"
+                                   " arrays, megabytes on Amazon data: .gitignore keeps them out;"
+                                   " the summary is the committed result)")
     ap.add_argument("--summarize", action="store_true")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

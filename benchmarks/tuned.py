@@ -27,14 +27,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from genrec._io import atomic_write_text
-from genrec.evaluation.stats import t_interval
+from genrec.runs.seeds import seed_row
 
 
 def _genrec(*args: str) -> None:
@@ -214,16 +213,8 @@ def seed_runs(dataset: str, name: str, paths: list[str]) -> None:
     if len({r["seed"] for r in runs}) != len(runs):
         raise SystemExit("--seed-runs: two runs share a seed")
     runs.sort(key=lambda r: r["seed"])
-    metrics = list(runs[0]["test"])
-    doc["results"] = [{
-        "model": doc["model"], "seeds": [r["seed"] for r in runs],
-        "fit_seconds": round(float(np.mean([r["fit_seconds"] for r in runs])), 3),
-        "test": {m: round(float(np.mean([r["test"][m] for r in runs])), 6) for m in metrics},
-        "test_std": {m: round(float(np.std([r["test"][m] for r in runs], ddof=1)), 6)
-                     for m in metrics},
-        "test_ci95": {m: [round(x, 6) for x in t_interval([r["test"][m] for r in runs])]
-                      for m in metrics},
-        "test_bootstrap_ci95": None, "per_seed": runs}]
+    # The glue's aggregation (means, std, t-interval); no per-user bootstrap from here.
+    doc["results"] = [seed_row(doc["model"], runs) | {"test_bootstrap_ci95": None}]
     doc["benchmark"]["seeds_from"] = paths
     atomic_write_text(dest, json.dumps(doc, indent=2) + "\n")
     r = doc["results"][0]

@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # experiment.py calls this module with its fit_and_evaluate
 
 FitAndEvaluate = Callable[..., tuple[Any, dict[str, Any], EvalResult]]
 
-__all__ = ["SIGNIFICANCE_METRICS", "fit_and_evaluate_seeds", "seed_significance"]
+__all__ = ["SIGNIFICANCE_METRICS", "fit_and_evaluate_seeds", "seed_row", "seed_significance"]
 
 _log = logging.getLogger(__name__)
 
@@ -72,10 +72,24 @@ def fit_and_evaluate_seeds(mcfg: ModelConfig, data: Prepared, cfg: ExperimentCon
         for metric, values in test.per_user.items():
             per_user.setdefault(metric, []).append(values)
     mean_user = {m: np.mean(np.stack(v), axis=0) for m, v in per_user.items()}
+    agg = seed_row(mcfg.kind, runs)
+    boot = {m: bootstrap_ci(mean_user[m], seed=cfg.protocol.seed) for m in agg["test"]}
+    row = {"model": agg.pop("model"), "params": mcfg.model_dump(exclude={"kind"}),
+           **{k: v for k, v in agg.items() if k != "per_seed"},
+           "test_bootstrap_ci95": {m: [round(ci.low, 6), round(ci.high, 6)]
+                                   for m, ci in boot.items()},
+           "per_seed": runs}
+    return row, mean_user
+
+
+def seed_row(model: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The results row of one model from its per-seed records (``seed``, ``valid``, ``test``,
+    ``fit_seconds``, ``eval_seconds``): means, std over the seeds and their t-interval. The
+    per-user bootstrap interval needs the per-user metrics and is added by the caller that has
+    them (:func:`fit_and_evaluate_seeds`)."""
     metrics = list(runs[0]["test"])
-    row: dict[str, Any] = {
-        "model": mcfg.kind,
-        "params": mcfg.model_dump(exclude={"kind"}),
+    return {
+        "model": model,
         "seeds": [r["seed"] for r in runs],
         "fit_seconds": round(float(np.mean([r["fit_seconds"] for r in runs])), 3),
         "eval_seconds": round(float(np.mean([r["eval_seconds"] for r in runs])), 3),
@@ -86,13 +100,8 @@ def fit_and_evaluate_seeds(mcfg: ModelConfig, data: Prepared, cfg: ExperimentCon
                      if len(runs) > 1 else 0.0 for m in metrics},
         "test_ci95": {m: [round(x, 6) for x in t_interval([r["test"][m] for r in runs])]
                       for m in metrics},
-        "test_bootstrap_ci95": {},
         "per_seed": runs,
     }
-    for m in metrics:
-        ci = bootstrap_ci(mean_user[m], seed=cfg.protocol.seed)
-        row["test_bootstrap_ci95"][m] = [round(ci.low, 6), round(ci.high, 6)]
-    return row, mean_user
 
 
 def seed_significance(per_model: dict[str, dict[str, np.ndarray]], cfg: ExperimentConfig
