@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from genrec._io import atomic_write_text
+from genrec.config import apply_overrides
 from genrec.runs.seeds import seed_row
 
 
@@ -120,23 +121,13 @@ def main() -> None:
     atomic_write_text(dest, json.dumps(doc, indent=2) + "\n")
 
     if args.recipe:
-        # The search config as written, with the chosen values set: a short recipe that
-        # keeps the search it came from (its tune section) next to the choice.
-        recipe = yaml.safe_load(Path(args.space).read_text())
-        recipe["dataset"]["name"] = args.dataset
-        for key, value in t["best_params"].items():
-            *path, last = key.split(".")
-            node = recipe
-            for part in path:
-                node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
-            node[last] = value
-        recipe["seeds"] = args.seeds
-        recipe["output"] = f"runs/{args.dataset}/{model}"
+        recipe = recipe_config(Path(args.space), sets, t["best_params"], args.seeds,
+                               f"runs/{args.dataset}/{model}")
         params = ", ".join(f"{k.removeprefix('models.0.')}={v:.4g}" if isinstance(v, float)
                            else f"{k.removeprefix('models.0.')}={v}"
                            for k, v in t["best_params"].items())
         header = (f"# {model} on {args.dataset}: the recipe chosen by `genrec tune {args.space}"
-                  f" --set dataset.name={args.dataset}`\n# (trial {t['best_trial']} of "
+                  f" {' '.join(f'--set {x}' for x in sets)}`\n# (trial {t['best_trial']} of "
                   f"{t['n_trials']}, {t['n_pruned']} pruned, {t['sampler']} sampler, "
                   f"{t['pruner']} pruner, valid {t['metric']}={t['best_valid']:.4f}): "
                   f"{params}.\n# Study and {args.seeds}-seed results: "
@@ -156,6 +147,23 @@ def main() -> None:
           f"{t['wall_seconds']:.0f}s; {args.seeds} seeds: test ndcg@10 "
           f"{r['test']['ndcg@10']:.4f} ± {r['test_std']['ndcg@10']:.4f}, recall@10 "
           f"{r['test']['recall@10']:.4f} -> {dest}")
+
+
+def recipe_config(space: Path, sets: list[str], best_params: dict, seeds: int,
+                  output: str) -> dict:
+    """The search config as written, with the search's ``--set`` overrides (the dataset, and
+    e.g. ``models.0.item_text=init``) and the chosen values applied: a short recipe that keeps
+    the search it came from (its tune section) next to the choice."""
+    recipe = apply_overrides(yaml.safe_load(space.read_text()), sets)
+    for key, value in best_params.items():
+        *path, last = key.split(".")
+        node = recipe
+        for part in path:
+            node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+        node[last] = value
+    recipe["seeds"] = seeds
+    recipe["output"] = output
+    return recipe
 
 
 def compare(dataset: str, recipes: list[str], seeds: int, note: str,

@@ -3,6 +3,8 @@ save/load identity, DSelect-k gate sparsity and config errors."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from genrec.models.ranker import MultiTaskTower, RankerConfig, TwoStage, TwoStag
 from genrec.models.ranking import rank
 from genrec.models.registry import AnyModelConfig, load_model, model_config
 from genrec.runs.experiment import Prepared, fit_context, prepare
+from genrec.training.loop import ResumeMismatchError
 
 FAST_RANKER: dict[str, Any] = {"epochs": 2, "batch_size": 512, "progress": False,
                                "text": "off", "tower": "mmoe"}
@@ -107,6 +110,35 @@ def test_save_load_gives_identical_scores(fitted: Fitted, tmp_path: Path) -> Non
     torch.testing.assert_close(loaded.score(h), m.score(h), rtol=0, atol=0)
     recs, recs_loaded = m.recommend(h, 10), loaded.recommend(h, 10)
     assert np.array_equal(recs.items, recs_loaded.items)
+
+
+def test_ranker_resumes_from_its_checkpoint_and_refuses_another(fitted: Fitted,
+                                                                tmp_path: Path) -> None:
+    """A ranker run stopped after epoch 2 of 3 and resumed ends where an uninterrupted one
+    does (weights and record); a resume under a changed ranker config is refused."""
+    three = {**FAST_RANKER, "epochs": 3, "patience": None}
+    ident = {"experiment": "ranker-resume"}
+    whole = fitted.model.refit_ranker(three, FitContext(seed=7, identity=ident))
+    ctx = FitContext(seed=7, checkpoint_dir=tmp_path, identity=ident)
+    fitted.model.refit_ranker(three, ctx)
+    folder = tmp_path / "ranker"
+    assert json.loads((folder / "latest.json").read_text()) == {"dir": "epoch-0003"}
+    # a crash after epoch 2: the epoch-3 checkpoint never committed
+    shutil.rmtree(folder / "epoch-0003")
+    (folder / "latest.json").write_text(json.dumps({"dir": "epoch-0002"}))
+    resumed = fitted.model.refit_ranker(three, FitContext(seed=7, checkpoint_dir=tmp_path,
+                                                          resume=True, identity=ident))
+    assert [r["epoch"] for r in resumed.train_result_.history] == [1, 2, 3]
+    assert [r["loss"] for r in resumed.train_result_.history] == pytest.approx(
+        [r["loss"] for r in whole.train_result_.history], rel=1e-6)
+    for (k, a), b in zip(whole.net_.state_dict().items(), resumed.net_.state_dict().values(),
+                         strict=True):
+        torch.testing.assert_close(b, a, msg=k)
+    assert not any(p.name.endswith(".pt") or p.name.endswith(".pkl")
+                   for p in folder.rglob("*"))
+    with pytest.raises(ResumeMismatchError, match=r"ranker\.lr"):
+        fitted.model.refit_ranker({**three, "lr": 0.5}, FitContext(
+            seed=7, checkpoint_dir=tmp_path, resume=True, identity=ident))
 
 
 def test_dselect_k_gates_select_at_most_k_experts(fitted: Fitted) -> None:

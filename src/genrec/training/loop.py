@@ -44,9 +44,8 @@ from torch.utils.data import Dataset as TorchDataset
 
 from genrec.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 
-__all__ = ["BENIGN_KEYS", "ResumeMismatchError", "TrainConfig", "TrainResult", "identity_diff",
-           "is_main_process",
-           "train"]
+__all__ = ["BENIGN_KEYS", "ResumeMismatchError", "TrainConfig", "TrainResult", "check_identity",
+           "identity_diff", "is_main_process", "resume_checkpoint", "train"]
 
 _log = logging.getLogger(__name__)
 
@@ -136,7 +135,12 @@ def identity_diff(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
             if k not in a or k not in b or not _same(a[k], b[k])]
 
 
-def _check_identity(ckpt: Checkpoint, identity: dict[str, Any], ckpt_dir: Path) -> None:
+def check_identity(ckpt: Checkpoint, identity: dict[str, Any], ckpt_dir: Path) -> None:
+    """Refuse to resume ``ckpt`` under another experiment ``identity``.
+
+    Raises:
+        ResumeMismatchError: Naming the keys that differ.
+    """
     if "identity" not in ckpt.meta:
         _log.warning("checkpoint in %s records no experiment identity (written by an older "
                      "genrec): resuming without checking that it belongs to this run", ckpt_dir)
@@ -147,6 +151,24 @@ def _check_identity(ckpt: Checkpoint, identity: dict[str, Any], ckpt_dir: Path) 
             f"refusing to resume {ckpt_dir}: it belongs to another experiment ("
             + "; ".join(diff[:8]) + (f"; and {len(diff) - 8} more" if len(diff) > 8 else "")
             + "). Resume with the original settings, or use a new output folder.")
+
+
+def resume_checkpoint(ckpt_dir: Path | None, resume: bool, identity: dict[str, Any] | None
+                      ) -> tuple[Checkpoint | None, dict[str, Any]]:
+    """The checkpoint a training loop continues from (None: start afresh) and ``identity`` as
+    checkpoints store it (JSON values). Every loop that writes checkpoints starts here.
+
+    Raises:
+        ResumeMismatchError: If the checkpoint was written under another identity.
+        CheckpointError: If checkpoints exist but none can be read.
+    """
+    if ckpt_dir is None:  # nothing is written or read: the identity is not needed as JSON
+        return None, identity or {}
+    identity = _as_json(identity or {})
+    ckpt = load_checkpoint(ckpt_dir) if resume and ckpt_dir is not None else None
+    if ckpt is not None:
+        check_identity(ckpt, identity, ckpt_dir)
+    return ckpt, identity
 
 
 @dataclass
@@ -351,7 +373,7 @@ def _device(kind: str) -> torch.device:
         if not torch.cuda.is_available():
             raise ValueError("device: cuda was asked for, but no CUDA device is available "
                              "(torch.cuda.is_available() is False); use device: auto or cpu")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     return torch.device("cpu")
 
 
@@ -428,15 +450,8 @@ def train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig, *,
     if len(data[0]) == 0:
         raise ValueError("train: no training rows")
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
-    identity = identity or {}
     # Read and check the checkpoint first: a refused resume changes no global state.
-    ckpt = None
-    if resume and ckpt_dir is not None:
-        ckpt = load_checkpoint(ckpt_dir)
-        if ckpt is not None:
-            _check_identity(ckpt, identity, ckpt_dir)
-    if ckpt_dir is not None:
-        identity = _as_json(identity)  # as the checkpoints store it
+    ckpt, identity = resume_checkpoint(ckpt_dir, resume, identity)
 
     # -- processes and device ------------------------------------------------------------
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -6,6 +6,9 @@ the multi-task loss with the DSelect-k regulariser and, for the stability study,
 guard: a non-finite loss restores the last good state (weights and optimizer, saved after
 every finite epoch), skips the batch and is counted; a loss above ``spike_factor`` times its
 running mean is counted as a spike. Both counts go into every epoch's training record.
+Like :func:`genrec.training.train` it writes a checkpoint after every epoch when given a
+folder (weights, optimizer, RNG, counters; safetensors + JSON) and resumes from it, refusing
+a checkpoint of another experiment.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -26,8 +30,9 @@ from torch import nn
 
 from genrec.models.ranker.towers import MultiTaskTower
 from genrec.text import ItemTextConfig
+from genrec.training.checkpoint import Checkpoint, save_checkpoint
 from genrec.training.clippy import Clippy
-from genrec.training.loop import TrainResult
+from genrec.training.loop import TrainResult, resume_checkpoint
 
 __all__ = ["HEADS", "RankerConfig", "RankerData", "RankerNet", "head_metrics", "train_ranker"]
 
@@ -269,30 +274,59 @@ def _finite(net: nn.Module) -> bool:
 
 
 def train_ranker(net: RankerNet, data: RankerData, cfg: RankerConfig, *,
-                 validate: Callable[[], float] | None, seed: int, valid_metric: str
+                 validate: Callable[[], float] | None, seed: int, valid_metric: str,
+                 checkpoint_dir: str | Path | None = None, resume: bool = False,
+                 identity: dict[str, Any] | None = None
                  ) -> tuple[TrainResult, dict[str, Any]]:
     """Train ``net`` on ``data``; keep the best validated weights (the last good ones without
     ``validate``).
 
+    Args:
+        checkpoint_dir: Folder for a checkpoint after every epoch; None writes none.
+        resume: Continue from the newest readable checkpoint in ``checkpoint_dir`` (a run
+            that had finished trains no further and returns its recorded result).
+        identity: JSON-able description of the experiment stored in every checkpoint;
+            resuming under another is refused.
+
     Returns:
         The per-epoch record (loss, lr, seconds, ``nan_restarts``, ``loss_spikes``, metric)
         and the totals ``{"nan_restarts", "loss_spikes", "diverged"}``.
+
+    Raises:
+        ResumeMismatchError: If the checkpoint to resume belongs to another experiment.
     """
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else None
+    ckpt, identity = resume_checkpoint(ckpt_dir, resume, identity)
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     opt = _optimizer(net, cfg)
     result = TrainResult()
-    good = (copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()))
     best: dict[str, torch.Tensor] | None = None
-    bad_evals, restarts, spikes, diverged = 0, 0, 0, False
+    start, bad_evals, restarts, spikes, diverged = 0, 0, 0, 0, False
     ema: float | None = None
+    if ckpt is not None:
+        net.load_state_dict(ckpt.model)
+        opt.load_state_dict(ckpt.optimizer)
+        gen.set_state(ckpt.rng["ranker_shuffle"])
+        torch.set_rng_state(ckpt.rng["torch_cpu"])
+        m = ckpt.meta
+        start, bad_evals, restarts, spikes, diverged, ema = (
+            m["epoch"], m["bad_evals"], m["nan_restarts"], m["loss_spikes"], m["diverged"],
+            m["ema"])
+        result = TrainResult(m["history"], m["best_epoch"], m["best_metric"], m["stopped_early"])
+        best = ckpt.best
+        _log.info("ranker: resumed from %s after epoch %d", ckpt_dir, start)
+    good = (copy.deepcopy(net.state_dict()), copy.deepcopy(opt.state_dict()))
     weights = dict(cfg.loss_weights)
     n_steps = -(-len(data) // cfg.batch_size)
     columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("{task.fields[info]}")]
     with Progress(*columns, disable=not cfg.progress) as progress:
-        task = progress.add_task("ranker", total=cfg.epochs * n_steps, info="")
-        for epoch in range(cfg.epochs):
+        task = progress.add_task("ranker", total=cfg.epochs * n_steps,
+                                 completed=start * n_steps, info="")
+        for epoch in range(start, cfg.epochs):
+            if diverged or result.stopped_early:  # a resumed run that had already ended
+                break
             t0 = time.perf_counter()
             net.train()
             ep_restarts = ep_spikes = 0
@@ -356,6 +390,15 @@ def train_ranker(net: RankerNet, data: RankerData, cfg: RankerConfig, *,
             _log.info("ranker epoch %d/%d: loss %.4f%s, %d NaN restarts, %d spikes, %.1fs",
                       epoch + 1, cfg.epochs, record["loss"], shown, ep_restarts, ep_spikes,
                       record["seconds"])
+            if ckpt_dir is not None:
+                save_checkpoint(ckpt_dir, Checkpoint(
+                    net.state_dict(), opt.state_dict(),
+                    {"ranker_shuffle": gen.get_state(), "torch_cpu": torch.get_rng_state()},
+                    {"epoch": epoch + 1, "bad_evals": bad_evals, "nan_restarts": restarts,
+                     "loss_spikes": spikes, "diverged": diverged, "ema": ema,
+                     "best_epoch": result.best_epoch, "best_metric": result.best_metric,
+                     "stopped_early": result.stopped_early, "history": result.history,
+                     "identity": identity}, best))
             if diverged:
                 _log.warning("ranker training diverged: %d non-finite losses (max_restarts "
                              "%d); keeping the last good weights", restarts, cfg.max_restarts)

@@ -245,11 +245,14 @@ class TwoStage(Recommender[TwoStageConfig]):
             metric = "-interaction_logloss (held-out pairs)"
         else:
             validate, metric = None, ""  # type: ignore[assignment]
+        ckpt = Path(ctx.checkpoint_dir) / "ranker" if ctx.checkpoint_dir is not None else None
         self._cache = {}
         try:
             self.train_result_, self.stability_ = train_ranker(
                 self.net_, train_pairs, rcfg, validate=validate, seed=ctx.seed,
-                valid_metric=metric)
+                valid_metric=metric, checkpoint_dir=ckpt, resume=ctx.resume,
+                # the ranker's own config too: refit_ranker trains another ranker in one run
+                identity={**ctx.identity, "ranker": rcfg.model_dump(mode="json")})
         finally:
             self._cache = None
         self.ranker_metrics_ = head_metrics(self.net_, held)
