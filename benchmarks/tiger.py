@@ -39,6 +39,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from genrec._io import atomic_write_text
 from genrec.config import ExperimentConfig, load_config
 from genrec.evaluation.catalogue import Catalogue
 from genrec.evaluation.evaluator import evaluate
@@ -76,13 +77,16 @@ def main() -> None:
     ap.add_argument("--summarize", type=Path, nargs="+", default=None, metavar="JSON",
                     help="combine results files of one recipe over seeds into --out "
                          "(mean, std and a 95%% t-interval per test metric)")
+    ap.add_argument("--paired-with", type=Path, default=None, metavar="SUMMARY_JSON",
+                    help="with --summarize: a paired t-test over the seeds both summaries "
+                         "share, against another recipe's summary (e.g. the TIGER CPU recipe)")
     ap.add_argument("--decode-repeats", type=int, default=3,
                     help="interleaved timing repeats of each decoding variant (medians)")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     if args.summarize:
-        summarize(args.summarize, args.out or args.config)
+        summarize(args.summarize, args.out or args.config, args.paired_with)
         return
     cfg = load_config(args.config, args.overrides)
     if len(cfg.models) != 1 or cfg.models[0].kind != "tiger":
@@ -154,6 +158,12 @@ def main() -> None:
           f"{hallucination:.2%}")
     print(f"beam vs exact on {len(parity_set)} users: recall@10 {r_beam:.4f} vs {r_exact:.4f}, "
           f"ndcg@10 {beam_m['ndcg@10']:.4f} vs {exact_m['ndcg@10']:.4f}")
+    if paired_with is not None:
+        pw = doc["paired_with"]
+        print(f"\npaired t over seeds {pw['seeds']} against {pw['model']} ({paired_with}):")
+        for m, r in pw["metrics"].items():
+            print(f"  {m}: {r['mean']:.4f} vs {r['other_mean']:.4f}, diff {r['diff']:+.4f}, "
+                  f"p = {r['p_paired_t']:.3f}")
     print(f"\nwritten: {out}")
 
 
@@ -244,9 +254,31 @@ def decode_only(cfg: ExperimentConfig, args: argparse.Namespace) -> None:
           f"{decoding['constrained_invalid_items']} invalid items\nwritten: {out}")
 
 
-def summarize(files: list[Path], out: Path) -> None:
+def paired_over_seeds(doc: dict[str, Any], other: dict[str, Any],
+                      metrics: tuple[str, ...] = ("recall@10", "ndcg@10", "recall@20",
+                                                  "ndcg@20")) -> dict[str, Any]:
+    """Paired t-test over the seeds two seed summaries share: per metric the mean difference
+    ``doc - other`` and its two-sided p-value (one test value per seed on each side)."""
+    seeds = [r["seed"] for r in doc["runs"]]
+    o_seeds = [r["seed"] for r in other["runs"]]
+    shared = [s for s in seeds if s in o_seeds]
+    if len(shared) < 2:
+        raise SystemExit(f"--paired-with: the summaries share seeds {shared}; need 2 or more")
+    out: dict[str, Any] = {"model": other["model"], "seeds": shared, "metrics": {}}
+    for m in metrics:
+        a = np.array([doc["test"][m]["values"][seeds.index(s)] for s in shared])
+        b = np.array([other["test"][m]["values"][o_seeds.index(s)] for s in shared])
+        p = float(stats.ttest_rel(a, b).pvalue) if np.any(a != b) else 1.0
+        out["metrics"][m] = {"mean": round(float(a.mean()), 6),
+                             "other_mean": round(float(b.mean()), 6),
+                             "diff": round(float((a - b).mean()), 6), "p_paired_t": round(p, 4)}
+    return out
+
+
+def summarize(files: list[Path], out: Path, paired_with: Path | None = None) -> None:
     """Seed summary of several runs of one recipe: per test metric the mean, the sample std
-    and a 95% t-interval over the seeds, plus each run's seed, epochs and times."""
+    and a 95% t-interval over the seeds, plus each run's seed, epochs and times; with
+    ``paired_with``, a paired t-test over the shared seeds against that summary."""
     docs = [json.loads(Path(f).read_text()) for f in files]
     if len({d["protocol_text"].rsplit("seed=", 1)[0] for d in docs}) != 1:
         raise SystemExit("the runs differ in protocol (beyond the seed)")
@@ -270,14 +302,23 @@ def summarize(files: list[Path], out: Path) -> None:
     doc = {"protocol_text": docs[0]["protocol_text"], "dataset": docs[0]["dataset"]["name"],
            "model": rows[0]["model"], "seeds": len(rows), "test": metrics, "runs": runs,
            "command": " ".join(["python benchmarks/tiger.py", *sys.argv[1:]])}
+    if paired_with is not None:
+        doc["paired_with"] = {"file": str(paired_with), **paired_over_seeds(
+            doc, json.loads(Path(paired_with).read_text()))}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(doc, indent=2))
+    atomic_write_text(out, json.dumps(doc, indent=2))
     print(f"# {doc['model']} on {doc['dataset']}, {len(rows)} seeds ({doc['protocol_text']})\n")
     print("| metric | mean | std | 95% CI |\n|---|---|---|---|")
     for m in ("recall@5", "recall@10", "ndcg@5", "ndcg@10"):
         r = metrics[m]
         print(f"| {m} | {r['mean']:.4f} | {r['std'] if r['std'] is not None else float('nan'):.4f} | "
               f"{r['ci95'][0]:.4f}–{r['ci95'][1]:.4f} |")
+    if paired_with is not None:
+        pw = doc["paired_with"]
+        print(f"\npaired t over seeds {pw['seeds']} against {pw['model']} ({paired_with}):")
+        for m, r in pw["metrics"].items():
+            print(f"  {m}: {r['mean']:.4f} vs {r['other_mean']:.4f}, diff {r['diff']:+.4f}, "
+                  f"p = {r['p_paired_t']:.3f}")
     print(f"\nwritten: {out}")
 
 
