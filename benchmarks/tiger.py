@@ -158,12 +158,6 @@ def main() -> None:
           f"{hallucination:.2%}")
     print(f"beam vs exact on {len(parity_set)} users: recall@10 {r_beam:.4f} vs {r_exact:.4f}, "
           f"ndcg@10 {beam_m['ndcg@10']:.4f} vs {exact_m['ndcg@10']:.4f}")
-    if paired_with is not None:
-        pw = doc["paired_with"]
-        print(f"\npaired t over seeds {pw['seeds']} against {pw['model']} ({paired_with}):")
-        for m, r in pw["metrics"].items():
-            print(f"  {m}: {r['mean']:.4f} vs {r['other_mean']:.4f}, diff {r['diff']:+.4f}, "
-                  f"p = {r['p_paired_t']:.3f}")
     print(f"\nwritten: {out}")
 
 

@@ -132,10 +132,15 @@ class TwoStage(Recommender[TwoStageConfig]):
         self._fit_stage_one(train, ctx)
         self._fit_ranker(ctx)
 
+    @staticmethod
+    def _checkpoints(ctx: FitContext, name: str) -> Path | None:
+        """The checkpoint folder of one trained part (``name``) of this model, if any."""
+        return Path(ctx.checkpoint_dir) / name if ctx.checkpoint_dir is not None else None
+
     def _retriever_ctx(self, ctx: FitContext, name: str) -> FitContext:
-        ckpt = Path(ctx.checkpoint_dir) / name if ctx.checkpoint_dir is not None else None
         return FitContext(items=ctx.items, validate=ctx.validate, valid_metric=ctx.valid_metric,
-                          seed=ctx.seed, checkpoint_dir=ckpt, resume=ctx.resume,
+                          seed=ctx.seed, checkpoint_dir=self._checkpoints(ctx, name),
+                          resume=ctx.resume,
                           identity=ctx.identity, progress=ctx.progress)
 
     def _fit_stage_one(self, train: Interactions, ctx: FitContext) -> None:
@@ -245,12 +250,12 @@ class TwoStage(Recommender[TwoStageConfig]):
             metric = "-interaction_logloss (held-out pairs)"
         else:
             validate, metric = None, ""  # type: ignore[assignment]
-        ckpt = Path(ctx.checkpoint_dir) / "ranker" if ctx.checkpoint_dir is not None else None
         self._cache = {}
         try:
             self.train_result_, self.stability_ = train_ranker(
                 self.net_, train_pairs, rcfg, validate=validate, seed=ctx.seed,
-                valid_metric=metric, checkpoint_dir=ckpt, resume=ctx.resume,
+                valid_metric=metric, checkpoint_dir=self._checkpoints(ctx, "ranker"),
+                resume=ctx.resume,
                 # the ranker's own config too: refit_ranker trains another ranker in one run
                 identity={**ctx.identity, "ranker": rcfg.model_dump(mode="json")})
         finally:
