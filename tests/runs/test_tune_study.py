@@ -4,6 +4,11 @@ resuming, refusing another search, the time budget and interrupted trials."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
 import time
 from pathlib import Path
 from typing import Any
@@ -140,6 +145,54 @@ def test_the_time_budget_spans_reruns(tmp_path, data_dir, monkeypatch) -> None:
     assert again["trials"] == t["trials"] and again["continued_from"] == t["n_trials"]
     stored = json.loads((tmp_path / "results.json").read_text())["tuning"]
     assert stored["wall_seconds"] >= t["wall_seconds"]
+
+
+def _stored_wall_seconds(journal: Path) -> float:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(journal)))
+    study = optuna.load_study(study_name=STUDY_NAME, storage=storage)
+    return float(study.user_attrs.get("wall_seconds", 0.0))
+
+
+@pytest.mark.slow
+def test_a_killed_run_has_still_spent_its_time(tmp_path, data_dir) -> None:
+    """SIGKILL skips every ``finally``: the spent wall time must already be in the study, so
+    the rerun continues with what is left of ``timeout_minutes``, not a fresh budget."""
+    cfg = _ease(tmp_path, data_dir, n_trials=1000, timeout_minutes=10)
+    (tmp_path / "cfg.json").write_text(cfg.model_dump_json())
+    child = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from genrec.config import ExperimentConfig
+        from genrec.runs import tuning
+        tuning.RECORD_EVERY = 0.2
+        real = tuning._fit_and_validate
+        def slow(*args):
+            time.sleep(0.3)
+            return real(*args)
+        tuning._fit_and_validate = slow
+        tuning.tune(ExperimentConfig.model_validate_json(
+            Path({str(tmp_path / "cfg.json")!r}).read_text()))
+        """)
+    proc = subprocess.Popen([sys.executable, "-c", child], start_new_session=True)
+    journal = tmp_path / "study.journal"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if journal.is_file() and _stored_wall_seconds(journal) >= 2.0:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the tuning process ended before it was killed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    recorded = _stored_wall_seconds(journal)
+    assert recorded >= 2.0
+    # The rerun asks for 1.5 s in all: the killed run has spent more, so nothing new runs.
+    again = tune(_ease(tmp_path, data_dir, n_trials=1000, timeout_minutes=0.025))["tuning"]
+    assert again["continued_from"] >= 3  # the killed run's finished trials are kept
+    assert again["n_trials"] == again["continued_from"] + again["n_interrupted"]
+    assert again["wall_seconds"] >= recorded
 
 
 def test_a_second_tune_on_the_same_study_is_refused(tmp_path, data_dir) -> None:

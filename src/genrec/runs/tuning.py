@@ -21,14 +21,16 @@ stop it early. The test set is evaluated once, for the chosen configuration, by 
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import itertools
 import json
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +72,10 @@ from genrec.runs.tuning_study import (
 __all__ = ["run_worker", "tune"]
 
 _log = logging.getLogger(__name__)
+
+RECORD_EVERY = 30.0
+"""Seconds between two writes of the study's spent wall time while a run goes: a run that is
+killed (SIGTERM, SIGKILL, a lost machine) has still used that much of ``tune.timeout_minutes``."""
 
 _TRIAL_INFO = ("fit_seconds", "epochs_run", "best_epoch", "pruned_at_round", "worker", "error")
 """User attributes of a stored trial copied into its ``results.json`` record."""
@@ -180,8 +186,7 @@ def _run_study(study: optuna.Study, cfg: ExperimentConfig, trial_base: dict[str,
                      "tune.timeout_minutes to continue it", section.timeout_minutes)
         remaining = 0
     shares = worker_share(remaining, section.workers)
-    t0 = time.perf_counter()
-    try:
+    with _recording_wall_time(study, spent) as elapsed:
         if section.workers == 1 and remaining:
             study.sampler = sampler(section, n_before=n_before, worker=0, workers=1)
             _run_trials(study, trial_base, section, data, remaining, time_left, progress,
@@ -204,11 +209,44 @@ def _run_study(study: optuna.Study, cfg: ExperimentConfig, trial_base: dict[str,
                 raise RuntimeError(f"tuning worker(s) failed (exit codes {codes}; {lost} trial"
                                    "(s) interrupted); see the log above. Finished trials are "
                                    "kept: rerun the same command to continue the study.")
-    finally:
-        elapsed = time.perf_counter() - t0
-        study.set_user_attr("wall_seconds", round(spent + elapsed, 3))
+    took = elapsed()
     return {"continued_from": finished, "n_interrupted": interrupted,
-            "run_seconds": round(elapsed, 3), "wall_seconds": round(spent + elapsed, 3)}
+            "run_seconds": round(took, 3), "wall_seconds": round(spent + took, 3)}
+
+
+@contextlib.contextmanager
+def _recording_wall_time(study: optuna.Study, spent: float) -> Iterator[Callable[[], float]]:
+    """Keep ``wall_seconds`` (``spent`` before this run plus this run's time) in the study
+    up to date: every :data:`RECORD_EVERY` seconds from a background thread, and once more
+    on the way out. Yields the seconds this run has taken so far (frozen at the exit), so a
+    run that is killed loses at most one interval of its budget's accounting, and the rerun
+    of the same command does not get a fresh ``tune.timeout_minutes``."""
+    t0 = time.perf_counter()
+    took: list[float] = []
+    stop = threading.Event()
+
+    def elapsed() -> float:
+        return took[0] if took else time.perf_counter() - t0
+
+    def record() -> None:
+        study.set_user_attr("wall_seconds", round(spent + elapsed(), 3))
+
+    def beat() -> None:
+        while not stop.wait(RECORD_EVERY):
+            try:
+                record()
+            except Exception as e:  # a failed write costs accounting, never the study
+                _log.warning("could not record the study's wall time: %s", e)
+
+    thread = threading.Thread(target=beat, name="genrec-tune-wall-clock", daemon=True)
+    thread.start()
+    try:
+        yield elapsed
+    finally:
+        stop.set()
+        thread.join()
+        took.append(time.perf_counter() - t0)
+        record()
 
 
 def run_worker(job: dict[str, Any]) -> None:
