@@ -30,7 +30,6 @@ from genrec._io import atomic_write
 from genrec.data.interactions import Dataset
 from genrec.evaluation.beyond import (
     average_popularity,
-    category_matrix,
     intra_list_diversity,
     long_tail_share,
     novelty,
