@@ -19,7 +19,6 @@ TUNED = sorted(CONFIGS.glob("tune-*.yaml")) + SPACES + sorted(
 the search they came from (a ``tune:`` section), e.g. configs/amazon-beauty/tuned/*.yaml."""
 
 UNTUNED = {"pop": "no setting to tune",
-           "tiger": "its accuracy hinges on the semantic-ID tokenizer, whose space is open",
            "two_stage": "a retriever (tuned with its own space) plus a ranker, whose space is "
                         "open"}
 """Model kinds without a search space in configs/tune/, and why. A new model kind gets a

@@ -16,7 +16,7 @@ from typing import Any
 import optuna
 import pytest
 
-from genrec.config import ExperimentConfig
+from genrec.config import ExperimentConfig, load_config
 from genrec.runs import tuning
 from genrec.runs.tuning import tune
 from genrec.runs.tuning_study import STUDY_NAME, study_lock
@@ -200,3 +200,26 @@ def test_a_second_tune_on_the_same_study_is_refused(tmp_path, data_dir) -> None:
     with study_lock(tmp_path / "study.journal"), \
             pytest.raises(RuntimeError, match="another genrec tune is running"):
         tune(cfg)
+
+
+@pytest.mark.slow
+def test_tiger_tunes_its_tokenizer_and_its_network(tmp_path, data_dir) -> None:
+    """A nested tokenizer key and a network key in one space: each trial re-tokenizes, trains
+    with validation rounds (its curve is recorded) and the best configuration is refitted."""
+    model = {"kind": "tiger", "item_vectors": "text",
+             "text": {"encoder": "hashing:32", "cache": False},
+             "tokenizer": {"kind": "rqkmeans", "n_levels": 2, "codebook_size": 8},
+             "dim": 32, "n_heads": 2, "ff_dim": 64, "n_layers": 1, "max_len": 5,
+             "beam_size": 10, "train": {"epochs": 2, "eval_every": 1, "batch_size": 256,
+                                        "lr": 3e-3, "device": "cpu", "progress": False}}
+    space = {"models.0.tokenizer.codebook_size": {"type": "categorical", "choices": [8, 16]},
+             "models.0.dim": {"type": "categorical", "choices": [32]}}
+    out = tune(_config(tmp_path, data_dir, model, space, sampler="grid", pruner="none"))
+    t = out["tuning"]
+    assert t["n_trials"] == 2 and all(r["state"] == "complete" for r in t["trials"])
+    sizes = sorted(r["params"]["models.0.tokenizer.codebook_size"] for r in t["trials"])
+    assert sizes == [8, 16]
+    assert all(len(r["curve"]) == 2 for r in t["trials"])  # one value per validation round
+    best = load_config(tmp_path / "best.yaml").models[0]
+    assert best.tokenizer.codebook_size == t["best_params"]["models.0.tokenizer.codebook_size"]
+    assert out["results"][0]["model"] == "tiger" and "ndcg@10" in out["results"][0]["test"]
