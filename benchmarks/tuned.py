@@ -37,8 +37,14 @@ from genrec.config import apply_overrides
 from genrec.runs.seeds import seed_row
 
 
+QUIET: list[str] = []
+"""``["--quiet"]`` with ``--quiet``: the genrec commands then log warnings only. By default
+they log every trial, epoch and evaluation (what a study running for hours in the background
+needs in its log)."""
+
+
 def _genrec(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "genrec.cli", *args], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "genrec.cli", *args, *QUIET], check=True, cwd=ROOT)
 
 
 def main() -> None:
@@ -64,7 +70,11 @@ def main() -> None:
                          "per-user bootstrap or paired tests then)")
     ap.add_argument("--set", dest="sets", action="append", default=[],
                     help="config override for the search, as for genrec tune --set")
+    ap.add_argument("--quiet", action="store_true",
+                    help="the genrec commands log warnings only (default: every trial and epoch)")
     args = ap.parse_args()
+    if args.quiet:
+        QUIET.append("--quiet")
     if args.table:
         print(table(args.dataset))
         return
@@ -83,7 +93,7 @@ def main() -> None:
     name = args.name or f"tuned-{model}"
     out = ROOT / "runs" / "tuned" / args.dataset / name
     sets = [f"dataset.name={args.dataset}", *args.sets]
-    _genrec("tune", args.space, "--output", str(out), "--quiet", *[f"--set={s}" for s in sets])
+    _genrec("tune", args.space, "--output", str(out), *[f"--set={s}" for s in sets])
     tuned = json.loads((out / "results.json").read_text())
     if args.skip_seeds:
         # The seeds come later from --compare (one run of every recipe on the same seeds,
@@ -91,7 +101,7 @@ def main() -> None:
         seeded = {"protocol": tuned["protocol"], "protocol_text": tuned["protocol_text"],
                   "dataset": tuned["dataset"], "results": [], "environment": tuned["environment"]}
     else:
-        _genrec("run", str(out / "best.yaml"), "--output", str(out / "seeds"), "--quiet",
+        _genrec("run", str(out / "best.yaml"), "--output", str(out / "seeds"),
                 f"--set=seeds={args.seeds}", "--set=save_models=false",
                 "--set=checkpoints=false")
         seeded = json.loads((out / "seeds" / "results.json").read_text())
@@ -182,7 +192,7 @@ def compare(dataset: str, recipes: list[str], seeds: int, note: str,
     merged |= {"output": str(out), "seeds": seeds, "save_models": False, "checkpoints": False}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "recipes.yaml", yaml.safe_dump(merged, sort_keys=False))
-    _genrec("run", str(out / "recipes.yaml"), "--quiet")
+    _genrec("run", str(out / "recipes.yaml"))
     results = json.loads((out / "results.json").read_text())
     results["benchmark"] = {
         "command": " ".join(["python benchmarks/tuned.py --dataset", dataset, "--seeds",
