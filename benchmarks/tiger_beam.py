@@ -6,8 +6,9 @@ Each ``--variant NAME=RUN[,RUN...]`` names the run folders of one recipe over se
 are reopened, and the full test set is evaluated under the run's own protocol once per
 ``--beams`` width, with nothing else changed. Per variant and width: the test metrics per seed,
 their mean, std and 95% t-interval, the decoding seconds, and paired tests (over the test
-users, on the seed-averaged per-user metrics) between the widths. The first width is checked
-against the run's own ``results.json``: it must reproduce the recorded test metrics.
+users, on the seed-averaged per-user metrics) between the widths. The width the model was
+trained with, when among ``--beams``, is checked against the run's own ``results.json``: it
+must reproduce the recorded test metrics.
 
 Usage::
 
@@ -51,6 +52,7 @@ def evaluate_run(run: Path, beams: list[int]) -> dict[str, Any]:
     row = next(r for r in recorded["results"] if r["model"] == "tiger")
     out: dict[str, Any] = {"run": str(run), "seed": cfg.protocol.seed,
                            "dataset": cfg.dataset.name, "protocol_text": cfg.protocol.describe(),
+                           "protocol": cfg.protocol.model_dump(mode="json", exclude={"seed"}),
                            "trained_beam": model.config.beam_size, "per_beam": {}}
     per_user: dict[int, dict[str, np.ndarray]] = {}
     base = model.config
@@ -113,7 +115,8 @@ def main() -> None:
         if not name or not paths:
             ap.error(f"--variant {spec!r}: give NAME=RUN[,RUN...]")
         runs = [evaluate_run(Path(p), args.beams) for p in paths.split(",")]
-        if len({(r["dataset"], r["protocol_text"].split("; seed=")[0]) for r in runs}) != 1:
+        if any((r["dataset"], r["protocol"]) != (runs[0]["dataset"], runs[0]["protocol"])
+               for r in runs):
             raise SystemExit(f"--variant {name}: its runs differ in dataset or protocol")
         metrics = [m for m in SIGNIFICANCE_METRICS
                    if all(m in r["_per_user"][args.beams[0]] for r in runs)]

@@ -37,14 +37,11 @@ from genrec.config import apply_overrides
 from genrec.runs.seeds import seed_row
 
 
-QUIET: list[str] = []
-"""``["--quiet"]`` with ``--quiet``: the genrec commands then log warnings only. By default
-they log every trial, epoch and evaluation (what a study running for hours in the background
-needs in its log)."""
-
-
-def _genrec(*args: str) -> None:
-    subprocess.run([sys.executable, "-m", "genrec.cli", *args, *QUIET], check=True, cwd=ROOT)
+def _genrec(*args: str, quiet: bool = False) -> None:
+    """Run a genrec command. Without ``quiet`` it logs every trial, epoch and evaluation (what
+    a study running for hours in the background needs in its log); with it, warnings only."""
+    subprocess.run([sys.executable, "-m", "genrec.cli", *args, *(["--quiet"] if quiet else [])],
+                   check=True, cwd=ROOT)
 
 
 def main() -> None:
@@ -73,8 +70,6 @@ def main() -> None:
     ap.add_argument("--quiet", action="store_true",
                     help="the genrec commands log warnings only (default: every trial and epoch)")
     args = ap.parse_args()
-    if args.quiet:
-        QUIET.append("--quiet")
     if args.table:
         print(table(args.dataset))
         return
@@ -84,7 +79,8 @@ def main() -> None:
         seed_runs(args.dataset, args.name, args.seed_runs)
         return
     if args.compare:
-        compare(args.dataset, args.compare, args.seeds, args.note, args.name or "tuned-compare")
+        compare(args.dataset, args.compare, args.seeds, args.note, args.name or "tuned-compare",
+                quiet=args.quiet)
         return
     if not args.space:
         ap.error("give --space (or --table or --compare)")
@@ -93,7 +89,8 @@ def main() -> None:
     name = args.name or f"tuned-{model}"
     out = ROOT / "runs" / "tuned" / args.dataset / name
     sets = [f"dataset.name={args.dataset}", *args.sets]
-    _genrec("tune", args.space, "--output", str(out), *[f"--set={s}" for s in sets])
+    _genrec("tune", args.space, "--output", str(out), *[f"--set={s}" for s in sets],
+            quiet=args.quiet)
     tuned = json.loads((out / "results.json").read_text())
     if args.skip_seeds:
         # The seeds come later from --compare (one run of every recipe on the same seeds,
@@ -103,7 +100,7 @@ def main() -> None:
     else:
         _genrec("run", str(out / "best.yaml"), "--output", str(out / "seeds"),
                 f"--set=seeds={args.seeds}", "--set=save_models=false",
-                "--set=checkpoints=false")
+                "--set=checkpoints=false", quiet=args.quiet)
         seeded = json.loads((out / "seeds" / "results.json").read_text())
 
     t = tuned["tuning"]
@@ -177,7 +174,7 @@ def recipe_config(space: Path, sets: list[str], best_params: dict, seeds: int,
 
 
 def compare(dataset: str, recipes: list[str], seeds: int, note: str,
-            name: str = "tuned-compare") -> None:
+            name: str = "tuned-compare", *, quiet: bool = False) -> None:
     """Run the models of ``recipes`` (same data and protocol) in one ``genrec run`` with
     ``seeds`` seeds: the paired tests between them on the same test users and seeds, kept in
     ``<name>.json``. Deterministic models (EASE, ItemKNN) give the same per-user metrics in
@@ -192,7 +189,7 @@ def compare(dataset: str, recipes: list[str], seeds: int, note: str,
     merged |= {"output": str(out), "seeds": seeds, "save_models": False, "checkpoints": False}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "recipes.yaml", yaml.safe_dump(merged, sort_keys=False))
-    _genrec("run", str(out / "recipes.yaml"))
+    _genrec("run", str(out / "recipes.yaml"), quiet=quiet)
     results = json.loads((out / "results.json").read_text())
     results["benchmark"] = {
         "command": " ".join(["python benchmarks/tuned.py --dataset", dataset, "--seeds",

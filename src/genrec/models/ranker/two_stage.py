@@ -24,6 +24,7 @@ candidates counting as misses.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -138,10 +139,7 @@ class TwoStage(Recommender[TwoStageConfig]):
         return Path(ctx.checkpoint_dir) / name if ctx.checkpoint_dir is not None else None
 
     def _retriever_ctx(self, ctx: FitContext, name: str) -> FitContext:
-        return FitContext(items=ctx.items, validate=ctx.validate, valid_metric=ctx.valid_metric,
-                          seed=ctx.seed, checkpoint_dir=self._checkpoints(ctx, name),
-                          resume=ctx.resume,
-                          identity=ctx.identity, progress=ctx.progress)
+        return dataclasses.replace(ctx, checkpoint_dir=self._checkpoints(ctx, name))
 
     def _fit_stage_one(self, train: Interactions, ctx: FitContext) -> None:
         """Steps 1-3: the held-out retriever, the labelled pairs, the refitted retriever."""
