@@ -116,7 +116,7 @@ def test_text_modes_train_save_and_reload(mode: str, tmp_path) -> None:
 
 
 def test_text_init_keeps_the_geometry_of_the_text_embeddings() -> None:
-    from genrec.models.sasrec import text_init
+    from genrec.models._sequential import text_init
 
     text = torch.randn(50, 32)
     init = text_init(text, 8)

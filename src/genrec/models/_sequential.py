@@ -1,4 +1,5 @@
-"""What SASRec and GRU4Rec share: the next-item training task, its losses, the wrapper.
+"""What the sequential models share: the next-item training task, its losses, the wrapper,
+and item-text initialisation of the item table (``item_text: init``).
 
 A sequential net maps a left-padded item sequence ``(B, L)`` (ids shifted by 1, 0 = padding,
 most recent item last) to hidden states ``(B, L, D)``, and scores item ``i`` at position
@@ -13,21 +14,22 @@ import logging
 import os
 from abc import abstractmethod
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import ClassVar, Literal, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import nn
 
 from genrec.data.interactions import Histories, Interactions
 from genrec.models.base import FitContext, ModelConfig, Recommender
+from genrec.text import ItemTextConfig, item_embeddings
 from genrec.training import losses
 from genrec.training.loop import TrainConfig
 
 __all__ = ["SPARSE_AUTO_MIN_ITEMS", "SequentialConfig", "SequentialNet", "SequentialRecommender",
-           "log_proposal", "next_item_loss", "use_sparse_embeddings"]
+           "log_proposal", "next_item_loss", "text_init", "use_sparse_embeddings"]
 
 _log = logging.getLogger(__name__)
 
@@ -47,6 +49,24 @@ class SequentialConfig(ModelConfig):
     """Negatives per batch for ``sampled_softmax`` (shared by all positions)."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     """Optimisation, early stopping, checkpoints and device."""
+    item_text: Literal["none", "init", "adaptor"] = "none"
+    """How item text is used. ``none``: learned ID embeddings. ``init``: the ID embeddings
+    start from the items' text embeddings (their top ``dim`` principal components, scaled to
+    the usual N(0, 0.02) spread), then train as usual. ``adaptor`` (SASRec only): no ID
+    table, an item's vector is a small MLP over its frozen text embedding, so cold items are
+    ranked from their text. Any setting but none needs item features with text."""
+    text: ItemTextConfig = Field(default_factory=ItemTextConfig)
+    """Item text template, encoder and embedding cache (``item_text`` other than none)."""
+
+    text_modes: ClassVar[tuple[str, ...]] = ("none", "init")
+    """The ``item_text`` settings this model implements."""
+
+    @model_validator(mode="after")
+    def _text_mode(self) -> SequentialConfig:
+        if self.item_text not in self.text_modes:
+            raise ValueError(f"{self.kind}: item_text={self.item_text!r} is not available "
+                             f"(this model has {', '.join(self.text_modes)})")
+        return self
 
 
 SPARSE_AUTO_MIN_ITEMS = 50_000
@@ -184,10 +204,30 @@ class SequentialRecommender(Recommender[C]):
     def _build_net(self, item_counts: np.ndarray | None) -> SequentialNet:
         """A freshly initialised net (``item_counts`` feed the negative sampler)."""
 
+    def _new_net(self, train: Interactions, ctx: FitContext) -> SequentialNet:
+        """A freshly initialised net for ``train``, its item table filled from the item text
+        under ``item_text: init`` (the text embeddings are kept in ``text_emb_``)."""
+        cfg = self.config
+        self.text_emb_: torch.Tensor | None = None
+        if cfg.item_text != "none":
+            if ctx.items is None:
+                raise ValueError(f"item_text={cfg.item_text!r} needs item features: "
+                                 "fit(train, FitContext(items=dataset.items))")
+            self.text_emb_ = torch.from_numpy(item_embeddings(
+                ctx.items, train.n_items, cfg.text,
+                who=f"{type(self).__name__.lower()} (item_text={cfg.item_text})"))
+        torch.manual_seed(ctx.seed)  # initialisation
+        net = self._build_net(train.item_counts())
+        if cfg.item_text == "init":
+            assert self.text_emb_ is not None
+            with torch.no_grad():  # rows 1..I are the items (0: padding; BERT4Rec's mask after)
+                table = net.item_emb.weight
+                table[1 : train.n_items + 1] = text_init(self.text_emb_, table.shape[1])
+        return net
+
     def _fit(self, train: Interactions, ctx: FitContext) -> None:
         cfg = self.config
-        torch.manual_seed(ctx.seed)  # initialisation
-        self.net_ = self._build_net(train.item_counts())
+        self.net_ = self._new_net(train, ctx)
         seq = train.histories().padded(cfg.max_len + 1)                # (U, L + 1)
         inputs, targets = seq[:, :-1], seq[:, 1:]                      # (U, L) each
         keep = (targets > 0).any(dim=1)                                # users with a next item
@@ -238,6 +278,17 @@ class SequentialRecommender(Recommender[C]):
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.net_ = self._build_net(None)
         self.net_.load_state_dict({k.removeprefix("net."): v for k, v in state.items()})
+
+
+def text_init(text: torch.Tensor, dim: int) -> torch.Tensor:
+    """The top ``dim`` principal components of text embeddings ``(I, T)``, scaled to standard
+    deviation 0.02 (the spread of a fresh embedding table): ``(I, dim)``."""
+    x = text.float() - text.float().mean(0)
+    _, _, v = torch.linalg.svd(x, full_matrices=False)                # v: (min(I, T), T)
+    proj = x @ v[:dim].T                                               # (I, <= dim)
+    if proj.shape[1] < dim:  # fewer components than dim: pad with small noise
+        proj = torch.cat([proj, torch.randn(len(x), dim - proj.shape[1]) * proj.std()], 1)
+    return proj * (0.02 / proj.std().clamp(min=1e-12))
 
 
 def log_proposal(item_counts: np.ndarray | None, n_items: int) -> torch.Tensor:

@@ -216,8 +216,7 @@ class BERT4Rec(SequentialRecommender[BERT4RecConfig]):
 
     def _fit(self, train: Interactions, ctx: FitContext) -> None:
         cfg = self.config
-        torch.manual_seed(ctx.seed)  # initialisation
-        self.net_ = self._build_net(train.item_counts())
+        self.net_ = self._new_net(train, ctx)
         seq = train.histories().padded(cfg.max_len)                    # (U, L)
         seq = seq[(seq > 0).any(dim=1)]                                # users with an item
         _log.info("%s: %d training sequences, %d items, %d parameters", type(self).__name__,

@@ -11,7 +11,8 @@ Item text (``item_text``; ``genrec run`` passes the item features through
 
 - ``none``: learned ID embeddings.
 - ``init``: ID embeddings initialised from the items' text embeddings (their top ``dim``
-  principal components, scaled to the usual N(0, 0.02) spread), then trained as usual.
+  principal components, scaled to the usual N(0, 0.02) spread), then trained as usual (shared
+  with every sequential model: :mod:`genrec.models._sequential`).
 - ``adaptor``: no ID embeddings at all: an item's vector is a small MLP over its frozen text
   embedding, so items never seen in training (cold items) are ranked from their text.
 
@@ -25,7 +26,7 @@ rows) updates just those rows; the rest of the network keeps AdamW.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -33,7 +34,6 @@ import torch.nn.functional as F
 from pydantic import Field, model_validator
 from torch import nn
 
-from genrec.data.interactions import Interactions
 from genrec.models._sequential import (
     SequentialConfig,
     SequentialNet,
@@ -42,8 +42,6 @@ from genrec.models._sequential import (
     next_item_loss,
     use_sparse_embeddings,
 )
-from genrec.models.base import FitContext
-from genrec.text import ItemTextConfig, item_embeddings
 
 __all__ = ["SASRecConfig", "SASRecNet", "SASRec"]
 
@@ -63,11 +61,8 @@ class SASRecConfig(SequentialConfig):
     dropout: float = Field(0.3, ge=0, lt=1)
     """Dropout on embeddings, attention weights and block outputs (0.2-0.5 all work on
     Beauty; lower converges in fewer epochs)."""
-    item_text: Literal["none", "init", "adaptor"] = "none"
-    """How item text is used (see the module docstring); ``init`` and ``adaptor`` need item
-    features with text."""
-    text: ItemTextConfig = Field(default_factory=ItemTextConfig)
-    """Item text template, encoder and embedding cache (``item_text`` other than none)."""
+    text_modes: ClassVar[tuple[str, ...]] = ("none", "init", "adaptor")
+    """SASRec also has ``item_text: adaptor`` (see the module docstring)."""
     sparse_embeddings: Literal["auto"] | bool = "auto"
     """Train the item table with sparse gradients and a lazy Adam that updates only the rows a
     step read, so a step costs O(batch) instead of O(items). Needs a sampled loss
@@ -150,7 +145,8 @@ class SASRecNet(SequentialNet):
         loss: Training loss name.
         n_negatives: Sampled-softmax negatives.
         logq: Log-probabilities of the negative sampler, shape ``(I,)``.
-        text: Item text embeddings ``(I, T)`` for ``item_text`` init / adaptor.
+        text: Item text embeddings ``(I, T)`` for ``item_text: adaptor`` (``init`` fills
+            ``item_emb`` after construction, in ``SequentialRecommender._fit``).
         item_text: ``none``, ``init`` or ``adaptor``.
         sparse: Training reads the item table with sparse-gradient lookups (sampled losses
             and an ID table only).
@@ -180,10 +176,7 @@ class SASRecNet(SequentialNet):
         self.loss = loss
         self.n_negatives = n_negatives
         self.register_buffer("logq", logq, persistent=False)
-        self.init_weights()
-        if item_text == "init" and text is not None:  # (None when loading saved weights)
-            with torch.no_grad():
-                self.item_emb.weight[1:] = text_init(text, dim)
+        self.init_weights()  # item_text init: SequentialRecommender._fit fills item_emb
 
     def item_table(self) -> torch.Tensor:
         """Item vectors with the padding row first, ``(I + 1, D)``."""
@@ -231,17 +224,6 @@ class SASRecNet(SequentialNet):
         return hidden[:, -1]
 
 
-def text_init(text: torch.Tensor, dim: int) -> torch.Tensor:
-    """The top ``dim`` principal components of text embeddings ``(I, T)``, scaled to standard
-    deviation 0.02 (the spread of a fresh embedding table): ``(I, dim)``."""
-    x = text.float() - text.float().mean(0)
-    _, _, v = torch.linalg.svd(x, full_matrices=False)                # v: (min(I, T), T)
-    proj = x @ v[:dim].T                                               # (I, <= dim)
-    if proj.shape[1] < dim:  # fewer components than dim: pad with small noise
-        proj = torch.cat([proj, torch.randn(len(x), dim - proj.shape[1]) * proj.std()], 1)
-    return proj * (0.02 / proj.std().clamp(min=1e-12))
-
-
 class SASRec(SequentialRecommender[SASRecConfig]):
     """SASRec recommender: trains :class:`SASRecNet` on each user's next-item sequence.
 
@@ -249,17 +231,6 @@ class SASRec(SequentialRecommender[SASRecConfig]):
     """
 
     config_cls = SASRecConfig
-
-    def _fit(self, train: Interactions, ctx: FitContext) -> None:
-        self.text_emb_ = None
-        if self.config.item_text != "none":
-            if ctx.items is None:
-                raise ValueError(f"item_text={self.config.item_text!r} needs item features: "
-                                 "fit(train, FitContext(items=dataset.items))")
-            self.text_emb_ = torch.from_numpy(item_embeddings(
-                ctx.items, train.n_items, self.config.text,
-                who=f"sasrec (item_text={self.config.item_text})"))
-        super()._fit(train, ctx)
 
     def _load_state(self, state: dict[str, torch.Tensor]) -> None:
         self.text_emb_ = state.get("net.text")  # adaptor: the frozen text table is saved

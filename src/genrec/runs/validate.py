@@ -26,7 +26,7 @@ __all__ = ["format_validation", "text_setting", "validate_data"]
 def text_setting(mcfg: ModelConfig) -> str | None:
     """The setting by which a model config reads item text (``item_text=init``), or None."""
     kind, c = mcfg.kind, mcfg
-    if kind == "sasrec" and getattr(c, "item_text", "none") != "none":
+    if getattr(c, "item_text", "none") != "none":  # sasrec, hstu, gru4rec, bert4rec
         return f"item_text={c.item_text}"  # type: ignore[attr-defined]
     if kind == "tiger" and getattr(c, "item_vectors", None) in ("text", "auto"):
         return f"item_vectors={c.item_vectors}"  # type: ignore[attr-defined]
