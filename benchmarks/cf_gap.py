@@ -14,12 +14,20 @@ split, the recipes' protocol, seed 42):
    models' widths) already loses most of EASE's lead, the CF models' deficit is a capacity
    limit of low-rank scoring on this data, not a training failure.
 
+3. **Does width close it?** (``--width-runs``) The same breakdown for saved ``genrec run``
+   folders of one CF recipe at larger widths (``--set models.0.dim=512``): their models are
+   reloaded, re-evaluated on the run's own split (the recorded test metrics must be
+   reproduced) and set beside EASE truncated to the same rank from ``cf-gap.json``.
+
 Usage::
 
     GENREC_DATA_DIR=../shared/datasets GENREC_THREADS=2 python benchmarks/cf_gap.py \\
         --dataset amazon-beauty --ranks 32 64 128 256 512 1024 2048
+    GENREC_DATA_DIR=../shared/datasets python benchmarks/cf_gap.py --dataset amazon-beauty \\
+        --width-runs runs/bprmf-wide/dim512 runs/bprmf-wide/dim1024
 
-Writes ``benchmarks/results/<dataset>/cf-gap.json`` and prints the Markdown tables.
+Writes ``benchmarks/results/<dataset>/cf-gap.json`` (``cf-width.json`` with ``--width-runs``)
+and prints the Markdown tables.
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from genrec._io import atomic_write_text
 from genrec.config import load_config
 from genrec.evaluation.evaluator import evaluate
-from genrec.runs.experiment import environment, fit_and_evaluate, prepare
+from genrec.models.registry import load_model
+from genrec.runs.experiment import environment, fit_and_evaluate, open_run, prepare
 
 METRICS = ("recall@10", "ndcg@10")
 POP_EDGES = (0, 5, 20, 50)          # target's training count: <=5, 6-20, 21-50, >50
@@ -101,7 +110,17 @@ def main() -> None:
     ap.add_argument("--recipe-dir", help="where the recipes are (default configs/<dataset>/tuned)")
     ap.add_argument("--note", default="")
     ap.add_argument("--dry-run", action="store_true", help="print, write nothing")
+    ap.add_argument("--results-dir", help="where cf-gap.json / cf-width.json go "
+                    "(default benchmarks/results/<dataset>)")
+    ap.add_argument("--width-runs", nargs="+", metavar="RUN",
+                    help="instead: break down these saved genrec run folders of one CF model "
+                         "at other widths, beside EASE at the same rank (cf-width.json)")
     args = ap.parse_args()
+    results = Path(args.results_dir or ROOT / "benchmarks" / "results" / args.dataset)
+    if args.width_runs:
+        width_runs(args.dataset, [Path(r) for r in args.width_runs], args.note, args.dry_run,
+                   results)
+        return
     folder = ROOT / (args.recipe_dir or f"configs/{args.dataset}/tuned")
     recipes = {m: folder / f"{m}.yaml" for m in args.models}
     cfgs = {m: load_config(p, ["seeds=1", "save_models=false", "checkpoints=false",
@@ -111,7 +130,7 @@ def main() -> None:
     data = prepare(first)
     groups = _groups(data)
     doc: dict[str, Any] = {"dataset": args.dataset, "protocol_text": first.protocol.describe(),
-                           "recipes": {m: str(p.relative_to(ROOT)) for m, p in recipes.items()},
+                           "recipes": {m: os.path.relpath(p, ROOT) for m, p in recipes.items()},
                            "groups_users": {g: {b: int(m.sum()) for b, m in ms.items()}
                                             for g, ms in groups.items()},
                            "models": {}, "ease_rank": []}
@@ -152,13 +171,104 @@ def main() -> None:
                         "note": args.note, "cpus": os.cpu_count(),
                         "processor": platform.machine(), "load_average_at_end": os.getloadavg(),
                         "environment": environment(first.threads)}
-    dest = ROOT / "benchmarks" / "results" / args.dataset / "cf-gap.json"
+    dest = results / "cf-gap.json"
     if args.dry_run:
         print(markdown(doc))
         return
     atomic_write_text(dest, json.dumps(doc, indent=2) + "\n")
     print(markdown(doc))
     print(f"-> {dest}")
+
+
+def _f(x: float | None) -> str:
+    """A metric cell: four decimals, or a dash for a group without users."""
+    return "–" if x is None else f"{x:.4f}"
+
+
+REPRODUCE_TOL = 1e-6
+"""Largest difference allowed between a run's recorded test metric and its re-evaluation."""
+
+
+def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results: Path) -> None:
+    """Reload saved runs of one CF model at several widths, break their test metrics down by
+    user group, and set each beside EASE truncated to its rank (from ``results/cf-gap.json``;
+    the table goes to ``results/cf-width.json``)."""
+    gap = json.loads((results / "cf-gap.json").read_text())
+    ease_rank = {e["rank"]: e for e in gap["ease_rank"]}
+    rows = []
+    for run in runs:
+        cfg, data = open_run(run)
+        if cfg.dataset.name != dataset or cfg.protocol.describe() != gap["protocol_text"]:
+            raise SystemExit(f"{run}: not the dataset and protocol of cf-gap.json")
+        recorded = json.loads((run / "results.json").read_text())["results"][0]
+        kind = recorded["model"]
+        model = load_model(run / "models" / kind)
+        test = evaluate(model, data.test_set, cfg.protocol, batch_size=cfg.eval_batch_size)
+        summary = test.summary()
+        for k in METRICS:
+            if abs(round(summary[k], 6) - recorded["test"][k]) > REPRODUCE_TOL:
+                raise SystemExit(f"{run}: re-evaluated {k} {summary[k]:.6f} differs from the "
+                                 f"recorded {recorded['test'][k]}")
+        dim = int(recorded["params"]["dim"])
+        training = recorded.get("training", {})
+        rows.append({"run": str(run), "model": kind, "dim": dim, "seed": cfg.protocol.seed,
+                     "params": recorded["params"], "fit_seconds": recorded["fit_seconds"],
+                     "epochs_run": training.get("epochs_run"),
+                     "best_epoch": training.get("best_epoch"),
+                     "stopped_early": training.get("stopped_early"),
+                     "valid_ndcg@10": recorded["valid"]["ndcg@10"],
+                     "test": {k: round(summary[k], 6) for k in METRICS},
+                     "by_group": _breakdown(test.per_user, _groups(data)),
+                     "ease_same_rank": ease_rank.get(dim)})
+        print(f"{kind} dim {dim}: test {rows[-1]['test']}", flush=True)
+    kind = rows[0]["model"]
+    if kind in gap["models"]:  # the tuned recipe's own width, measured by the gap run
+        recipe = load_config(ROOT / gap["recipes"][kind])  # its width and seed only
+        base = gap["models"][kind]
+        rows.insert(0, {"run": gap["recipes"][kind], "model": kind,
+                        "dim": int(recipe.models[0].dim),  # type: ignore[attr-defined]
+                        "seed": recipe.protocol.seed, "fit_seconds": base["fit_seconds"],
+                        "epochs_run": None, "best_epoch": None,
+                        "valid_ndcg@10": base["valid"]["ndcg@10"], "test": base["test"],
+                        "by_group": base["by_group"],
+                        "ease_same_rank": ease_rank.get(int(recipe.models[0].dim))})  # type: ignore[attr-defined]
+    doc = {"dataset": dataset, "protocol_text": gap["protocol_text"], "runs": rows,
+           "ease_full": gap["models"].get("ease"), "cf_gap_models": {
+               m: {"valid_ndcg@10": v["valid"]["ndcg@10"], "test": v["test"]}
+               for m, v in gap["models"].items()},
+           "benchmark": {"command": " ".join(["python benchmarks/cf_gap.py", *sys.argv[1:]]),
+                         "note": note, "cpus": os.cpu_count(), "processor": platform.machine(),
+                         "environment": environment(1)}}
+    print(width_markdown(doc))
+    if not dry_run:
+        dest = results / "cf-width.json"
+        atomic_write_text(dest, json.dumps(doc, indent=2) + "\n")
+        print(f"-> {dest}")
+
+
+def width_markdown(doc: dict[str, Any]) -> str:
+    """The width table: each run beside EASE truncated to its rank and full EASE."""
+    lines = ["| model | width | epochs (best) | fit s | valid N@10 | test R@10 | test N@10 | "
+             "R@10, target co-consumed with last item | R@10, not | EASE at that rank: R@10 / "
+             "N@10 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["runs"]:
+        c = r["by_group"]["target co-consumed with last item"]
+        e = r["ease_same_rank"]
+        epochs = "–" if r["epochs_run"] is None else f"{r['epochs_run']} ({r['best_epoch']})"
+        lines.append(f"| {r['model']} | {r['dim']} | {epochs} | "
+                     f"{r['fit_seconds']:.0f} | {r['valid_ndcg@10']:.4f} | "
+                     f"{r['test']['recall@10']:.4f} | {r['test']['ndcg@10']:.4f} | "
+                     f"{_f(c['yes']['recall@10'])} | {_f(c['no']['recall@10'])} | "
+                     + (f"{e['test']['recall@10']:.4f} / {e['test']['ndcg@10']:.4f} |" if e
+                        else "– |"))
+    full = doc["ease_full"]
+    if full:
+        c = full["by_group"]["target co-consumed with last item"]
+        lines.append(f"| ease (full) | – | – | {full['fit_seconds']:.0f} | "
+                     f"{full['valid']['ndcg@10']:.4f} | {full['test']['recall@10']:.4f} | "
+                     f"{full['test']['ndcg@10']:.4f} | {_f(c['yes']['recall@10'])} | "
+                     f"{_f(c['no']['recall@10'])} | – |")
+    return "\n".join(lines)
 
 
 def markdown(doc: dict[str, Any]) -> str:
@@ -182,13 +292,13 @@ def markdown(doc: dict[str, Any]) -> str:
             c = e["by_group"]["target co-consumed with last item"]
             lines.append(f"| {e['rank']} | {e['relative_frobenius_error']:.3f} | "
                          f"{e['valid_ndcg@10']:.4f} | {e['test']['recall@10']:.4f} | "
-                         f"{e['test']['ndcg@10']:.4f} | {c['yes']['recall@10']:.4f} | "
-                         f"{c['no']['recall@10']:.4f} |")
+                         f"{e['test']['ndcg@10']:.4f} | {_f(c['yes']['recall@10'])} | "
+                         f"{_f(c['no']['recall@10'])} |")
         if full:
             c = full["by_group"]["target co-consumed with last item"]
             lines.append(f"| full | 0 | {full['valid']['ndcg@10']:.4f} | "
                          f"{full['test']['recall@10']:.4f} | {full['test']['ndcg@10']:.4f} | "
-                         f"{c['yes']['recall@10']:.4f} | {c['no']['recall@10']:.4f} |")
+                         f"{_f(c['yes']['recall@10'])} | {_f(c['no']['recall@10'])} |")
     return "\n".join(lines)
 
 
