@@ -32,9 +32,22 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import hashlib
+
+import numpy as np
+
 from genrec._io import atomic_write_text
 from genrec.config import apply_overrides
+from genrec.evaluation.evaluator import evaluate
+from genrec.evaluation.stats import pairwise_significance, t_interval
+from genrec.models.registry import load_model
+from genrec.runs.experiment import open_run
 from genrec.runs.seeds import seed_row
+
+PAIRED_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
+REPRODUCE_TOL = 1e-6
+"""Largest difference allowed between a run's recorded test metric and its re-evaluation
+(both rounded to 6 decimals)."""
 
 
 def _genrec(*args: str, quiet: bool = False) -> None:
@@ -65,6 +78,12 @@ def main() -> None:
                     help="instead: fill tuned-<--name>.json's seeded row from separate one-seed "
                          "`genrec run` results of its recipe (seeds run side by side; no "
                          "per-user bootstrap or paired tests then)")
+    ap.add_argument("--paired-runs", nargs="+", metavar="LABEL=RUN[,RUN...]",
+                    help="instead: reload the saved models of separate one-seed runs (one "
+                         "comma-separated list of run folders per model), re-evaluate them on "
+                         "their test users (the recorded metrics must reproduce) and keep the "
+                         "paired tests between the models on the seed-averaged per-user metrics "
+                         "in <--name>.json")
     ap.add_argument("--set", dest="sets", action="append", default=[],
                     help="config override for the search, as for genrec tune --set")
     ap.add_argument("--quiet", action="store_true",
@@ -72,6 +91,11 @@ def main() -> None:
     args = ap.parse_args()
     if args.table:
         print(table(args.dataset))
+        return
+    if args.paired_runs:
+        if not args.name:
+            ap.error("--paired-runs needs --name (the output file stem)")
+        paired_runs(args.dataset, args.name, args.paired_runs, args.note)
         return
     if args.seed_runs:
         if not args.name:
@@ -235,6 +259,106 @@ def seed_runs(dataset: str, name: str, paths: list[str]) -> None:
     r = doc["results"][0]
     print(f"{doc['model']} on {dataset}: {len(runs)} seeds, test ndcg@10 {r['test']['ndcg@10']:.4f}"
           f" ± {r['test_std']['ndcg@10']:.4f}, recall@10 {r['test']['recall@10']:.4f} -> {dest}")
+
+
+def _fingerprint(data) -> str:
+    """A hash of the test set: users' histories and targets, in order."""
+    ts = data.test_set
+    h = hashlib.sha256()
+    for a in (ts.histories.users, ts.histories.indptr, ts.histories.items, ts.target_indptr,
+              ts.target_items):
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:16]
+
+
+def rerun_test(run: Path) -> dict:
+    """A saved one-model run re-evaluated on its own test set: the seed, the recorded and
+    re-computed test metrics (they must agree) and the per-user arrays."""
+    cfg, data = open_run(run)
+    recorded = json.loads((run / "results.json").read_text())["results"]
+    if len(recorded) != 1:
+        raise SystemExit(f"{run}: {len(recorded)} models; --paired-runs takes one-model runs")
+    kind = recorded[0]["model"]
+    if not (run / "models" / kind).exists():
+        raise SystemExit(f"{run}: no saved model (models/{kind}); it was run with "
+                         "save_models: false")
+    res = evaluate(load_model(run / "models" / kind), data.test_set, cfg.protocol,
+                   item_popularity=data.split.train.item_counts(),
+                   batch_size=cfg.eval_batch_size)
+    test = {k: round(float(v), 6) for k, v in res.summary().items()}
+    for k in PAIRED_METRICS:
+        if abs(test[k] - recorded[0]["test"][k]) > REPRODUCE_TOL:
+            raise SystemExit(f"{run}: re-evaluated {k} {test[k]} differs from the recorded "
+                             f"{recorded[0]['test'][k]}")
+    return {"run": str(run), "model": kind, "seed": cfg.protocol.seed,
+            "protocol": cfg.protocol.model_dump(mode="json", exclude={"seed"}),
+            "protocol_text": cfg.protocol.describe(), "dataset": cfg.dataset.name,
+            "test_set": _fingerprint(data), "test": {k: test[k] for k in PAIRED_METRICS},
+            "fit_seconds": recorded[0]["fit_seconds"],
+            "_per_user": {k: np.asarray(res.per_user[k], dtype=np.float64)
+                          for k in PAIRED_METRICS}}
+
+
+def paired_runs(dataset: str, name: str, specs: list[str], note: str,
+                dest: Path | None = None) -> dict:
+    """Paired tests between models whose seeds ran as separate ``genrec run``s: every saved
+    model is re-evaluated on the same test users, its per-user metrics averaged over its
+    seeds, and each pair of models tested (t and Wilcoxon, Holm within each metric), as
+    ``--compare`` does for seeds run together. Writes ``benchmarks/results/<dataset>/<name>.json``."""
+    models: dict[str, dict] = {}
+    per_model: dict[str, dict[str, np.ndarray]] = {}
+    first = None
+    for spec in specs:
+        label, eq, paths = spec.partition("=")
+        if not eq or not paths:
+            raise SystemExit(f"--paired-runs {spec!r}: expected LABEL=RUN[,RUN...]")
+        runs = [rerun_test(ROOT / p) for p in paths.split(",")]
+        for r in runs:
+            first = first or r
+            if (r["dataset"], r["protocol"], r["test_set"]) != (
+                    dataset, first["protocol"], first["test_set"]):
+                raise SystemExit(f"{r['run']}: another dataset, protocol or test set than "
+                                 f"{first['run']}")
+        seeds = [r["seed"] for r in runs]
+        if len(set(seeds)) != len(seeds):
+            raise SystemExit(f"--paired-runs {label}: two runs share a seed")
+        per_model[label] = {k: np.mean([r["_per_user"][k] for r in runs], axis=0)
+                            for k in PAIRED_METRICS}
+        models[label] = {
+            "model": runs[0]["model"], "seeds": seeds,
+            "runs": [{k: v for k, v in r.items() if not k.startswith("_") and k not in
+                      ("protocol", "protocol_text", "dataset")} for r in runs],
+            "test": {k: round(float(np.mean([r["test"][k] for r in runs])), 6)
+                     for k in PAIRED_METRICS},
+            "test_ci95": {k: [round(x, 6) for x in t_interval([r["test"][k] for r in runs])]
+                          for k in PAIRED_METRICS}}
+    assert first is not None
+    table = pairwise_significance(per_model, list(PAIRED_METRICS))
+    doc = {"dataset": dataset, "protocol_text": first["protocol_text"],
+           "test_users": int(len(next(iter(per_model.values()))["recall@10"])),
+           "models": models,
+           "significance": [{k: (round(v, 6) if isinstance(v, float) else v)
+                             for k, v in r.items()} for r in table.to_dicts()],
+           "benchmark": {"command": " ".join(["python benchmarks/tuned.py --dataset", dataset,
+                                              "--name", name, "--paired-runs", *specs]),
+                         "note": note, "cpus": os.cpu_count(),
+                         "processor": platform.machine()}}
+    dest = dest or ROOT / "benchmarks" / "results" / dataset / f"{name}.json"
+    atomic_write_text(dest, json.dumps(doc, indent=2) + "\n")
+    print(paired_markdown(doc))
+    print(f"-> {dest}")
+    return doc
+
+
+def paired_markdown(doc: dict) -> str:
+    """The pairs of a ``--paired-runs`` document as a Markdown table."""
+    lines = ["| metric | A | B | mean A | mean B | A − B | t p_holm | Wilcoxon p_holm |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in doc["significance"]:
+        lines.append(f"| {r['metric']} | {r['model_a']} | {r['model_b']} | {r['mean_a']:.4f} | "
+                     f"{r['mean_b']:.4f} | {r['diff']:+.4f} | {r['t_p_holm']:.2g} | "
+                     f"{r['w_p_holm']:.2g} |")
+    return "\n".join(lines)
 
 
 def table(dataset: str) -> str:

@@ -5,8 +5,10 @@ SASRec) and the chosen values, and it validates as a config."""
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
+import pytest
 import yaml
 
 from genrec.config import ExperimentConfig
@@ -34,3 +36,46 @@ def test_recipe_keeps_the_search_overrides_and_the_choice() -> None:
     assert "item_text" not in yaml.safe_load(space.read_text())["models"][0]
     cfg = ExperimentConfig.model_validate(recipe)
     assert cfg.seeds == 3
+
+
+RUN = {"dataset": {"name": "ml-100k", "preprocess": {"min_item_interactions": 50}},
+       "protocol": {"cutoffs": [10, 20]}, "threads": 1}
+BPR = {"kind": "bprmf", "dim": 16, "train": {"epochs": 2, "batch_size": 2048, "lr": 0.01,
+                                            "device": "cpu", "progress": False}}
+
+
+@pytest.mark.slow
+def test_paired_runs_match_seeds_run_together(tmp_path, data_dir, monkeypatch) -> None:
+    """Seeds run as separate processes, reloaded and paired, give the paired tests that
+    ``genrec run`` computes when the same models and seeds run together."""
+    from genrec.runs.experiment import run_experiment
+
+    monkeypatch.setenv("GENREC_DATA_DIR", str(data_dir))
+    runs: dict[str, list[str]] = {"bprmf": [], "ease": []}
+    for seed in (42, 43):
+        for label, m in (("bprmf", BPR), ("ease", {"kind": "ease", "l2": 100.0})):
+            out = tmp_path / f"{label}-{seed}"
+            run_experiment(ExperimentConfig.model_validate(
+                {**RUN, "models": [m], "protocol": {**RUN["protocol"], "seed": seed},
+                 "output": str(out)}))
+            runs[label].append(str(out))
+    together = tmp_path / "together"
+    run_experiment(ExperimentConfig.model_validate(
+        {**RUN, "models": [BPR, {"kind": "ease", "l2": 100.0}], "seeds": 2,
+         "output": str(together)}))
+    expected = json.loads((together / "results.json").read_text())
+    doc = bench.paired_runs("ml-100k", "paired", [f"{k}={','.join(v)}" for k, v in runs.items()],
+                            "", dest=tmp_path / "paired.json")
+    assert doc["models"]["bprmf"]["seeds"] == [42, 43]
+    got = {(r["metric"], r["model_a"], r["model_b"]): r for r in doc["significance"]}
+    for row in expected["significance"]:
+        mine = got[(row["metric"], row["model_a"], row["model_b"])]
+        for k in ("mean_a", "mean_b", "diff", "t_p", "w_p"):
+            assert mine[k] == pytest.approx(row[k], abs=2e-6), (row["metric"], k)
+    means = {r["model"]: r["test"] for r in expected["results"]}
+    assert doc["models"]["bprmf"]["test"]["ndcg@10"] == pytest.approx(
+        means["bprmf"]["ndcg@10"], abs=2e-6)
+    # A run without its saved model, or with another test set, is refused.
+    with pytest.raises(SystemExit, match="re-evaluated|another dataset"):
+        bench.paired_runs("ml-1m", "x", [f"ease={runs['ease'][0]}"], "",
+                          dest=tmp_path / "x.json")
