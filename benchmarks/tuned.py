@@ -365,7 +365,7 @@ def table(dataset: str) -> str:
     """Markdown rows of every ``tuned-*.json`` of ``dataset``, best test NDCG@10 first."""
     docs = [json.loads(p.read_text()) for p in
             sorted((ROOT / "benchmarks" / "results" / dataset).glob("tuned-*.json"))
-            if not p.stem.startswith("tuned-compare")]
+            if not p.stem.startswith(("tuned-compare", "tuned-paired"))]
     docs.sort(key=lambda d: -d["results"][0]["test"]["ndcg@10"])
     lines = [("| model | chosen on valid | trials (pruned) | study min | best valid N@10 | "
              "seeds | R@10 mean ± std [95% t-interval] | N@10 mean ± std [95% t-interval] | "
