@@ -224,14 +224,13 @@ def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results
     kind = rows[0]["model"]
     if kind in gap["models"]:  # the tuned recipe's own width, measured by the gap run
         recipe = load_config(ROOT / gap["recipes"][kind])  # its width and seed only
+        dim = int(recipe.models[0].dim)  # type: ignore[attr-defined]
         base = gap["models"][kind]
-        rows.insert(0, {"run": gap["recipes"][kind], "model": kind,
-                        "dim": int(recipe.models[0].dim),  # type: ignore[attr-defined]
+        rows.insert(0, {"run": gap["recipes"][kind], "model": kind, "dim": dim,
                         "seed": recipe.protocol.seed, "fit_seconds": base["fit_seconds"],
                         "epochs_run": None, "best_epoch": None,
                         "valid_ndcg@10": base["valid"]["ndcg@10"], "test": base["test"],
-                        "by_group": base["by_group"],
-                        "ease_same_rank": ease_rank.get(int(recipe.models[0].dim))})  # type: ignore[attr-defined]
+                        "by_group": base["by_group"], "ease_same_rank": ease_rank.get(dim)})
     doc = {"dataset": dataset, "protocol_text": gap["protocol_text"], "runs": rows,
            "ease_full": gap["models"].get("ease"), "cf_gap_models": {
                m: {"valid_ndcg@10": v["valid"]["ndcg@10"], "test": v["test"]}

@@ -20,6 +20,7 @@ Steps (each a ``genrec`` command, so the benchmark is what a user would run):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -27,14 +28,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-
-import hashlib
-
-import numpy as np
 
 from genrec._io import atomic_write_text
 from genrec.config import apply_overrides

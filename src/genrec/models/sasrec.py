@@ -146,7 +146,7 @@ class SASRecNet(SequentialNet):
         n_negatives: Sampled-softmax negatives.
         logq: Log-probabilities of the negative sampler, shape ``(I,)``.
         text: Item text embeddings ``(I, T)`` for ``item_text: adaptor`` (``init`` fills
-            ``item_emb`` after construction, in ``SequentialRecommender._fit``).
+            ``item_emb`` after construction, in ``SequentialRecommender._new_net``).
         item_text: ``none``, ``init`` or ``adaptor``.
         sparse: Training reads the item table with sparse-gradient lookups (sampled losses
             and an ID table only).
@@ -176,7 +176,7 @@ class SASRecNet(SequentialNet):
         self.loss = loss
         self.n_negatives = n_negatives
         self.register_buffer("logq", logq, persistent=False)
-        self.init_weights()  # item_text init: SequentialRecommender._fit fills item_emb
+        self.init_weights()  # item_text init: SequentialRecommender._new_net fills item_emb
 
     def item_table(self) -> torch.Tensor:
         """Item vectors with the padding row first, ``(I + 1, D)``."""
