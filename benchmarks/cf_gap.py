@@ -52,8 +52,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from genrec._io import atomic_write_text
 from genrec.config import load_config
 from genrec.evaluation.evaluator import evaluate
-from genrec.models.registry import load_model
-from genrec.runs.experiment import environment, fit_and_evaluate, open_run, prepare
+from genrec.runs.experiment import environment, fit_and_evaluate, open_saved_model, prepare
 
 METRICS = ("recall@10", "ndcg@10")
 POP_EDGES = (0, 5, 20, 50)          # target's training count: <=5, 6-20, 21-50, >50
@@ -197,18 +196,17 @@ def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results
     ease_rank = {e["rank"]: e for e in gap["ease_rank"]}
     rows = []
     for run in runs:
-        cfg, data = open_run(run)
+        saved = open_saved_model(run)
+        cfg, data, recorded, kind = saved.config, saved.data, saved.record, saved.name
         if cfg.dataset.name != dataset or cfg.protocol.describe() != gap["protocol_text"]:
             raise SystemExit(f"{run}: not the dataset and protocol of cf-gap.json")
-        recorded = json.loads((run / "results.json").read_text())["results"][0]
-        kind = recorded["model"]
-        model = load_model(run / "models" / kind)
-        test = evaluate(model, data.test_set, cfg.protocol, batch_size=cfg.eval_batch_size)
+        test = saved.evaluate_test()
         summary = test.summary()
-        for k in METRICS:
-            if abs(round(summary[k], 6) - recorded["test"][k]) > REPRODUCE_TOL:
-                raise SystemExit(f"{run}: re-evaluated {k} {summary[k]:.6f} differs from the "
-                                 f"recorded {recorded['test'][k]}")
+        try:
+            saved.check_reproduces(summary, METRICS, REPRODUCE_TOL)
+        except ValueError as e:
+            raise SystemExit(str(e)) from None
+        assert recorded is not None  # check_reproduces refuses a run without its record
         dim = int(recorded["params"]["dim"])
         training = recorded.get("training", {})
         rows.append({"run": str(run), "model": kind, "dim": dim, "seed": cfg.protocol.seed,

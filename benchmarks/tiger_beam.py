@@ -31,10 +31,8 @@ from typing import Any
 import numpy as np
 
 from genrec._io import atomic_write_text
-from genrec.evaluation.evaluator import evaluate
 from genrec.evaluation.stats import pairwise_significance
-from genrec.models.registry import load_model
-from genrec.runs.experiment import open_run
+from genrec.runs.experiment import open_saved_model
 from genrec.runs.seeds import SIGNIFICANCE_METRICS, seed_row
 
 _log = logging.getLogger("tiger_beam")
@@ -46,10 +44,8 @@ the recorded beam width (both are rounded to 6 decimals)."""
 
 def evaluate_run(run: Path, beams: list[int]) -> dict[str, Any]:
     """One saved TIGER run evaluated on its test set at each width of ``beams``."""
-    cfg, data = open_run(run)
-    model = load_model(run / "models" / "tiger")
-    recorded = json.loads((run / "results.json").read_text())
-    row = next(r for r in recorded["results"] if r["model"] == "tiger")
+    saved = open_saved_model(run, "tiger")
+    cfg, model = saved.config, saved.model
     out: dict[str, Any] = {"run": str(run), "seed": cfg.protocol.seed,
                            "dataset": cfg.dataset.name, "protocol_text": cfg.protocol.describe(),
                            "protocol": cfg.protocol.model_dump(mode="json", exclude={"seed"}),
@@ -58,9 +54,7 @@ def evaluate_run(run: Path, beams: list[int]) -> dict[str, Any]:
     base = model.config
     for beam in beams:
         model.config = base.model_copy(update={"beam_size": beam})
-        res = evaluate(model, data.test_set, cfg.protocol,
-                       item_popularity=data.split.train.item_counts(),
-                       batch_size=cfg.eval_batch_size)
+        res = saved.evaluate_test()
         test = {k: round(float(v), 6) for k, v in res.summary().items()}
         out["per_beam"][str(beam)] = {"test": test, "eval_seconds": round(res.seconds, 3)}
         per_user[beam] = res.per_user
@@ -70,7 +64,8 @@ def evaluate_run(run: Path, beams: list[int]) -> dict[str, Any]:
     model.config = base
     if base.beam_size in beams:
         again = out["per_beam"][str(base.beam_size)]["test"]
-        diff = max(abs(again[m] - row["test"][m]) for m in row["test"] if m in again)
+        recorded = [m for m in (saved.record or {}).get("test", {}) if m in again]
+        diff = max(saved.reproduction_gaps(again, recorded).values())
         out["reproduces_recorded"] = {"max_abs_diff": round(diff, 9), "ok": diff <= REPRODUCE_TOL}
         if diff > REPRODUCE_TOL:
             _log.warning("%s: re-evaluation at beam %d differs from results.json by %.2e", run,

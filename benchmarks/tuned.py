@@ -36,10 +36,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from genrec._io import atomic_write_text
 from genrec.config import apply_overrides
-from genrec.evaluation.evaluator import evaluate
 from genrec.evaluation.stats import pairwise_significance, t_interval
-from genrec.models.registry import load_model
-from genrec.runs.experiment import open_run
+from genrec.runs.experiment import open_saved_model
 from genrec.runs.seeds import seed_row
 
 PAIRED_METRICS = ("recall@10", "ndcg@10", "recall@20", "ndcg@20")
@@ -272,27 +270,23 @@ def _fingerprint(data) -> str:
 def rerun_test(run: Path) -> dict:
     """A saved one-model run re-evaluated on its own test set: the seed, the recorded and
     re-computed test metrics (they must agree) and the per-user arrays."""
-    cfg, data = open_run(run)
-    recorded = json.loads((run / "results.json").read_text())["results"]
-    if len(recorded) != 1:
-        raise SystemExit(f"{run}: {len(recorded)} models; --paired-runs takes one-model runs")
-    kind = recorded[0]["model"]
-    if not (run / "models" / kind).exists():
-        raise SystemExit(f"{run}: no saved model (models/{kind}); it was run with "
-                         "save_models: false")
-    res = evaluate(load_model(run / "models" / kind), data.test_set, cfg.protocol,
-                   item_popularity=data.split.train.item_counts(),
-                   batch_size=cfg.eval_batch_size)
+    try:  # one saved model per run, with its results.json row
+        saved = open_saved_model(run)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"{e}; --paired-runs takes one-model runs with their saved "
+                         "model") from None
+    cfg, data, kind = saved.config, saved.data, saved.name
+    res = saved.evaluate_test()
     test = {k: round(float(v), 6) for k, v in res.summary().items()}
-    for k in PAIRED_METRICS:
-        if abs(test[k] - recorded[0]["test"][k]) > REPRODUCE_TOL:
-            raise SystemExit(f"{run}: re-evaluated {k} {test[k]} differs from the recorded "
-                             f"{recorded[0]['test'][k]}")
+    try:
+        saved.check_reproduces(test, PAIRED_METRICS, REPRODUCE_TOL)
+    except ValueError as e:
+        raise SystemExit(str(e)) from None
     return {"run": str(run), "model": kind, "seed": cfg.protocol.seed,
             "protocol": cfg.protocol.model_dump(mode="json", exclude={"seed"}),
             "protocol_text": cfg.protocol.describe(), "dataset": cfg.dataset.name,
             "test_set": _fingerprint(data), "test": {k: test[k] for k in PAIRED_METRICS},
-            "fit_seconds": recorded[0]["fit_seconds"],
+            "fit_seconds": saved.record["fit_seconds"] if saved.record else None,
             "_per_user": {k: np.asarray(res.per_user[k], dtype=np.float64)
                           for k in PAIRED_METRICS}}
 

@@ -9,6 +9,7 @@ features, the same early stopping and the same test numbers whichever command ru
 from genrec.runs.compare import run_comparison
 from genrec.runs.experiment import (
     Prepared,
+    SavedRun,
     cold_warm,
     fit_and_evaluate,
     fit_context,
@@ -16,6 +17,7 @@ from genrec.runs.experiment import (
     load_data,
     make_split,
     open_run,
+    open_saved_model,
     prepare,
     results_document,
     run_experiment,
@@ -27,6 +29,7 @@ from genrec.runs.tuning import tune
 
 __all__ = [
     "Prepared",
+    "SavedRun",
     "cold_warm",
     "fit_and_evaluate",
     "fit_context",
@@ -34,6 +37,7 @@ __all__ = [
     "load_data",
     "make_split",
     "open_run",
+    "open_saved_model",
     "prepare",
     "results_document",
     "run_comparison",

@@ -43,15 +43,15 @@ from genrec.evaluation.evaluator import EvalResult, evaluate, sample_users
 from genrec.evaluation.protocol import Protocol
 from genrec.evaluation.results import format_results
 from genrec.models.base import FitContext, ModelConfig, Recommender
-from genrec.models.registry import build_model
+from genrec.models.registry import build_model, load_model
 from genrec.runs.seeds import fit_and_evaluate_seeds, seed_significance
 from genrec.runs.threads import apply_threads, thread_record
 from genrec.training.loop import is_main_process
 
-__all__ = ["Prepared", "cold_warm", "environment", "fit_and_evaluate", "fit_context",
-           "fit_model", "load_data", "make_split", "open_run", "prepare", "results_document",
-           "run_experiment", "training_record", "validation_callback", "write_prepared",
-           "write_results"]
+__all__ = ["Prepared", "SavedRun", "cold_warm", "environment", "fit_and_evaluate",
+           "fit_context", "fit_model", "load_data", "make_split", "open_run", "open_saved_model",
+           "prepare", "results_document", "run_experiment", "training_record",
+           "validation_callback", "write_prepared", "write_results"]
 
 _log = logging.getLogger(__name__)
 
@@ -155,6 +155,103 @@ def open_run(run_dir: str | Path, *, data_dir: str | None = None
         cfg.dataset.data_dir = data_dir
     cfg = cfg.model_copy(update={"split_path": str(run / "split")})
     return cfg, prepare(cfg, write=False)
+
+
+@dataclass
+class SavedRun:
+    """A run folder reopened with one of its saved models (see :func:`open_saved_model`).
+
+    Attributes:
+        path: The run folder.
+        config: Its ``config.yaml``.
+        data: Its dataset and saved split, prepared as when it ran.
+        name: The model's folder under ``models/`` (its name in ``results.json``).
+        model: The model, loaded from safetensors + JSON.
+        record: The model's row of ``results.json`` (``None`` when the run has no row for it).
+    """
+
+    path: Path
+    config: ExperimentConfig
+    data: Prepared
+    name: str
+    model: Recommender[Any]
+    record: dict[str, Any] | None
+
+    def evaluate_test(self) -> EvalResult:
+        """The model on the run's test set, under the run's protocol (as ``genrec run``
+        evaluated it)."""
+        return evaluate(self.model, self.data.test_set, self.config.protocol,
+                        item_popularity=self.data.split.train.item_counts(),
+                        batch_size=self.config.eval_batch_size)
+
+    def reproduction_gaps(self, summary: dict[str, float],
+                          metrics: list[str] | None = None) -> dict[str, float]:
+        """``|recomputed - recorded|`` per test metric (recomputed values rounded to the 6
+        decimals ``results.json`` keeps) over ``metrics`` (default: every recorded one).
+
+        Raises:
+            ValueError: If the run recorded no test metrics for the model, or one of
+                ``metrics`` is not both recorded and recomputed.
+        """
+        recorded = (self.record or {}).get("test")
+        if not recorded:
+            raise ValueError(f"{self.path}: results.json records no test metrics for "
+                             f"{self.name!r}")
+        names = list(recorded) if metrics is None else metrics
+        missing = [m for m in names if m not in recorded or m not in summary]
+        if missing:
+            raise ValueError(f"{self.path}: {missing} not both recorded and recomputed")
+        return {m: abs(round(float(summary[m]), 6) - float(recorded[m])) for m in names}
+
+    def check_reproduces(self, summary: dict[str, float], metrics: list[str] | None = None,
+                         tol: float = 1e-6) -> float:
+        """The largest of :meth:`reproduction_gaps`, refusing one above ``tol``.
+
+        Raises:
+            ValueError: If a recomputed metric differs from the recorded one by more than
+                ``tol`` (the model, data or code changed since the run).
+        """
+        gaps = self.reproduction_gaps(summary, metrics)
+        worst = max(gaps, key=gaps.__getitem__)
+        if gaps[worst] > tol:
+            raise ValueError(f"{self.path}: re-evaluated {worst} {summary[worst]:.6f} differs "
+                             f"from the recorded {self.record['test'][worst]} "  # type: ignore[index]
+                             f"(by {gaps[worst]:.2e} > {tol:g})")
+        return gaps[worst]
+
+
+def open_saved_model(run_dir: str | Path, model: str | None = None, *,
+                     data_dir: str | None = None) -> SavedRun:
+    """Reopen a run folder (:func:`open_run`) with one of its saved models and its recorded
+    results, to re-evaluate, export or serve it.
+
+    Args:
+        run_dir: The run's output folder (``config.yaml``, ``split/``, ``models/``).
+        model: The saved model's name under ``models/``; may be omitted when the run saved one.
+        data_dir: Overrides ``dataset.data_dir`` of the run's config.
+
+    Raises:
+        FileNotFoundError: If the run folder lacks its config, split or the model (e.g. it ran
+            with ``save_models: false``).
+        ValueError: If ``model`` is omitted and the run saved several, or the dataset no
+            longer matches the saved split.
+    """
+    run = Path(run_dir)
+    cfg, data = open_run(run, data_dir=data_dir)
+    saved = sorted(p.name for p in (run / "models").glob("*") if (p / "config.json").is_file())
+    if model is None:
+        if len(saved) != 1:
+            raise ValueError(f"{run} has saved models {saved}: choose one (--model on the CLI)")
+        model = saved[0]
+    if model not in saved:
+        raise FileNotFoundError(f"{run}/models/{model} not found (saved models: {saved}; a run "
+                                "with save_models: false keeps none)")
+    record = None
+    results = run / "results.json"
+    if results.is_file():
+        rows = json.loads(results.read_text()).get("results", [])
+        record = next((r for r in rows if r.get("model") == model), None)
+    return SavedRun(run, cfg, data, model, load_model(run / "models" / model), record)
 
 
 def validation_callback(valid_set: EvalSet, protocol: Protocol, *,

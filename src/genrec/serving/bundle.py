@@ -41,7 +41,7 @@ from genrec._io import atomic_write_parquet, atomic_write_text
 from genrec.data.interactions import Columns, Dataset, Interactions
 from genrec.models.base import DotProductModel, Recommender
 from genrec.models.registry import load_model
-from genrec.runs.experiment import open_run
+from genrec.runs.experiment import open_saved_model
 from genrec.serving.ann import ANN_FILE, AnnConfig, ItemIndex
 from genrec.serving.signing import (
     SIGNATURE_FILE,
@@ -299,19 +299,10 @@ def export_run(run_dir: str | Path, dest: str | Path, *, model: str | None = Non
         FileNotFoundError: If the run folder lacks the config, split or model.
         ValueError: If ``model`` is ambiguous or the dataset no longer matches the split.
     """
-    run = Path(run_dir)
-    cfg, data = open_run(run, data_dir=data_dir)
-    saved = sorted(p.name for p in (run / "models").glob("*") if (p / "config.json").is_file())
-    if model is None:
-        if len(saved) != 1:
-            raise ValueError(f"{run} has models {saved}: choose one with --model")
-        model = saved[0]
-    if model not in saved:
-        raise FileNotFoundError(f"{run}/models/{model} not found; saved models: {saved}")
-    ds, sp = data.dataset, data.split
-    fitted = load_model(run / "models" / model)
+    saved = open_saved_model(run_dir, model, data_dir=data_dir)
+    ds, sp, fitted = saved.data.dataset, saved.data.split, saved.model
     return export_bundle(fitted, ds, dest, histories=sp.train.concat(sp.valid), name=name,
-                         extra={"split": sp.config.model_dump(), "run": str(run.resolve())},
+                         extra={"split": sp.config.model_dump(), "run": str(saved.path.resolve())},
                          overwrite=overwrite, signer=signer, ann=ann)
 
 
