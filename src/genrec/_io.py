@@ -12,16 +12,38 @@ import polars as pl
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_write_parquet"]
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where ``/proc`` allows (Linux); elsewhere
+    by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call ``write(tmp_path)`` then atomically move ``tmp_path`` onto ``path``.
 
-    A reader sees either the old file or the complete new one, never a partial file.
+    A reader sees either the old file or the complete new one, never a partial file. The
+    file gets the permissions a plain ``open(path, "w")`` would give it (an existing file's
+    mode is kept; a new one gets ``0o666`` minus the umask), not the temporary file's 0600.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
+        os.chmod(tmp, mode)
         write(Path(tmp))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())

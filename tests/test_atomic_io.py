@@ -1,0 +1,44 @@
+"""Atomic writes: the complete file or the old one, with the permissions a plain write gives
+(a results file written by one user stays readable by the group, as ``open(path, "w")``
+would leave it), and no temporary file left behind on failure."""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+
+import pytest
+
+from genrec._io import atomic_write, atomic_write_text
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
+def test_new_file_gets_umask_mode_and_existing_mode_is_kept(tmp_path) -> None:
+    old = os.umask(0o027)
+    try:
+        dest = tmp_path / "results.json"
+        atomic_write_text(dest, "{}")
+        assert stat.S_IMODE(dest.stat().st_mode) == 0o640  # 0o666 minus the umask, not 0o600
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        assert stat.S_IMODE(plain.stat().st_mode) == stat.S_IMODE(dest.stat().st_mode)
+        dest.chmod(0o604)
+        atomic_write_text(dest, '{"a": 1}')
+        assert stat.S_IMODE(dest.stat().st_mode) == 0o604 and dest.read_text() == '{"a": 1}'
+    finally:
+        os.umask(old)
+
+
+def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path) -> None:
+    dest = tmp_path / "a.txt"
+    atomic_write_text(dest, "old")
+
+    def boom(p):
+        p.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_write(dest, boom)
+    assert dest.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
