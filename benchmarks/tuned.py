@@ -286,7 +286,7 @@ def rerun_test(run: Path) -> dict:
             "protocol": cfg.protocol.model_dump(mode="json", exclude={"seed"}),
             "protocol_text": cfg.protocol.describe(), "dataset": cfg.dataset.name,
             "test_set": _fingerprint(data), "test": {k: test[k] for k in PAIRED_METRICS},
-            "fit_seconds": saved.record["fit_seconds"] if saved.record else None,
+            "fit_seconds": saved.record["fit_seconds"],  # type: ignore[index]  # checked above
             "_per_user": {k: np.asarray(res.per_user[k], dtype=np.float64)
                           for k in PAIRED_METRICS}}
 
