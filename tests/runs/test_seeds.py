@@ -12,7 +12,10 @@ from typer.testing import CliRunner
 
 from genrec.cli import app
 from genrec.config import load_config
-from genrec.runs.experiment import run_experiment
+from genrec.models.base import FitContext
+from genrec.models.registry import MODELS, build_model, model_config
+from genrec.runs.experiment import prepare, run_experiment
+from genrec.runs.seeds import fits_once
 
 SASREC = ["models.1.max_len=20", "models.1.dim=16", "models.1.n_layers=1", "models.1.n_heads=1",
           "models.1.train.epochs=2", "models.1.train.batch_size=256",
@@ -42,8 +45,12 @@ def test_three_seeds_report_mean_spread_intervals_and_tests(data_dir: Path,
         plain = next(r for r in one["results"] if r["model"] == kind)
         assert row["per_seed"][0]["test"] == plain["test"]
         assert (tmp_path / "three" / "models" / kind / "config.json").is_file()
-        assert (tmp_path / "three" / "models" / f"{kind}-seed-44" / "config.json").is_file()
-    # EASE is deterministic; SASRec's initialisation and shuffling follow the seed.
+    # SASRec is refitted per seed and saved per seed; EASE does not depend on the seed, so it
+    # is fitted once and its later seeds repeat the first, marked as such.
+    assert (tmp_path / "three" / "models" / "sasrec-seed-44" / "config.json").is_file()
+    assert not (tmp_path / "three" / "models" / "ease-seed-44").exists()
+    assert [r.get("same_as_seed") for r in rows["ease"]["per_seed"]] == [None, 42, 42]
+    assert all("same_as_seed" not in r for r in rows["sasrec"]["per_seed"])
     assert rows["ease"]["test_std"]["ndcg@10"] == 0.0
     assert rows["sasrec"]["test_std"]["ndcg@10"] > 0.0
     sig = many["significance"]
@@ -60,3 +67,29 @@ def test_seeds_flag_is_the_config_key(data_dir: Path, tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "results.json").read_text())
     assert res["results"][0]["seeds"] == [42, 43] and "±" in r.output
+
+
+def test_models_that_say_they_ignore_the_seed_fit_the_same_on_every_seed(
+        data_dir: Path) -> None:
+    """The glue fits a ``seed_dependent = False`` model once for all seeds: check the claim
+    on real data (two seeds, identical scores) for every such model of the registry."""
+    cfg = load_config(None, [f"dataset.data_dir={data_dir}"], models=["ease"])
+    data = prepare(cfg, write=False)
+    train, hist = data.split.train, data.test_set.histories.slice(0, 200)
+    kinds = [k for k, cls in MODELS.items() if not cls.seed_dependent]
+    assert set(kinds) >= {"pop", "itemknn", "ease", "graph_heuristic"}
+    for kind in kinds:
+        scores = [build_model(model_config(kind)).fit(train, FitContext(
+            items=data.dataset.items, seed=seed, progress=False)).score(hist)
+            for seed in (1, 2)]
+        assert np.array_equal(np.asarray(scores[0]), np.asarray(scores[1])), kind
+
+
+def test_fits_once_only_for_seed_free_models_under_full_ranking(data_dir: Path) -> None:
+    full = load_config(None, [f"dataset.data_dir={data_dir}", "seeds=3"],
+                       models=["ease", "sasrec"])
+    sampled = load_config(None, [f"dataset.data_dir={data_dir}", "seeds=3",
+                                 "protocol.candidates=sampled"], models=["ease"])
+    assert fits_once(full.models[0], full) and not fits_once(full.models[1], full)
+    # Sampled candidates are drawn with the seed: every seed is evaluated again.
+    assert not fits_once(sampled.models[0], sampled)

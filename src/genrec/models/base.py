@@ -134,6 +134,10 @@ class Recommender(ABC, Generic[C]):
     """
 
     config_cls: ClassVar[type[ModelConfig]]
+    seed_dependent: ClassVar[bool] = True
+    """Whether ``fit`` depends on ``FitContext.seed``. A model that learns nothing at random
+    (closed form, counts) says False, and the glue fits it once for all of an experiment's
+    seeds when the evaluation does not depend on the seed either (full ranking)."""
 
     def __init__(self, config: C | None = None, **overrides: Any) -> None:
         merged = (config or self.config_cls()).model_dump() | overrides

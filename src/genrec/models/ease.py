@@ -79,6 +79,7 @@ class EASE(Recommender[EASEConfig]):
     """Item-item linear autoencoder with a closed-form solution."""
 
     config_cls = EASEConfig
+    seed_dependent = False  # nothing is drawn at random: every seed fits the same model
 
     def _fit(self, train: Interactions, ctx: FitContext) -> None:
         need, avail = ease_memory_bytes(train.n_items), available_memory_bytes()

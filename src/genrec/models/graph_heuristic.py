@@ -175,6 +175,7 @@ class GraphHeuristic(Recommender[GraphHeuristicConfig]):
     """Training-free ring retrieval over the item-transition graph (see the module docstring)."""
 
     config_cls = GraphHeuristicConfig
+    seed_dependent = False  # nothing is drawn at random: every seed fits the same model
 
     def _fit(self, train: Interactions, ctx: FitContext) -> None:
         """Count transitions (and co-occurrences); nothing is trained. With

@@ -81,6 +81,7 @@ class ItemKNN(Recommender[ItemKNNConfig]):
     """
 
     config_cls = ItemKNNConfig
+    seed_dependent = False  # nothing is drawn at random: every seed fits the same model
 
     def _fit(self, train: Interactions, ctx: FitContext) -> None:
         cfg = self.config

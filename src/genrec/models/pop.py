@@ -22,6 +22,7 @@ class Popularity(Recommender[PopConfig]):
     """Scores each item by its number of training interactions."""
 
     config_cls = PopConfig
+    seed_dependent = False  # nothing is drawn at random: every seed fits the same model
 
     def _fit(self, train: Interactions, ctx: FitContext) -> None:
         self.counts_ = torch.from_numpy(train.item_counts()).float()  # (I,)

@@ -19,6 +19,13 @@ Paired tests (t-test and Wilcoxon, Holm-corrected, :func:`genrec.evaluation.stat
 pairwise_significance`) compare the models on the seed-averaged per-user metrics of the same
 test users. The first seed's model is saved as ``models/<kind>`` (what ``genrec export``
 reads), the others as ``models/<kind>-seed-<s>`` (checkpoints likewise).
+
+A model that does not depend on the seed (``Recommender.seed_dependent`` is False: EASE,
+ItemKNN, popularity, the graph heuristic) under a protocol whose evaluation does not either
+(full ranking; sampled candidates are drawn with the seed) is fitted and evaluated **once**:
+every seed would give the same model and the same numbers, so the other seeds' records repeat
+the first one's, marked ``"same_as_seed"``, and no ``models/<kind>-seed-<s>`` is written. Their
+std is then 0, as it would be had they been refitted; the paired tests are unchanged.
 """
 
 from __future__ import annotations
@@ -33,13 +40,15 @@ from genrec.config import ExperimentConfig
 from genrec.evaluation.evaluator import EvalResult
 from genrec.evaluation.stats import bootstrap_ci, pairwise_significance, t_interval
 from genrec.models.base import ModelConfig
+from genrec.models.registry import MODELS
 
 if TYPE_CHECKING:  # experiment.py calls this module with its fit_and_evaluate
     from genrec.runs.experiment import Prepared
 
 FitAndEvaluate = Callable[..., tuple[Any, dict[str, Any], EvalResult]]
 
-__all__ = ["SIGNIFICANCE_METRICS", "fit_and_evaluate_seeds", "seed_row", "seed_significance"]
+__all__ = ["SIGNIFICANCE_METRICS", "fit_and_evaluate_seeds", "fits_once", "seed_row",
+           "seed_significance"]
 
 _log = logging.getLogger(__name__)
 
@@ -60,8 +69,16 @@ def fit_and_evaluate_seeds(mcfg: ModelConfig, data: Prepared, cfg: ExperimentCon
     """
     runs: list[dict[str, Any]] = []
     per_user: dict[str, list[np.ndarray]] = {}
+    once = fits_once(mcfg, cfg)
     for i in range(cfg.seeds):
         seed = cfg.protocol.seed + i
+        if once and i > 0:
+            _log.info("%s: seed %d repeats seed %d (the model and the full-ranking evaluation "
+                      "do not depend on the seed)", mcfg.kind, seed, cfg.protocol.seed)
+            runs.append(runs[0] | {"seed": seed, "same_as_seed": cfg.protocol.seed})
+            for values in per_user.values():
+                values.append(values[0])
+            continue
         cfg_i = cfg.model_copy(update={"protocol": cfg.protocol.model_copy(update={"seed": seed})})
         name = mcfg.kind if i == 0 else f"{mcfg.kind}-seed-{seed}"
         _log.info("%s: seed %d (%d of %d)", mcfg.kind, seed, i + 1, cfg.seeds)
@@ -80,6 +97,13 @@ def fit_and_evaluate_seeds(mcfg: ModelConfig, data: Prepared, cfg: ExperimentCon
                                    for m, ci in boot.items()},
            "per_seed": runs}
     return row, mean_user
+
+
+def fits_once(mcfg: ModelConfig, cfg: ExperimentConfig) -> bool:
+    """Whether every seed of ``cfg`` would fit and evaluate ``mcfg`` to the same numbers: the
+    model does not depend on the seed, and the protocol ranks all items (sampled candidates
+    are drawn with the seed)."""
+    return not MODELS[mcfg.kind].seed_dependent and cfg.protocol.candidates == "full"
 
 
 def seed_row(model: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
