@@ -58,6 +58,7 @@ def test_three_seeds_report_mean_spread_intervals_and_tests(data_dir: Path,
     assert all({t["model_a"], t["model_b"]} == {"ease", "sasrec"} for t in sig)
     md = (tmp_path / "three" / "results.md").read_text()
     assert "±" in md and "Paired tests" in md and "t-interval" in md
+    assert "Fitted once: ease (" in md
 
 
 def test_seeds_flag_is_the_config_key(data_dir: Path, tmp_path: Path) -> None:

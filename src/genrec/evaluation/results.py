@@ -49,6 +49,11 @@ def format_results(results: dict[str, Any]) -> str:
                       "users of the seed-averaged metric", "",
                   "| model | metric | mean | t-interval (seeds) | bootstrap (users) |",
                   "|---|---|---|---|---|"]
+        once = [r["model"] for r in seeded
+                if any("same_as_seed" in s for s in r.get("per_seed", []))]
+        if once:
+            lines[-3:-3] = ["", f"Fitted once: {', '.join(once)} (nothing is drawn at random "
+                                "and every item is ranked, so every seed repeats the first)."]
         for r in seeded:
             for c in cols:
                 if c in r["test_ci95"]:
