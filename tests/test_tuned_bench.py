@@ -79,3 +79,13 @@ def test_paired_runs_match_seeds_run_together(tmp_path, data_dir, monkeypatch) -
     with pytest.raises(SystemExit, match="re-evaluated|another dataset"):
         bench.paired_runs("ml-1m", "x", [f"ease={runs['ease'][0]}"], "",
                           dest=tmp_path / "x.json")
+
+
+def test_table_lists_a_study_without_seeds_last_and_names_its_file() -> None:
+    # The committed LastFM files: tuned studies with seeded rows, and a second SASRec study
+    # kept without seeds (pruning from round 15) under its own name.
+    rows = bench.table("lastfm").splitlines()[2:]
+    assert rows[0].startswith("| ease |")
+    assert rows[-1].startswith("| sasrec (tuned-sasrec-prune15) |")
+    assert "– (study only)" in rows[-1]
+    assert all("(study only)" not in r for r in rows[:-1])
