@@ -355,15 +355,15 @@ def paired_markdown(doc: dict) -> str:
 
 def table(dataset: str) -> str:
     """Markdown rows of every ``tuned-*.json`` of ``dataset``, best test NDCG@10 first."""
-    docs = [json.loads(p.read_text()) | {"_stem": p.stem} for p in
+    docs = [(p.stem, json.loads(p.read_text())) for p in
             sorted((ROOT / "benchmarks" / "results" / dataset).glob("tuned-*.json"))
             if not p.stem.startswith(("tuned-compare", "tuned-paired"))]
     # A study kept without seeds (--skip-seeds, its recipe not run by a --compare) goes last.
-    docs.sort(key=lambda d: -d["results"][0]["test"]["ndcg@10"] if d["results"] else 1.0)
+    docs.sort(key=lambda sd: -sd[1]["results"][0]["test"]["ndcg@10"] if sd[1]["results"] else 1.0)
     lines = [("| model | chosen on valid | trials (pruned) | study min | best valid N@10 | "
              "seeds | R@10 mean ± std [95% t-interval] | N@10 mean ± std [95% t-interval] | "
              "N@10 bootstrap 95% (users) |"), "|---" * 9 + "|"]
-    for d in docs:
+    for stem, d in docs:
         st, r = d["study"], (d["results"] or [None])[0]
         chosen = ", ".join(f"{k.removeprefix('models.0.')}={v:.3g}" if isinstance(v, float)
                            else f"{k.removeprefix('models.0.')}={v}"
@@ -373,7 +373,7 @@ def table(dataset: str) -> str:
             lo, hi = r["test_ci95"][m]
             return f"{r['test'][m]:.4f} ± {r['test_std'][m]:.4f} [{lo:.4f}, {hi:.4f}]"
 
-        label = d["model"] + ("" if d["_stem"] == f"tuned-{d['model']}" else f" ({d['_stem']})")
+        label = d["model"] + ("" if stem == f"tuned-{d['model']}" else f" ({stem})")
         study = (f"| {label} | {chosen} | {st['n_trials']} ({st['n_pruned']}) | "
                  f"{st['wall_seconds'] / 60:.1f} | {st['best_valid']:.4f} | ")
         if r is None:

@@ -44,16 +44,16 @@ def format_results(results: dict[str, Any]) -> str:
                      f"{r['valid'].get(vm, float('nan')):.4f} | {vals} |")
     seeded = [r for r in results["results"] if "seeds" in r]
     if seeded:
-        lines += ["", f"**Seeds**: {seeded[0]['seeds']} (same split; values are mean ± std over "
-                      "seeds). 95% intervals: t-interval over seeds | bootstrap over test "
-                      "users of the seed-averaged metric", "",
-                  "| model | metric | mean | t-interval (seeds) | bootstrap (users) |",
-                  "|---|---|---|---|---|"]
         once = [r["model"] for r in seeded
                 if any("same_as_seed" in s for s in r.get("per_seed", []))]
+        lines += ["", f"**Seeds**: {seeded[0]['seeds']} (same split; values are mean ± std over "
+                      "seeds). 95% intervals: t-interval over seeds | bootstrap over test "
+                      "users of the seed-averaged metric"]
         if once:
-            lines[-3:-3] = ["", f"Fitted once: {', '.join(once)} (nothing is drawn at random "
-                                "and every item is ranked, so every seed repeats the first)."]
+            lines += ["", f"Fitted once: {', '.join(once)} (nothing is drawn at random and "
+                          "every item is ranked, so every seed repeats the first)."]
+        lines += ["", "| model | metric | mean | t-interval (seeds) | bootstrap (users) |",
+                  "|---|---|---|---|---|"]
         for r in seeded:
             for c in cols:
                 if c in r["test_ci95"]:
