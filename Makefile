@@ -33,8 +33,11 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(BIN)/genrec compare configs/demo-ml100k.yaml
 
+# Two pytest-xdist workers (CI has 2 cores): each test file is one unit of work and the files
+# that start a Ray cluster share one (tests/conftest.py). TEST_WORKERS=0 runs them in-process.
+TEST_WORKERS ?= 2
 test: install-test
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -1,5 +1,5 @@
 """Shared fixtures: the real datasets folder (``GENREC_DATA_DIR``), one torch thread for the
-tiny-model test packages."""
+tiny-model test packages; the unit of work of parallel runs (``make test``: pytest-xdist)."""
 
 from __future__ import annotations
 
@@ -45,3 +45,18 @@ def _one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+RAY_GROUP = "ray"
+"""xdist group of the test files that start a local Ray cluster: Ray does not support two
+local clusters on one machine, so they run one after another in a single worker."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """``make test`` runs ``pytest -n 2 --dist loadgroup``: every test file is one unit of work
+    (its module fixtures are built once, in one worker), except the files marked
+    ``xdist_group(RAY_GROUP)``, which share one. Without ``-n`` this changes nothing."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.path.relative_to(REPO_ROOT).as_posix()))

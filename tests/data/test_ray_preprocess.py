@@ -19,6 +19,9 @@ from genrec.data.sharded import list_shards, merge_drops
 from genrec.data.sources import DataConfig, load_data
 from genrec.data.synth import SynthConfig, generate
 
+# One local Ray cluster at a time: see tests/conftest.py (RAY_GROUP).
+pytestmark = pytest.mark.xdist_group("ray")
+
 PRE = {"rating_threshold": 2.0, "dedup": "first", "min_user_interactions": 3,
        "min_item_interactions": 3, "max_history_length": 30}
 #: Malformed rows injected into the synthetic table: (shard, column, value, reason). The

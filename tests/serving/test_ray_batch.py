@@ -10,6 +10,8 @@ from genrec.serving import load_bundle, recommend_batch
 from genrec.serving.distributed import BatchEngineConfig, recommend_batch_distributed
 
 ray = pytest.importorskip("ray")
+# One local Ray cluster at a time: see tests/conftest.py (RAY_GROUP).
+pytestmark = pytest.mark.xdist_group("ray")
 
 
 @pytest.mark.slow

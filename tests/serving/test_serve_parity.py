@@ -36,7 +36,14 @@ from genrec.data.recipes import load_dataset
 from genrec.models.base import FitContext, Recommender
 from genrec.models.ranking import rank
 from genrec.models.registry import MODELS, model_config
-from genrec.serving import Bundle, create_app, export_bundle, load_bundle, recommend_batch
+from genrec.serving import (
+    Bundle,
+    ServeSettings,
+    create_app,
+    export_bundle,
+    load_bundle,
+    recommend_batch,
+)
 from genrec.serving.testing import ThreadServer
 
 N_USERS = 120  # raw ML-100K users "1".."120"
@@ -102,7 +109,8 @@ def served(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         models[kind] = model
         bundles[kind] = export_bundle(model, ds, root / kind)
     loaded = {kind: load_bundle(path) for kind, path in bundles.items()}
-    app = create_app(list(bundles.values()))
+    # Feedback in the test's folder, not ./genrec-feedback.db in the checkout.
+    app = create_app(list(bundles.values()), settings=ServeSettings(feedback_url=str(root / "fb.db")))
     try:
         with ThreadServer(app) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
             yield Served(ds, models, bundles, loaded, client)

@@ -18,7 +18,7 @@ from genrec.data.sources import load_data
 from genrec.models.base import FitContext
 from genrec.models.ranker import TwoStage
 from genrec.models.registry import model_config
-from genrec.serving import create_app, export_bundle, load_bundle
+from genrec.serving import ServeSettings, create_app, export_bundle, load_bundle
 from genrec.serving.testing import ThreadServer
 
 pytestmark = pytest.mark.slow  # fits EASE twice and a small ranker on ML-100K (~10 s)
@@ -45,7 +45,8 @@ def served(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     model.fit(ds.interactions, FitContext(items=ds.items, seed=0, progress=False))
     root = tmp_path_factory.mktemp("two_stage")
     bundle = export_bundle(model, ds, root / "two_stage")
-    app = create_app([bundle])
+    # Feedback in the test's folder, not ./genrec-feedback.db in the checkout.
+    app = create_app([bundle], settings=ServeSettings(feedback_url=str(root / "fb.db")))
     try:
         with ThreadServer(app) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
             yield Served(model, bundle, client, ds.user_map, ds.item_map.raw.to_list())
