@@ -47,16 +47,13 @@ def _one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-RAY_GROUP = "ray"
-"""xdist group of the test files that start a local Ray cluster: Ray does not support two
-local clusters on one machine, so they run one after another in a single worker."""
-
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """``make test`` runs ``pytest -n 2 --dist loadgroup``: every test file is one unit of work
     (its module fixtures are built once, in one worker), except the files marked
-    ``xdist_group(RAY_GROUP)``, which share one. Without ``-n`` this changes nothing."""
+    ``xdist_group("ray")``, which share one: they start a local Ray cluster, and Ray does not
+    support two on one machine. Without ``-n`` this changes nothing."""
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.path.relative_to(REPO_ROOT).as_posix()))

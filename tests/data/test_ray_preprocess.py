@@ -19,7 +19,7 @@ from genrec.data.sharded import list_shards, merge_drops
 from genrec.data.sources import DataConfig, load_data
 from genrec.data.synth import SynthConfig, generate
 
-# One local Ray cluster at a time: see tests/conftest.py (RAY_GROUP).
+# One local Ray cluster at a time (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("ray")
 
 PRE = {"rating_threshold": 2.0, "dedup": "first", "min_user_interactions": 3,

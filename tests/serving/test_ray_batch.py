@@ -10,7 +10,7 @@ from genrec.serving import load_bundle, recommend_batch
 from genrec.serving.distributed import BatchEngineConfig, recommend_batch_distributed
 
 ray = pytest.importorskip("ray")
-# One local Ray cluster at a time: see tests/conftest.py (RAY_GROUP).
+# One local Ray cluster at a time (tests/conftest.py).
 pytestmark = pytest.mark.xdist_group("ray")
 
 
