@@ -53,6 +53,7 @@ def tuned(tmp_path_factory, data_dir) -> tuple[Path, dict[str, Any], list[str]]:
 
     cfg = _config(out, data_dir, {"models.0.l2": {"type": "float", "low": 10, "high": 2000,
                                                   "log": True}}, n_trials=4)
+    cfg = cfg.model_copy(update={"seeds": 3})  # a recipe for 3 seeds; the refit is one fit
     with pytest.MonkeyPatch.context() as mp:
         # The tuner reaches all three through the module (trials evaluate with
         # experiment.evaluate, the final fit with experiment.fit_and_evaluate).
@@ -81,6 +82,7 @@ def test_tune_selects_the_best_trial_on_validation(tuned) -> None:
     assert row["model"] == "ease" and row["params"]["l2"] == t["best_params"]["models.0.l2"]
     assert row["test"]["ndcg@10"] > 0 and not any("test" in r for r in t["trials"])
     assert row["valid"]["ndcg@10"] == pytest.approx(t["best_valid"], abs=1e-6)
+    assert "seeds" not in results["protocol_text"]
     md = (out / "results.md").read_text()
     assert "## Tuning: 4 trials" in md and f"| {t['best_trial']} (best) |" in md
     assert (out / "models" / "ease").is_dir()
@@ -94,7 +96,7 @@ def test_trials_never_evaluate_the_test_set(tuned) -> None:
 def test_best_yaml_is_the_chosen_config(tuned) -> None:
     out, results, _ = tuned
     best = load_config(out / "best.yaml")
-    assert best.tune is None and best.output == str(out / "best")
+    assert best.tune is None and best.output == str(out / "best") and best.seeds == 3
     assert best.models[0].l2 == results["tuning"]["best_params"]["models.0.l2"]
     assert best.dataset.name == "ml-100k" and best.protocol.valid_metric == "ndcg@10"
 
