@@ -150,17 +150,10 @@ def main() -> None:
     if args.recipe:
         recipe = recipe_config(Path(args.space), sets, t["best_params"], args.seeds,
                                f"runs/{args.dataset}/{model}")
-        params = ", ".join(f"{k.removeprefix('models.0.')}={v:.4g}" if isinstance(v, float)
-                           else f"{k.removeprefix('models.0.')}={v}"
-                           for k, v in t["best_params"].items())
-        header = (f"# {model} on {args.dataset}: the recipe chosen by `genrec tune {args.space}"
-                  f" {' '.join(f'--set {x}' for x in sets)}`\n# (trial {t['best_trial']} of "
-                  f"{t['n_trials']}, {t['n_pruned']} pruned, {t['sampler']} sampler, "
-                  f"{t['pruner']} pruner, valid {t['metric']}={t['best_valid']:.4f}): "
-                  f"{params}.\n# Study and {args.seeds}-seed results: "
-                  f"{dest.relative_to(ROOT)}; reproduce with {command}\n"
-                  "# genrec run this file: the recipe over its seeds; genrec tune this file: "
-                  "the search again (the tune section).\n")
+        header = recipe_header(model, args.dataset, f"{args.space} "
+                               + " ".join(f"--set {x}" for x in sets), t,
+                               None if args.skip_seeds else args.seeds,
+                               str(dest.relative_to(ROOT)), command)
         path = ROOT / args.recipe
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, header + yaml.safe_dump(recipe, sort_keys=False))
@@ -174,6 +167,25 @@ def main() -> None:
           f"{t['wall_seconds']:.0f}s; {args.seeds} seeds: test ndcg@10 "
           f"{r['test']['ndcg@10']:.4f} ± {r['test_std']['ndcg@10']:.4f}, recall@10 "
           f"{r['test']['recall@10']:.4f} -> {dest}")
+
+
+def recipe_header(model: str, dataset: str, tune_args: str, study: dict, seeds: int | None,
+                  results: str, command: str) -> str:
+    """The comment heading a recipe written by ``--recipe``: the study's choice, and whether
+    its ``seeds`` ran (``seeds=None``: ``--skip-seeds``, a later ``--compare`` or
+    ``--seed-runs`` runs them)."""
+    params = ", ".join(f"{k.removeprefix('models.0.')}={v:.4g}" if isinstance(v, float)
+                       else f"{k.removeprefix('models.0.')}={v}"
+                       for k, v in study["best_params"].items())
+    ran = ("Study results (its seeds not run: --skip-seeds)" if seeds is None
+           else f"Study and {seeds}-seed results")
+    return (f"# {model} on {dataset}: the recipe chosen by `genrec tune {tune_args}`\n"
+            f"# (trial {study['best_trial']} of {study['n_trials']}, {study['n_pruned']} pruned, "
+            f"{study['sampler']} sampler, {study['pruner']} pruner, valid "
+            f"{study['metric']}={study['best_valid']:.4f}): {params}.\n"
+            f"# {ran}: {results}; reproduce with {command}\n"
+            "# genrec run this file: the recipe over its seeds; genrec tune this file: "
+            "the search again (the tune section).\n")
 
 
 def recipe_config(space: Path, sets: list[str], best_params: dict, seeds: int,

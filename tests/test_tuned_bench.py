@@ -38,6 +38,26 @@ def test_recipe_keeps_the_search_overrides_and_the_choice() -> None:
     assert cfg.seeds == 3
 
 
+
+@pytest.mark.parametrize(("seeds", "says", "never"), [
+    (3, "# Study and 3-seed results: benchmarks/results/yelp/tuned-hstu.json;", "not run"),
+    (None, "# Study results (its seeds not run: --skip-seeds): benchmarks/results/yelp/",
+     "3-seed")])
+def test_recipe_header_says_whether_the_seeds_ran(seeds, says, never) -> None:
+    study = {"best_trial": 1, "n_trials": 6, "n_pruned": 3, "sampler": "tpe",
+             "pruner": "median", "metric": "ndcg@10", "best_valid": 0.025273,
+             "best_params": {"models.0.dim": 128, "models.0.train.lr": 0.00019476}}
+    header = bench.recipe_header("hstu", "yelp", "configs/x.yaml --set tune.workers=2", study,
+                                 seeds, "benchmarks/results/yelp/tuned-hstu.json", "CMD")
+    lines = header.splitlines()
+    assert len(lines) == 4 and all(line.startswith("# ") for line in lines)
+    assert lines[0] == ("# hstu on yelp: the recipe chosen by `genrec tune configs/x.yaml "
+                        "--set tune.workers=2`")
+    assert lines[1] == ("# (trial 1 of 6, 3 pruned, tpe sampler, median pruner, valid "
+                        "ndcg@10=0.0253): dim=128, train.lr=0.0001948.")
+    assert lines[2].startswith(says) and lines[2].endswith("reproduce with CMD")
+    assert never not in header
+
 RUN = {"dataset": {"name": "ml-100k", "preprocess": {"min_item_interactions": 50}},
        "protocol": {"cutoffs": [10, 20]}, "threads": 1}
 BPR = {"kind": "bprmf", "dim": 16, "train": {"epochs": 2, "batch_size": 2048, "lr": 0.01,
