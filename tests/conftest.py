@@ -47,7 +47,6 @@ def _one_thread(request: pytest.FixtureRequest) -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """``make test`` runs ``pytest -n 2 --dist loadgroup``: every test file is one unit of work

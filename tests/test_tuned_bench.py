@@ -38,7 +38,6 @@ def test_recipe_keeps_the_search_overrides_and_the_choice() -> None:
     assert cfg.seeds == 3
 
 
-
 @pytest.mark.parametrize(("seeds", "says", "never"), [
     (3, "# Study and 3-seed results: benchmarks/results/yelp/tuned-hstu.json;", "not run"),
     (None, "# Study results (its seeds not run: --skip-seeds): benchmarks/results/yelp/",
@@ -57,6 +56,7 @@ def test_recipe_header_says_whether_the_seeds_ran(seeds, says, never) -> None:
                         "ndcg@10=0.0253): dim=128, train.lr=0.0001948.")
     assert lines[2].startswith(says) and lines[2].endswith("reproduce with CMD")
     assert never not in header
+
 
 RUN = {"dataset": {"name": "ml-100k", "preprocess": {"min_item_interactions": 50}},
        "protocol": {"cutoffs": [10, 20]}, "threads": 1}

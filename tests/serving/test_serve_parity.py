@@ -110,7 +110,8 @@ def served(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         bundles[kind] = export_bundle(model, ds, root / kind)
     loaded = {kind: load_bundle(path) for kind, path in bundles.items()}
     # Feedback in the test's folder, not ./genrec-feedback.db in the checkout.
-    app = create_app(list(bundles.values()), settings=ServeSettings(feedback_url=str(root / "fb.db")))
+    app = create_app(list(bundles.values()),
+                     settings=ServeSettings(feedback_url=str(root / "fb.db")))
     try:
         with ThreadServer(app) as srv, httpx.Client(base_url=srv.url, timeout=60) as client:
             yield Served(ds, models, bundles, loaded, client)
