@@ -27,6 +27,7 @@ import platform
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import yaml
@@ -62,7 +63,8 @@ def main() -> None:
                     help="print the BENCHMARKS.md table of the dataset's tuned-*.json instead")
     ap.add_argument("--compare", nargs="+", metavar="RECIPE",
                     help="instead: run these tuned recipes together (one split, same seeds) "
-                         "and keep their paired tests in tuned-compare.json")
+                         "and keep their paired tests in tuned-compare.json (two recipes of "
+                         "one kind are named after their files)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--skip-seeds", action="store_true",
                     help="tune and write the recipe only; a later --compare of the recipes "
@@ -205,6 +207,22 @@ def recipe_config(space: Path, sets: list[str], best_params: dict, seeds: int,
     return recipe
 
 
+def compare_config(cfgs: list[dict[str, Any]], recipes: list[str]) -> dict[str, Any]:
+    """One run's config from the recipes ``cfgs`` (read from ``recipes``): their data and
+    protocol (which must agree) and the first model of each. Two recipes of one kind get
+    distinct names, their files' stems, unless they name themselves."""
+    merged = {k: v for k, v in cfgs[0].items() if k != "tune"}
+    for c in cfgs[1:]:
+        if (c["dataset"], c["protocol"]) != (merged["dataset"], merged["protocol"]):
+            raise SystemExit("--compare: the recipes differ in dataset or protocol")
+    merged["models"] = [dict(c["models"][0]) for c in cfgs]
+    kinds = [m["kind"] for m in merged["models"]]
+    for m, recipe in zip(merged["models"], recipes, strict=True):
+        if kinds.count(m["kind"]) > 1 and not m.get("name"):
+            m["name"] = Path(recipe).stem
+    return merged
+
+
 def compare(dataset: str, recipes: list[str], seeds: int, note: str,
             name: str = "tuned-compare", *, quiet: bool = False) -> None:
     """Run the models of ``recipes`` (same data and protocol) in one ``genrec run`` with
@@ -212,13 +230,9 @@ def compare(dataset: str, recipes: list[str], seeds: int, note: str,
     ``<name>.json``. Deterministic models (EASE, ItemKNN) give the same per-user metrics in
     every run, so two compare runs that share one of them are paired through it."""
     cfgs = [yaml.safe_load((ROOT / r).read_text()) for r in recipes]
-    merged = {k: v for k, v in cfgs[0].items() if k != "tune"}
-    for c in cfgs[1:]:
-        if (c["dataset"], c["protocol"]) != (merged["dataset"], merged["protocol"]):
-            raise SystemExit("--compare: the recipes differ in dataset or protocol")
-    merged["models"] = [c["models"][0] for c in cfgs]
     out = ROOT / "runs" / "tuned" / dataset / name
-    merged |= {"output": str(out), "seeds": seeds, "save_models": False, "checkpoints": False}
+    merged = compare_config(cfgs, recipes) | {"output": str(out), "seeds": seeds,
+                                              "save_models": False, "checkpoints": False}
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "recipes.yaml", yaml.safe_dump(merged, sort_keys=False))
     _genrec("run", str(out / "recipes.yaml"), quiet=quiet)

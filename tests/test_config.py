@@ -44,8 +44,23 @@ def test_override_into_missing_list_item_is_a_clear_error() -> None:
 
 
 def test_duplicate_model_kinds_rejected() -> None:
-    with pytest.raises(ValidationError):
+    with pytest.raises(ValidationError, match="distinct names"):
         load_config(None, models=["ease", "ease"])
+
+
+def test_two_configurations_of_one_kind_need_distinct_names(tmp_path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("models:\n  - {kind: ease, l2: 10}\n  - {kind: ease, name: ease-500, "
+                    "l2: 500}\n")
+    cfg = load_config(path)
+    assert [m.label for m in cfg.models] == ["ease", "ease-500"]
+    assert [m.kind for m in cfg.models] == ["ease", "ease"]
+    with pytest.raises(ValidationError, match="ease-500"):
+        load_config(path, ["models.0.name=ease-500"])
+    # A name is a folder: no separators, nothing that climbs out of the run folder.
+    for bad in ["a/b", "../x", ".hidden"]:
+        with pytest.raises(ValidationError, match="name"):
+            load_config(path, [f"models.1.name={bad}"])
 
 
 def test_non_mapping_yaml(tmp_path) -> None:

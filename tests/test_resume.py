@@ -144,3 +144,25 @@ def test_unreadable_checkpoints_give_one_clear_error(straight: Path, tmp_path: P
     line = _error_line(_run(run, data_dir, "--resume"))
     assert f"no readable checkpoint in {ckpt}" in line
     assert "epoch-0004: SafetensorError" in line and "epoch-0003: JSONDecodeError" in line
+
+
+@pytest.mark.slow
+def test_a_name_is_a_label_a_checkpoint_resumes_under_it(straight: Path, tmp_path: Path,
+                                                         data_dir: Path) -> None:
+    """``name`` only labels a model: its checkpoint identity leaves the name out (so
+    checkpoints written before names existed still resume), and a checkpoint folder moved to
+    the new name resumes there to the same result."""
+    run = _copy(straight, tmp_path)
+    state = json.loads((run / "checkpoints" / "sasrec" / "epoch-0004" / "state.json").read_text())
+    assert "name" not in state["identity"]["model"]
+    ckpt = run / "checkpoints" / "sasrec-small"
+    (run / "checkpoints" / "sasrec").rename(ckpt)
+    written = {p: p.stat().st_mtime_ns for p in ckpt.rglob("*") if p.is_file()}
+    proc = _run(run, data_dir, "--resume", "--set", "models.0.name=sasrec-small")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # Resumed after its last epoch: nothing retrained, no checkpoint rewritten.
+    assert {p: p.stat().st_mtime_ns for p in ckpt.rglob("*") if p.is_file()} == written
+    assert not (run / "checkpoints" / "sasrec").exists()
+    a, b = _results(straight), _results(run)
+    assert (b["model"], b["kind"]) == ("sasrec-small", "sasrec")
+    assert a["valid"] == b["valid"] and a["test"] == b["test"]

@@ -109,3 +109,22 @@ def test_table_lists_a_study_without_seeds_last_and_names_its_file() -> None:
     assert rows[-1].startswith("| sasrec (tuned-sasrec-prune15) |")
     assert "– (study only)" in rows[-1]
     assert all("(study only)" not in r for r in rows[:-1])
+
+
+def test_compare_names_two_recipes_of_one_kind_by_their_files() -> None:
+    """``--compare`` of two SASRec recipes (Yelp's carried and its study's choice) builds one
+    valid run holding both, named after their files; a recipe's own name is kept."""
+    recipes = ["configs/yelp/sasrec-from-beauty.yaml", "configs/yelp/tuned/sasrec.yaml",
+               "configs/yelp/ease.yaml"]
+    cfgs = [yaml.safe_load((_ROOT / r).read_text()) for r in recipes]
+    merged = bench.compare_config(cfgs, recipes)
+    cfg = ExperimentConfig.model_validate(merged)
+    assert [m.label for m in cfg.models] == ["sasrec-from-beauty", "sasrec", "ease"]
+    assert cfg.models[0].dropout != cfg.models[1].dropout
+    assert "name" not in cfgs[0]["models"][0]  # the recipes read are not changed
+    cfgs[1]["models"][0]["name"] = "study"
+    assert [m["name"] for m in bench.compare_config(cfgs, recipes)["models"][:2]] == [
+        "sasrec-from-beauty", "study"]
+    other = yaml.safe_load((_ROOT / "configs/ml-1m/ease.yaml").read_text())
+    with pytest.raises(SystemExit, match="differ in dataset or protocol"):
+        bench.compare_config([cfgs[0], other], recipes[:2])

@@ -150,11 +150,14 @@ class TuneSection(BaseModel):
         return self
 
 
-def _unique_model_kinds(cls: type, v: list[Any]) -> list[Any]:
-    """A ``models`` list may name each model kind once (results are keyed by kind)."""
-    kinds = [m.kind for m in v]
-    if len(set(kinds)) != len(kinds):
-        raise ValueError(f"each model kind may appear once per run, got {kinds}")
+def _unique_model_names(cls: type, v: list[Any]) -> list[Any]:
+    """A ``models`` list names each model once (results and folders are keyed by the name,
+    which is the kind unless ``name`` is given)."""
+    labels = [m.label for m in v]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise ValueError(f"each model may appear once per run, got {labels}: give the "
+                         f"configurations of {twice} distinct names (`name: ...`)")
     return v
 
 
@@ -166,7 +169,8 @@ class ExperimentConfig(BaseModel):
     dataset: DataConfig = Field(default_factory=DataConfig)
     protocol: Protocol = Field(default_factory=Protocol)
     models: list[AnyModelConfig] = Field(default_factory=list)
-    """Models to fit and evaluate, each a config with a ``kind``."""
+    """Models to fit and evaluate, each a config with a ``kind`` (and a ``name`` when one
+    kind appears twice)."""
     output: str = "runs/latest"
     """Folder for results.json, results.md, the split, and the fitted models."""
     split_path: str | None = None
@@ -191,7 +195,7 @@ class ExperimentConfig(BaseModel):
     use. Running N experiments side by side, give each cores / N: time-capped recipes
     otherwise train fewer epochs on an oversubscribed machine and report other accuracy."""
 
-    _unique_kinds = field_validator("models")(_unique_model_kinds)
+    _unique_names = field_validator("models")(_unique_model_names)
 
 
 class LLMRatingSection(BaseModel):
@@ -226,9 +230,10 @@ class RatingExperimentConfig(BaseModel):
     output: str = "runs/rating"
     """Folder for results.json, results.md, config.yaml and the fitted models."""
     save_models: bool = True
-    """Save each fitted model under ``output/models/<fold>/<kind>``."""
+    """Save each fitted model under ``output/models/<fold>/<name>`` (its ``name``, else its
+    kind)."""
 
-    _unique_kinds = field_validator("models")(_unique_model_kinds)
+    _unique_names = field_validator("models")(_unique_model_names)
 
 
 def parse_value(text: str) -> Any:

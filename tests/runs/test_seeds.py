@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from genrec.cli import app
 from genrec.config import load_config
 from genrec.models.base import FitContext
-from genrec.models.registry import MODELS, build_model, model_config
+from genrec.models.registry import MODELS, build_model, load_model, model_config
 from genrec.runs.experiment import prepare, run_experiment
 from genrec.runs.seeds import fits_once
 
@@ -94,3 +94,30 @@ def test_fits_once_only_for_seed_free_models_under_full_ranking(data_dir: Path) 
     assert fits_once(full.models[0], full) and not fits_once(full.models[1], full)
     # Sampled candidates are drawn with the seed: every seed is evaluated again.
     assert not fits_once(sampled.models[0], sampled)
+
+
+def test_two_configurations_of_one_kind_share_a_run_under_their_names(data_dir: Path,
+                                                                      tmp_path: Path) -> None:
+    """Two EASE configurations in one run (names set), on 2 seeds: each has its row, its
+    model folder and its params, and they are paired with each other."""
+    path = tmp_path / "two.yaml"
+    path.write_text("models:\n  - {kind: ease, l2: 10}\n"
+                    "  - {kind: ease, name: ease-strong, l2: 2000}\n")
+    cfg = load_config(path, [f"dataset.data_dir={data_dir}", f"output={tmp_path / 'run'}",
+                             "seeds=2", "protocol.cutoffs=[10]"])
+    res = run_experiment(cfg)
+    rows = {r["model"]: r for r in res["results"]}
+    assert list(rows) == ["ease", "ease-strong"]
+    assert "kind" not in rows["ease"] and rows["ease-strong"]["kind"] == "ease"
+    assert rows["ease"]["params"]["l2"] == 10 and rows["ease-strong"]["params"]["l2"] == 2000
+    assert "name" not in rows["ease-strong"]["params"]
+    assert rows["ease"]["test"] != rows["ease-strong"]["test"]  # two models, not one twice
+    for name in rows:
+        saved = json.loads((tmp_path / "run" / "models" / name / "config.json").read_text())
+        assert saved["l2"] == rows[name]["params"]["l2"]
+    sig = res["significance"]
+    assert sig and all({t["model_a"], t["model_b"]} == {"ease", "ease-strong"} for t in sig)
+    # The named model reloads from its folder with its name and settings.
+    loaded = load_model(tmp_path / "run" / "models" / "ease-strong")
+    assert (loaded.config.label, loaded.config.l2) == ("ease-strong", 2000)
+    assert "ease-strong" in (tmp_path / "run" / "results.md").read_text()

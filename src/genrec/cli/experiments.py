@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 
 from genrec.cli._common import (
     _DataDir,
@@ -153,15 +154,19 @@ def tokenize(
     typer.echo(f"semantic IDs written to {out}/ (semantic_ids.safetensors, semantic_ids.json)")
 
 
+def _shown_default(value: Any) -> Any:
+    """A config default as ``genrec models`` prints it (a nested config as its dict)."""
+    return value.model_dump() if isinstance(value, BaseModel) else value
+
 
 @app.command("models")
 def list_models() -> None:
     """List the registered models and their hyperparameters."""
 
     for name, cls in MODELS.items():
-        fields = {k: v.default for k, v in cls.config_cls.model_fields.items() if k != "kind"}
+        fields = {k: _shown_default(v.get_default(call_default_factory=True))
+                  for k, v in cls.config_cls.model_fields.items() if k not in ("kind", "name")}
         typer.echo(f"{name:10s} {cls.__name__:12s} {fields}")
-
 
 
 @app.command()

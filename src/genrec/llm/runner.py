@@ -107,10 +107,10 @@ def prepare(cfg: ExperimentConfig, *, model_path: str | Path | None = None) -> P
         if m.n_items_ != ds.n_items:
             raise ValueError(f"{model_path}: model has {m.n_items_} items, {ds.name} has "
                              f"{ds.n_items}")
-        fit_s, name = 0.0, m.config.kind
+        fit_s, name = 0.0, m.config.label
     else:
         m, row, _ = experiment.fit_and_evaluate(cfg.models[0], data, cfg)
-        fit_s, name = row["fit_seconds"], cfg.models[0].kind
+        fit_s, name = row["fit_seconds"], cfg.models[0].label
         # The output folder is a run folder like genrec run's: results.json of the candidate.
         experiment.write_results(Path(cfg.output), experiment.results_document(cfg, data, [row]))
     return Prepared(ds, data.test_set, Catalogue.from_dataset(ds), m, name, fit_s, row,

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, runtime_chec
 import numpy as np
 import polars as pl
 import torch
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 from safetensors.torch import load, save_file
 
 from genrec._io import atomic_write, atomic_write_text
@@ -45,6 +45,24 @@ class ModelConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     kind: str
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)
+    """This model's name in a run: its row in ``results.json``, its ``models/<name>`` and
+    ``checkpoints/<name>`` folders. Default: the kind. Names let one run hold several
+    configurations of one kind (``{kind: ease, name: ease-l2-500, l2: 500}``), which are then
+    paired on the same split and seeds. A label only: it does not change what is learned."""
+
+    @property
+    def label(self) -> str:
+        """The model's name in a run: ``name``, else ``kind``."""
+        return self.name or self.kind
+
+    @model_serializer(mode="wrap")
+    def _without_default_name(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Dumps leave out an unset ``name``: saved configs read as before names existed."""
+        data = handler(self)
+        if isinstance(data, dict) and data.get("name", "") is None:
+            del data["name"]
+        return data
 
 
 @dataclass(frozen=True)

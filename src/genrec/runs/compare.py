@@ -143,12 +143,12 @@ def run_comparison(cfg: ExperimentConfig, options: HolisticOptions | None = None
     for mcfg in cfg.models:
         model, row, test = fit_and_evaluate(mcfg, data, cfg, progress=progress,
                                             keep_top_items=True)
-        save_npz(hol / f"{mcfg.kind}.npz", top_items=test.top_items,
+        save_npz(hol / f"{mcfg.label}.npz", top_items=test.top_items,
                  **{f"m:{m}": v for m, v in test.per_user.items()})
         if is_generative(model):
             catalogue = catalogue or Catalogue.from_dataset(ds)
             row["generative_risks"] = generative_model_risks(
-                model, mcfg.kind, test_set.histories, catalogue, out, max_users=risk_users,
+                model, mcfg.label, test_set.histories, catalogue, out, max_users=risk_users,
                 seed=options.seed)
         rows.append(row)
     results = results_document(cfg, data, rows,

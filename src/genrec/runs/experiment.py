@@ -275,11 +275,12 @@ def fit_context(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *,
                 name: str | None = None) -> FitContext:
     """What a model of this run receives besides the training data: the item features, the
     protocol's validation callback and seed, its checkpoint folder (``checkpoints/<name>``,
-    the model kind by default) and the run's identity."""
-    ckpt = Path(cfg.output) / "checkpoints" / (name or mcfg.kind) if cfg.checkpoints else None
+    the model's :attr:`~genrec.models.base.ModelConfig.label` by default) and the run's
+    identity."""
+    ckpt = Path(cfg.output) / "checkpoints" / (name or mcfg.label) if cfg.checkpoints else None
     if cfg.resume and not cfg.checkpoints:
         _log.warning("resume: true with checkpoints: false: there is nothing to resume from, "
-                     "%s trains from scratch", mcfg.kind)
+                     "%s trains from scratch", mcfg.label)
     validate = (validation_callback(data.valid_set, cfg.protocol,
                                     item_popularity=data.split.train.item_counts(),
                                     batch_size=cfg.eval_batch_size)
@@ -317,8 +318,8 @@ def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *
                      progress: bool = False, keep_top_items: bool = False,
                      name: str | None = None
                      ) -> tuple[Recommender[Any], dict[str, Any], EvalResult]:
-    """Fit one model, evaluate it on valid and test, save it (``models/<name>``, the kind by
-    default); return its results row."""
+    """Fit one model, evaluate it on valid and test, save it (``models/<name>``, the model's
+    label by default); return its results row."""
     model, fit_s = fit_model(mcfg, data, cfg, name=name)
     kw: dict[str, Any] = dict(item_popularity=data.split.train.item_counts(),
                               batch_size=cfg.eval_batch_size, progress=progress)
@@ -326,10 +327,11 @@ def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *
     valid = evaluate(model, data.valid_set, cfg.protocol.with_valid_metric(), **kw)
     test = evaluate(model, data.test_set, cfg.protocol, keep_top_items=keep_top_items, **kw)
     if cfg.save_models and is_main_process():
-        model.save(Path(cfg.output) / "models" / (name or mcfg.kind))
+        model.save(Path(cfg.output) / "models" / (name or mcfg.label))
     row = {
-        "model": mcfg.kind,
-        "params": mcfg.model_dump(exclude={"kind"}),
+        "model": mcfg.label,
+        **({"kind": mcfg.kind} if mcfg.name else {}),
+        "params": mcfg.model_dump(exclude={"kind", "name"}),
         "fit_seconds": round(fit_s, 3),
         "eval_seconds": round(test.seconds, 3),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
@@ -340,7 +342,7 @@ def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *
         row["cold_start"] = cold_warm(test, data.test_set, data.split.cold_items)
     if (training := training_record(model)) is not None:
         row["training"] = training
-    _log.info("%s: fit %.2fs, test eval %.2fs, test %s=%.4f", mcfg.kind, fit_s, test.seconds,
+    _log.info("%s: fit %.2fs, test eval %.2fs, test %s=%.4f", mcfg.label, fit_s, test.seconds,
               cfg.protocol.valid_metric, row["test"].get(cfg.protocol.valid_metric, float("nan")))
     return model, row, test
 
@@ -416,7 +418,7 @@ def run_experiment(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str
     else:
         rows, per_user = [], {}
         for m in cfg.models:
-            row, per_user[m.kind] = fit_and_evaluate_seeds(m, data, cfg, fit_and_evaluate,
+            row, per_user[m.label] = fit_and_evaluate_seeds(m, data, cfg, fit_and_evaluate,
                                                            progress=progress)
             rows.append(row)
         extra["significance"] = seed_significance(per_user, cfg)

@@ -131,7 +131,7 @@ def run_rating(cfg: RatingExperimentConfig, *, on_fold: FoldHook | None = None,
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
                                                           sort_keys=False))
     seeds = [42] * len(splits) if cfg.protocol.split == "official" else cfg.protocol.seeds
-    folds: dict[str, list[dict[str, Any]]] = {m.kind: [] for m in cfg.models}
+    folds: dict[str, list[dict[str, Any]]] = {m.label: [] for m in cfg.models}
     for split, seed in zip(splits, seeds, strict=True):
         fitted: dict[str, RatingModel[Any]] = {}
         for mcfg in cfg.models:
@@ -148,19 +148,20 @@ def run_rating(cfg: RatingExperimentConfig, *, on_fold: FoldHook | None = None,
                 row["training"] = {k: v for k, v in training.items() if k != "history"}
             if hasattr(model, "best_epoch_"):
                 row["best_epoch"] = model.best_epoch_
-            folds[mcfg.kind].append(row)
-            _log.info("%s %s: RMSE %.4f MAE %.4f (fit %.1fs)", split.name, mcfg.kind,
+            folds[mcfg.label].append(row)
+            _log.info("%s %s: RMSE %.4f MAE %.4f (fit %.1fs)", split.name, mcfg.label,
                       test["rmse"], test["mae"], fit_s)
             if cfg.save_models:
-                model.save(out / "models" / split.name / mcfg.kind)
-            fitted[mcfg.kind] = model
+                model.save(out / "models" / split.name / mcfg.label)
+            fitted[mcfg.label] = model
         if on_fold is not None:
             on_fold(split, fitted)
-    rows = [{"model": m.kind, "params": m.model_dump(exclude={"kind"}, mode="json"),
-             "rmse": summarise_folds([f["rmse"] for f in folds[m.kind]]),
-             "mae": summarise_folds([f["mae"] for f in folds[m.kind]]),
-             "fit_seconds": round(float(np.mean([f["fit_seconds"] for f in folds[m.kind]])), 3),
-             "folds": folds[m.kind]} for m in cfg.models]
+    rows = [{"model": m.label, **({"kind": m.kind} if m.name else {}),
+             "params": m.model_dump(exclude={"kind", "name"}, mode="json"),
+             "rmse": summarise_folds([f["rmse"] for f in folds[m.label]]),
+             "mae": summarise_folds([f["mae"] for f in folds[m.label]]),
+             "fit_seconds": round(float(np.mean([f["fit_seconds"] for f in folds[m.label]])), 3),
+             "folds": folds[m.label]} for m in cfg.models]
     results = {"task": "rating", "protocol": cfg.protocol.model_dump(mode="json"),
                "protocol_text": cfg.protocol.describe(),
                "dataset": {"name": ds.name, "users": ds.n_users, "items": ds.n_items,

@@ -17,14 +17,15 @@ A model's results row then reports, per metric:
 
 Paired tests (t-test and Wilcoxon, Holm-corrected, :func:`genrec.evaluation.stats.
 pairwise_significance`) compare the models on the seed-averaged per-user metrics of the same
-test users. The first seed's model is saved as ``models/<kind>`` (what ``genrec export``
-reads), the others as ``models/<kind>-seed-<s>`` (checkpoints likewise).
+test users. The first seed's model is saved as ``models/<name>`` (the model's ``name``, else
+its kind; what ``genrec export`` reads), the others as ``models/<name>-seed-<s>`` (checkpoints
+likewise).
 
 A model that does not depend on the seed (``Recommender.seed_dependent`` is False: EASE,
 ItemKNN, popularity, the graph heuristic) under a protocol whose evaluation does not either
 (full ranking; sampled candidates are drawn with the seed) is fitted and evaluated **once**:
 every seed would give the same model and the same numbers, so the other seeds' records repeat
-the first one's, marked ``"same_as_seed"``, and no ``models/<kind>-seed-<s>`` is written. Their
+the first one's, marked ``"same_as_seed"``, and no ``models/<name>-seed-<s>`` is written. Their
 std is then 0, as it would be had they been refitted; the paired tests are unchanged.
 """
 
@@ -74,14 +75,14 @@ def fit_and_evaluate_seeds(mcfg: ModelConfig, data: Prepared, cfg: ExperimentCon
         seed = cfg.protocol.seed + i
         if once and i > 0:
             _log.info("%s: seed %d repeats seed %d (the model and the full-ranking evaluation "
-                      "do not depend on the seed)", mcfg.kind, seed, cfg.protocol.seed)
+                      "do not depend on the seed)", mcfg.label, seed, cfg.protocol.seed)
             runs.append(runs[0] | {"seed": seed, "same_as_seed": cfg.protocol.seed})
             for values in per_user.values():
                 values.append(values[0])
             continue
         cfg_i = cfg.model_copy(update={"protocol": cfg.protocol.model_copy(update={"seed": seed})})
-        name = mcfg.kind if i == 0 else f"{mcfg.kind}-seed-{seed}"
-        _log.info("%s: seed %d (%d of %d)", mcfg.kind, seed, i + 1, cfg.seeds)
+        name = mcfg.label if i == 0 else f"{mcfg.label}-seed-{seed}"
+        _log.info("%s: seed %d (%d of %d)", mcfg.label, seed, i + 1, cfg.seeds)
         _, row, test = fit_and_evaluate(mcfg, data, cfg_i, progress=progress, name=name)
         runs.append({"seed": seed} | {k: row[k] for k in ("valid", "test", "fit_seconds",
                                                            "eval_seconds")}
@@ -89,9 +90,10 @@ def fit_and_evaluate_seeds(mcfg: ModelConfig, data: Prepared, cfg: ExperimentCon
         for metric, values in test.per_user.items():
             per_user.setdefault(metric, []).append(values)
     mean_user = {m: np.mean(np.stack(v), axis=0) for m, v in per_user.items()}
-    agg = seed_row(mcfg.kind, runs)
+    agg = seed_row(mcfg.label, runs)
     boot = {m: bootstrap_ci(mean_user[m], seed=cfg.protocol.seed) for m in agg["test"]}
-    row = {"model": agg.pop("model"), "params": mcfg.model_dump(exclude={"kind"}),
+    row = {"model": agg.pop("model"), **({"kind": mcfg.kind} if mcfg.name else {}),
+           "params": mcfg.model_dump(exclude={"kind", "name"}),
            **{k: v for k, v in agg.items() if k != "per_seed"},
            "test_bootstrap_ci95": {m: [round(ci.low, 6), round(ci.high, 6)]
                                    for m, ci in boot.items()},

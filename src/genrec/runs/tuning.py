@@ -115,7 +115,7 @@ def tune(cfg: ExperimentConfig, *, progress: bool = False) -> dict[str, Any]:
         raise ValueError("no tune section: add `tune: {space: {models.0.KEY: ...}}` to the config")
     if len(cfg.models) != 1:
         raise ValueError(f"genrec tune tunes one model per config, got {len(cfg.models)}: "
-                         f"{[m.kind for m in cfg.models]}")
+                         f"{[m.label for m in cfg.models]}")
     base = cfg.model_dump(mode="json", exclude={"tune"})
     _check_space(base, section)
 

@@ -90,7 +90,7 @@ def validate_data(cfg: ExperimentConfig) -> dict[str, Any]:
         tcfg = getattr(mcfg, "text", None)
         if setting is None or not isinstance(tcfg, ItemTextConfig):
             continue
-        who = f"{mcfg.kind} ({setting})"
+        who = f"{mcfg.label} ({setting})"
         cov = text_coverage(ds.items, ds.n_items, tcfg.template)
         entry: dict[str, Any] = {"fields": cov.fields, "auto": cov.auto,
                                  "items_with_text": cov.with_text,

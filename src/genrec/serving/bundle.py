@@ -237,7 +237,7 @@ def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *
         files = sorted(p for p in tmp.rglob("*") if p.is_file())
         manifest = {
             "format": BUNDLE_FORMAT,
-            "name": name or model.config.kind,
+            "name": name or model.config.label,
             "model_kind": model.config.kind,
             "dataset": dataset.name,
             "n_users": dataset.n_users,

@@ -86,9 +86,10 @@ class TrainConfig(BaseModel):
 
 
 BENIGN_KEYS = ("train.epochs", "train.max_minutes", "train.progress", "train.num_workers",
-               "train.device", "score_batch_size", "score_batch")
-"""Model config keys a resumed training may change: how long and where it runs, not what it
-learns (more epochs continue a run; the learning-rate schedule still spans ``epochs``)."""
+               "train.device", "score_batch_size", "score_batch", "name")
+"""Model config keys a resumed training may change: how long and where it runs and what it is
+called, not what it learns (more epochs continue a run; the learning-rate schedule still
+spans ``epochs``)."""
 
 
 class ResumeMismatchError(ValueError):

@@ -71,7 +71,7 @@ class Blend(RatingModel[BlendConfig]):
 
     def _fit(self, train: Interactions, ctx: FitContext) -> None:
         c = self.config
-        names = [f"{k}:{m.kind}" for k, m in enumerate(c.members)]
+        names = [f"{k}:{m.label}" for k, m in enumerate(c.members)]
         inner, held = holdout(train, c.holdout, ctx.seed + 1)
         f = held.frame
         users, items = f[Columns.user].to_numpy(), f[Columns.item].to_numpy()
