@@ -103,8 +103,9 @@ def tune_command(
         "--set", help="Any config key: --set tune.sampler=random")] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
 ) -> None:
-    """Search tune.space on the validation metric, then fit the best configuration and test it
-    once; write results.json (with every trial), results.md and best.yaml."""
+    """Search tune.space on validation, then fit and test the best configuration once.
+
+    Writes results.json (with every trial), results.md and best.yaml."""
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], str]:
@@ -132,9 +133,10 @@ def tokenize(
         "--set", help="Any config key: --set models.0.tokenizer.n_levels=4")] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings and the health report.")] = False,
 ) -> None:
-    """Fit only the semantic-ID stage of the config's TIGER model (item vectors, tokenizer,
-    dedup) and save codes + tokenizer + codebook health; train on them later with
-    ``--set models.0.semantic_ids=FOLDER``."""
+    """Fit and save only the semantic IDs of the config's TIGER model, with codebook health.
+
+    Runs the semantic-ID stage (item vectors, tokenizer, dedup) and saves codes, tokenizer and
+    codebook health; train on them later with ``--set models.0.semantic_ids=FOLDER``."""
     _setup_logging(quiet)
 
     def go() -> tuple[str, str]:
@@ -241,8 +243,9 @@ def rate(
     llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
     quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
 ) -> None:
-    """Rating prediction: fit every rating model on every fold; RMSE/MAE (mean ± std);
-    with --llm-url or --llm-gguf also an LLM on a sample of the same test ratings."""
+    """Rating prediction: every rating model on every fold; RMSE/MAE (mean ± std).
+
+    With --llm-url or --llm-gguf, also an LLM on a sample of the same test ratings."""
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], str]:
