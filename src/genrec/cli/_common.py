@@ -66,7 +66,8 @@ def print_results(results: dict[str, Any]) -> None:
     table = Table()
     cols = [c for c in TEST_COLUMNS if any(c in r["test"] for r in results["results"])]
     for c in ["model", "fit s", "eval s", f"valid {vm}", *[f"test {c}" for c in cols]]:
-        table.add_column(c, justify="left" if c == "model" else "right")
+        table.add_column(c, justify="left" if c == "model" else "right",
+                         no_wrap=c == "model")  # a model's name is never cut
     for r in results["results"]:
         table.add_row(r["model"], f"{r['fit_seconds']:.2f}", f"{r['eval_seconds']:.2f}",
                       f"{r['valid'].get(vm, float('nan')):.4f}",

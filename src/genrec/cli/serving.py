@@ -33,7 +33,8 @@ def export(
     run_dir: Annotated[Path, typer.Argument(help="Output folder of `genrec run`.")],
     out: Annotated[Path, typer.Option(help="Bundle folder to create.")],
     model: Annotated[str | None, typer.Option(
-        help="Model kind under RUN_DIR/models (optional if the run saved one).")] = None,
+        help="Model under RUN_DIR/models: its name, the kind unless named (optional if the run "
+             "saved one).")] = None,
     name: Annotated[str | None, typer.Option(help="Name to serve it under.")] = None,
     data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing bundle.")] = False,
