@@ -110,11 +110,9 @@ class HSTULayer(nn.Module):
         n_heads: Heads ``H``.
         dropout: Dropout before ``f2``.
         n_buckets: Relative-position buckets.
-        max_len: The normaliser ``n`` of the attention.
     """
 
-    def __init__(self, dim: int, n_heads: int, dropout: float, n_buckets: int,
-                 max_len: int) -> None:
+    def __init__(self, dim: int, n_heads: int, dropout: float, n_buckets: int) -> None:
         super().__init__()
         self.ln_in = nn.LayerNorm(dim)
         self.f1 = nn.Linear(dim, 4 * dim)
@@ -123,11 +121,11 @@ class HSTULayer(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.f2 = nn.Linear(dim, dim)
         self.n_heads = n_heads
-        self.max_len = max_len
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(B, L, D)``; ``mask`` ``(B, 1, L, L)``, True where query may read key;
-        ``buckets`` ``(L, L)``."""
+    def forward(self, x: torch.Tensor, gate: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, L, D)``; ``gate`` ``(B, 1, L, L)``: ``1 / n`` where a query may read a
+        key, else 0 (the mask and the attention's normaliser ``n`` in one factor, which the
+        net builds once for all its layers); ``buckets`` ``(L, L)``."""
         b, length, dim = x.shape
         u, v, q, k = F.silu(self.f1(self.ln_in(x))).split(dim, dim=2)  # (B, L, D) each
         q, k, v = (t.view(b, length, self.n_heads, dim // self.n_heads).transpose(1, 2)
@@ -135,8 +133,7 @@ class HSTULayer(nn.Module):
         rab = self.rab(buckets).permute(2, 0, 1)                       # (H, L, L)
         # Pointwise: each weight is SiLU of its own logit, divided by a constant; no softmax
         # normalises over keys, so the sum of weights carries how much history is relevant.
-        attn = F.silu(q @ k.transpose(-2, -1) + rab) / self.max_len    # (B, H, L, L)
-        attn = attn * mask
+        attn = F.silu(q @ k.transpose(-2, -1) + rab) * gate            # (B, H, L, L)
         y = (attn @ v).transpose(1, 2).reshape(b, length, dim)         # (B, L, D)
         return x + self.f2(self.drop(self.ln_attn(y) * u))
 
@@ -167,7 +164,7 @@ class HSTUNet(SequentialNet):
         self.item_emb = nn.Embedding(n_items + 1, dim, padding_idx=0)
         self.pos_emb = nn.Embedding(max_len, dim)
         self.drop = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(HSTULayer(dim, n_heads, dropout, n_buckets, max_len)
+        self.layers = nn.ModuleList(HSTULayer(dim, n_heads, dropout, n_buckets)
                                     for _ in range(n_layers))
         self.ln_f = nn.LayerNorm(dim)
         self.temperature = temperature
@@ -194,9 +191,12 @@ class HSTUNet(SequentialNet):
         x = self.drop(self.item_emb(seq) * math.sqrt(dim) + self.pos_emb(pos))  # (B, L, D)
         causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
         mask = (causal & (seq > 0)[:, None, :])[:, None]               # (B, 1, L, L)
+        # Built once, not per layer: the layers' elementwise passes over (B, H, L, L) are
+        # most of an HSTU-large step on CPU (benchmarks/hstu_layers.py).
+        gate = mask.to(x.dtype) / max_len                              # (B, 1, L, L)
         buckets = self.buckets[-length:, -length:]                     # (L, L)
         for layer in self.layers:
-            x = layer(x, mask, buckets)
+            x = layer(x, gate, buckets)
         hidden = self.ln_f(x)                                          # (B, L, D)
         if self.temperature is not None:
             hidden = F.normalize(hidden, dim=-1) / self.temperature
