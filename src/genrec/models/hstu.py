@@ -122,10 +122,11 @@ class HSTULayer(nn.Module):
         self.f2 = nn.Linear(dim, dim)
         self.n_heads = n_heads
 
-    def forward(self, x: torch.Tensor, gate: torch.Tensor, buckets: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(B, L, D)``; ``gate`` ``(B, 1, L, L)``: ``1 / n`` where a query may read a
-        key, else 0 (the mask and the attention's normaliser ``n`` in one factor, which the
-        net builds once for all its layers); ``buckets`` ``(L, L)``."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, buckets: torch.Tensor,
+                n: int) -> torch.Tensor:
+        """``x`` ``(B, L, D)``; ``mask`` ``(B, 1, L, L)`` in ``x``'s dtype, 1 where a query
+        may read a key, else 0 (the net builds it once for all its layers); ``buckets``
+        ``(L, L)``; ``n`` the attention's normaliser."""
         b, length, dim = x.shape
         u, v, q, k = F.silu(self.f1(self.ln_in(x))).split(dim, dim=2)  # (B, L, D) each
         q, k, v = (t.view(b, length, self.n_heads, dim // self.n_heads).transpose(1, 2)
@@ -133,7 +134,10 @@ class HSTULayer(nn.Module):
         rab = self.rab(buckets).permute(2, 0, 1)                       # (H, L, L)
         # Pointwise: each weight is SiLU of its own logit, divided by a constant; no softmax
         # normalises over keys, so the sum of weights carries how much history is relevant.
-        attn = F.silu(q @ k.transpose(-2, -1) + rab) * gate            # (B, H, L, L)
+        # In place where autograd allows (matmul and SiLU keep their inputs, not outputs):
+        # the (B, H, L, L) block is the layer's largest, and every copy of it costs.
+        attn = F.silu((q @ k.transpose(-2, -1)).add_(rab))             # (B, H, L, L)
+        attn = attn.div_(n).mul_(mask)
         y = (attn @ v).transpose(1, 2).reshape(b, length, dim)         # (B, L, D)
         return x + self.f2(self.drop(self.ln_attn(y) * u))
 
@@ -190,13 +194,11 @@ class HSTUNet(SequentialNet):
         pos = torch.arange(max_len - length, max_len, device=seq.device)
         x = self.drop(self.item_emb(seq) * math.sqrt(dim) + self.pos_emb(pos))  # (B, L, D)
         causal = torch.ones(length, length, dtype=torch.bool, device=seq.device).tril()
-        mask = (causal & (seq > 0)[:, None, :])[:, None]               # (B, 1, L, L)
-        # Built once, not per layer: the layers' elementwise passes over (B, H, L, L) are
-        # most of an HSTU-large step on CPU (benchmarks/hstu_layers.py).
-        gate = mask.to(x.dtype) / max_len                              # (B, 1, L, L)
+        # In x's dtype once, not per layer (benchmarks/hstu_layers.py).
+        mask = (causal & (seq > 0)[:, None, :])[:, None].to(x.dtype)   # (B, 1, L, L)
         buckets = self.buckets[-length:, -length:]                     # (L, L)
         for layer in self.layers:
-            x = layer(x, gate, buckets)
+            x = layer(x, mask, buckets, max_len)
         hidden = self.ln_f(x)                                          # (B, L, D)
         if self.temperature is not None:
             hidden = F.normalize(hidden, dim=-1) / self.temperature
