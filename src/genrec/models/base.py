@@ -56,6 +56,12 @@ class ModelConfig(BaseModel):
         """The model's name in a run: ``name``, else ``kind``."""
         return self.name or self.kind
 
+    def results_fields(self, **dump: Any) -> dict[str, Any]:
+        """How a results row names this model: ``model`` (the label), ``kind`` when it is
+        named, and ``params`` (the config without them; ``dump`` goes to ``model_dump``)."""
+        return {"model": self.label, **({"kind": self.kind} if self.name else {}),
+                "params": self.model_dump(exclude={"kind", "name"}, **dump)}
+
     @model_serializer(mode="wrap")
     def _without_default_name(self, handler: SerializerFunctionWrapHandler) -> Any:
         """Dumps leave out an unset ``name``: saved configs read as before names existed."""

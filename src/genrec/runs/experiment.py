@@ -329,9 +329,7 @@ def fit_and_evaluate(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *
     if cfg.save_models and is_main_process():
         model.save(Path(cfg.output) / "models" / (name or mcfg.label))
     row = {
-        "model": mcfg.label,
-        **({"kind": mcfg.kind} if mcfg.name else {}),
-        "params": mcfg.model_dump(exclude={"kind", "name"}),
+        **mcfg.results_fields(),
         "fit_seconds": round(fit_s, 3),
         "eval_seconds": round(test.seconds, 3),
         "peak_rss_mb": round(_peak_rss_mb(), 1),

@@ -156,8 +156,7 @@ def run_rating(cfg: RatingExperimentConfig, *, on_fold: FoldHook | None = None,
             fitted[mcfg.label] = model
         if on_fold is not None:
             on_fold(split, fitted)
-    rows = [{"model": m.label, **({"kind": m.kind} if m.name else {}),
-             "params": m.model_dump(exclude={"kind", "name"}, mode="json"),
+    rows = [{**m.results_fields(mode="json"),
              "rmse": summarise_folds([f["rmse"] for f in folds[m.label]]),
              "mae": summarise_folds([f["mae"] for f in folds[m.label]]),
              "fit_seconds": round(float(np.mean([f["fit_seconds"] for f in folds[m.label]])), 3),

@@ -92,9 +92,8 @@ def fit_and_evaluate_seeds(mcfg: ModelConfig, data: Prepared, cfg: ExperimentCon
     mean_user = {m: np.mean(np.stack(v), axis=0) for m, v in per_user.items()}
     agg = seed_row(mcfg.label, runs)
     boot = {m: bootstrap_ci(mean_user[m], seed=cfg.protocol.seed) for m in agg["test"]}
-    row = {"model": agg.pop("model"), **({"kind": mcfg.kind} if mcfg.name else {}),
-           "params": mcfg.model_dump(exclude={"kind", "name"}),
-           **{k: v for k, v in agg.items() if k != "per_seed"},
+    row = {**mcfg.results_fields(),
+           **{k: v for k, v in agg.items() if k not in ("model", "per_seed")},
            "test_bootstrap_ci95": {m: [round(ci.low, 6), round(ci.high, 6)]
                                    for m, ci in boot.items()},
            "per_seed": runs}
