@@ -91,6 +91,51 @@ def test_manifest_problems_are_refused(bundles, tmp_path) -> None:
         load_bundle(b)
 
 
+def _rehash(b: Path, extra: dict[str, Path]) -> None:
+    """List ``extra`` (manifest name -> file) in ``b``'s manifest with their true hashes."""
+    import hashlib
+
+    m = json.loads((b / "manifest.json").read_text())
+    for rel, f in extra.items():
+        data = f.read_bytes()
+        m["files"][rel] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (b / "manifest.json").write_text(json.dumps(m))
+
+
+@pytest.mark.parametrize("rel", ["x/../../../escaped.pth", "x/payload", "/abs/payload",
+                                 "./payload", "a//payload", "a\\payload"])
+def test_manifest_names_only_plain_files_of_the_bundle(bundles, tmp_path, monkeypatch,
+                                                       rel) -> None:
+    # A link inside the bundle (x -> d/e/f) once let `x/../../../NAME` pass a check on the
+    # resolved path while the snapshot copy went to the unresolved one, outside the snapshot.
+    b = _copy(bundles.pop, tmp_path)
+    (b / "d/e/f").mkdir(parents=True)
+    (b / "d/e/f/payload").write_text("x")
+    (b / "x").symlink_to("d/e/f")
+    (b / "escaped.pth").write_text("import os\n")
+    (b / "payload").write_text("x")
+    target = {"x/../../../escaped.pth": b / "escaped.pth", "x/payload": b / "d/e/f/payload"}
+    _rehash(b, {rel: target.get(rel, b / "payload")})
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr("tempfile.tempdir", None)
+    with pytest.raises(BundleError, match="outside the bundle"):
+        load_bundle(b)
+    assert not (tmp_path / "escaped.pth").exists() and not list(tmp.rglob("escaped.pth"))
+
+
+def test_verified_but_inconsistent_bundle_is_a_bundle_error(bundles, tmp_path) -> None:
+    # Hashes match (re-made after the edit), but items.parquet lacks a column the loader
+    # needs: a BundleError (a reload answers 409 and keeps the old model), not a raw error.
+    b = _copy(bundles.pop, tmp_path)
+    pl.read_parquet(b / "items.parquet").drop("title").write_parquet(b / "items.parquet")
+    _rehash(b, {"items.parquet": b / "items.parquet"})
+    verify_bundle(b)
+    with pytest.raises(BundleError, match="cannot be loaded: ColumnNotFoundError"):
+        load_bundle(b)
+
+
 def test_bare_model_folder_gets_a_hint(bundles) -> None:
     with pytest.raises(BundleError, match="genrec export"):
         load_bundle(bundles.run / "models" / "ease")

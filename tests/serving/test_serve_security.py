@@ -144,6 +144,20 @@ def test_rate_limiter_refills() -> None:
     assert lim.take(key, now=0.5) == 0.0
 
 
+def test_rate_limiter_share_splits_rate_and_burst() -> None:
+    # With --workers N each worker enforces 1/N, so N workers together allow the configured
+    # rate and burst, never N times it.
+    key = KeyRing.from_entries([{"id": "k", "key": SLOW, "scopes": ["recommend"], "rate": 4,
+                                 "burst": 4}]).keys[0]
+    workers = [RateLimiter(default_rate=0, share=2) for _ in range(2)]
+    allowed = sum(lim.take(key, now=0.0) == 0.0 for lim in workers for _ in range(10))
+    assert allowed == 4  # the burst, split 2 + 2
+    allowed = sum(lim.take(key, now=1.0) == 0.0 for lim in workers for _ in range(10))
+    assert allowed == 4  # one second refills 4 tokens in all (2 each)
+    with pytest.raises(ValueError, match="share"):
+        RateLimiter(default_rate=1, share=0)
+
+
 def test_cross_site_reload_is_refused(client) -> None:
     before = reloads_ok(client)
     # What a hostile page can send: a form post (no custom header, so no key) ...

@@ -172,8 +172,9 @@ def _serve_workers(model_dirs: list[str], *, host: str, port: int, workers: int,
     models = _run_guarded(check)
     with tempfile.TemporaryDirectory(prefix="genrec-metrics-") as metrics_dir:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # workers sum their metrics here
-        os.environ[SPEC_ENV] = json.dumps({"models": models, "threads": threads,
-                                           "settings": settings | {"multiprocess": True}})
+        spec = {"models": models, "threads": threads,  # each worker enforces 1/N of a rate
+                "settings": settings | {"multiprocess": True, "rate_share": workers}}
+        os.environ[SPEC_ENV] = json.dumps(spec)
         run_workers("genrec.serving.app:create_app_from_env", workers=workers, host=host,
                     port=port, access_log=access_log, limit_concurrency=max_connections)
 

@@ -113,6 +113,9 @@ class ServeSettings(BaseModel):
     signature made with it, at start and on every reload."""
     reload_on_sighup: bool = True
     """Reload every model when the process gets SIGHUP (main-thread event loops only)."""
+    rate_share: int = Field(default=1, ge=1)
+    """Processes serving side by side (``genrec serve --workers N``); each enforces
+    ``1 / rate_share`` of every key's rate and burst, so together they allow no more."""
     multiprocess: bool = False
     """This app is one of several uvicorn workers (``genrec serve --workers N``): a reload
     is checked here, then done by the supervisor, which replaces every worker (SIGHUP to the
@@ -581,5 +584,5 @@ def create_app(models: ModelPool | Sequence[str | Path | tuple[str | None, Path]
 
     app.add_middleware(Guard, metrics=metrics, max_body_bytes=settings.max_body_bytes,
                        body_timeout=settings.body_timeout, keys=keys,
-                       limiter=RateLimiter(settings.rate_limit))
+                       limiter=RateLimiter(settings.rate_limit, settings.rate_share))
     return app

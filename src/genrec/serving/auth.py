@@ -205,14 +205,21 @@ class KeyRing:
 class RateLimiter:
     """Token buckets per key: ``rate`` requests per second, up to ``burst`` at once.
 
-    Used from the event loop only (no lock).
+    Used from the event loop only (no lock). Buckets live in one process: when ``share``
+    processes serve together (``genrec serve --workers N``), each enforces ``1 / share`` of
+    every rate and burst, so together they never allow more than the configured figures (a
+    client whose connections all land on one worker gets that worker's share).
 
     Args:
         default_rate: Requests per second of a key without its own ``rate`` (0: unlimited).
+        share: Processes enforcing the limits side by side.
     """
 
-    def __init__(self, default_rate: float) -> None:
+    def __init__(self, default_rate: float, share: int = 1) -> None:
+        if share < 1:
+            raise ValueError(f"share must be >= 1, got {share}")
         self.default_rate = default_rate
+        self.share = share
         self._buckets: dict[str, tuple[float, float]] = {}  # id -> (tokens, last time)
 
     def take(self, key: ApiKey, now: float | None = None) -> float:
@@ -224,7 +231,8 @@ class RateLimiter:
         rate = self.default_rate if key.rate is None else key.rate
         if rate <= 0:
             return 0.0
-        burst = max(1.0, key.burst if key.burst is not None else 2 * rate)
+        burst = max(1.0, (key.burst if key.burst is not None else 2 * rate) / self.share)
+        rate /= self.share
         now = time.monotonic() if now is None else now
         tokens, last = self._buckets.get(key.id, (burst, now))
         tokens = min(burst, tokens + (now - last) * rate)

@@ -357,8 +357,8 @@ def _verify(path: Path, snapshot: Path | None, verifier: SignatureVerifier | Non
         raise BundleError(f"{path}: manifest does not list {sorted(required - set(files or {}))}")
     root = path.resolve()
     for rel, info in files.items():
-        f = (path / rel).resolve()
-        if root not in f.parents or not isinstance(info, dict):
+        f = _member(path, root, rel)
+        if f is None or not isinstance(info, dict):
             raise BundleError(f"{path}: manifest names a file outside the bundle: {rel!r}")
         if not f.is_file():
             raise BundleError(f"{path}: {rel} is missing (partial bundle)")
@@ -383,6 +383,25 @@ def _verify(path: Path, snapshot: Path | None, verifier: SignatureVerifier | Non
         if h.hexdigest() != info.get("sha256"):
             raise BundleError(f"{path}: {rel} does not match its sha256 in the manifest (altered)")
     return manifest
+
+
+def _member(path: Path, root: Path, rel: object) -> Path | None:
+    """The file ``rel`` of the bundle at ``path`` (resolved: ``root``), or None if ``rel`` is
+    not a plain relative path inside it.
+
+    A member is a relative POSIX path of plain names: no absolute path, no ``..``, ``.``
+    or empty part, no backslash, and no symbolic link on the way (the file and the path the
+    snapshot copy is written to must be the same, so a link inside the bundle cannot steer a
+    copy out of the snapshot folder).
+    """
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\0" in rel:
+        return None
+    parts = rel.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return None
+    lexical = root.joinpath(*parts)
+    f = (path / rel).resolve()
+    return f if f == lexical and root in f.parents else None
 
 
 def load_bundle(path: str | Path, *, name: str | None = None,
@@ -423,27 +442,31 @@ def load_bundle(path: str | Path, *, name: str | None = None,
                 max_norm = float(meta.pop("max_norm"))
                 index = ItemIndex.load(snap / ANN_FILE, AnnConfig.model_validate(meta),
                                        max_norm)
-        except Exception as e:
+            n_users, n_items = len(users), items.height
+            if (model.n_users_, model.n_items_) != (n_users, n_items):
+                raise BundleError(f"{path}: model has {model.n_users_} users / "
+                                  f"{model.n_items_} items, id maps have {n_users} / {n_items}")
+            if index is not None and (index.n_items != n_items
+                                      or not isinstance(model, DotProductModel)):
+                raise BundleError(f"{path}: {ANN_FILE} indexes {index.n_items} items of a "
+                                  f"{model.config.kind} model with {n_items} items")
+            u = hist["user"].to_numpy().astype(np.int64)
+            it = hist["item"].to_numpy().astype(np.int64)
+            if len(u) and (u.min() < 0 or u.max() >= n_users or it.min() < 0
+                           or it.max() >= n_items):
+                raise BundleError(f"{path}: histories.parquet has ids outside the id maps")
+            order = np.argsort(u, kind="stable")  # written sorted; keep each user's order
+            indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=n_users))])
+            return Bundle(
+                name=name or str(manifest.get("name") or manifest.get("model_kind")),
+                path=path, model=model, manifest=manifest, user_ids=users,
+                item_ids=items["item"].cast(pl.String).to_list(),
+                titles=items["title"].cast(pl.String).to_list(),
+                categories=[list(c) for c in items["categories"].to_list()],
+                popularity=items["popularity"].to_numpy().astype(np.int64),
+                hist_indptr=indptr.astype(np.int64), hist_items=it[order], ann=index,
+            )
+        except BundleError:
+            raise
+        except Exception as e:  # any other inconsistency of a verified bundle: refuse it
             raise BundleError(f"{path}: cannot be loaded: {type(e).__name__}: {e}") from e
-    n_users, n_items = len(users), items.height
-    if (model.n_users_, model.n_items_) != (n_users, n_items):
-        raise BundleError(f"{path}: model has {model.n_users_} users / {model.n_items_} items, "
-                          f"id maps have {n_users} / {n_items}")
-    if index is not None and (index.n_items != n_items or not isinstance(model, DotProductModel)):
-        raise BundleError(f"{path}: {ANN_FILE} indexes {index.n_items} items of a "
-                          f"{model.config.kind} model with {n_items} items")
-    u = hist["user"].to_numpy().astype(np.int64)
-    it = hist["item"].to_numpy().astype(np.int64)
-    if len(u) and (u.min() < 0 or u.max() >= n_users or it.min() < 0 or it.max() >= n_items):
-        raise BundleError(f"{path}: histories.parquet has ids outside the id maps")
-    order = np.argsort(u, kind="stable")  # written sorted; keep chronological order per user
-    indptr = np.concatenate([[0], np.cumsum(np.bincount(u, minlength=n_users))])
-    return Bundle(
-        name=name or str(manifest.get("name") or manifest.get("model_kind")),
-        path=path, model=model, manifest=manifest, user_ids=users,
-        item_ids=items["item"].cast(pl.String).to_list(),
-        titles=items["title"].cast(pl.String).to_list(),
-        categories=[list(c) for c in items["categories"].to_list()],
-        popularity=items["popularity"].to_numpy().astype(np.int64),
-        hist_indptr=indptr.astype(np.int64), hist_items=it[order], ann=index,
-    )

@@ -27,6 +27,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from genrec._io import atomic_write_text
+
 __all__ = ["SIGNATURE_FILE", "BundleSigner", "SignatureError", "SignatureVerifier"]
 
 SIGNATURE_FILE = "signature.json"
@@ -109,7 +111,8 @@ class BundleSigner(_Key):
     def sign_folder(self, folder: Path) -> Path:
         """Write ``folder/signature.json`` for ``folder/manifest.json``."""
         out = folder / SIGNATURE_FILE
-        out.write_text(json.dumps(self.sign((folder / "manifest.json").read_bytes()), indent=2))
+        atomic_write_text(out, json.dumps(self.sign((folder / "manifest.json").read_bytes()),
+                                          indent=2))
         return out
 
 
