@@ -54,7 +54,7 @@ def test_bad_rows_are_dropped_and_counted_by_reason(tmp_path: Path, caplog) -> N
         "2\t12\tnan\t100\n"     # NaN rating
         "2\t12\t\t100\n"        # empty rating
         "2\t12\tfive\t100\n"    # rating not a number
-        "2\t12\t4\tyesterday\n"  # non-integer time
+        "2\t12\t4\tyesterday\n"  # unparseable time
         "2\t12\t4\t200\n"
     ))
     with caplog.at_level(logging.WARNING, logger="genrec.data.readers"):
@@ -64,7 +64,7 @@ def test_bad_rows_are_dropped_and_counted_by_reason(tmp_path: Path, caplog) -> N
     assert entry == {
         "step": "read", "file": str(folder / "u.data"), "kept": 2, "dropped": 8,
         "reason": {"wrong field count": 2, "non-integer user id": 1, "non-integer item id": 1,
-                   "rating not a number": 3, "timestamp not an integer": 1},
+                   "rating not a number": 3, "unparseable timestamp": 1},
     }
     assert any(str(folder / "u.data") in r.getMessage() and "wrong field count: 2 (first at "
                "line 2)" in r.getMessage() for r in caplog.records)

@@ -27,7 +27,7 @@ PRE = {"rating_threshold": 2.0, "dedup": "first", "min_user_interactions": 3,
 #: Malformed rows injected into the synthetic table: (shard, column, value, reason). The
 #: reasons sit in other shards than the order the reader checks them in (timestamp first,
 #: missing user last), so a merge in shard order would key them differently.
-BAD = [(0, "timestamp", "yesterday", "timestamp not an integer"),
+BAD = [(0, "timestamp", "yesterday", "unparseable timestamp"),
        (0, "timestamp", "12.5", "timestamp not an integer"),
        (1, "rating", "n/a", "rating not a number"),
        (1, "item", "   ", "blank item id"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,38 @@ def test_temporal_refuses_position_only_data() -> None:
     ds = tiny_dataset(timestamps=False)
     with pytest.raises(ValueError, match="temporal split needs timestamps.*leave_one_out"):
         split(ds, SplitConfig(kind="temporal"))
+
+
+def _timed(times: list[int]) -> Dataset:
+    frame = pl.DataFrame({"user": [f"u{k % 5}" for k in range(len(times))],
+                          "item": [f"i{k % 7}" for k in range(len(times))], "timestamp": times})
+    return Dataset.from_raw("ties", frame)
+
+
+@pytest.mark.parametrize(("times", "part", "tie"), [
+    ([100] * 40, "train", "40 of 40 interactions share timestamp 100"),
+    ([100] * 30 + [200] * 10, "valid", "10 of 40 interactions share timestamp 200"),
+])
+def test_temporal_refuses_an_empty_part_from_ties(times: list[int], part: str, tie: str) -> None:
+    with pytest.raises(ValueError, match=f"leaves {part} empty: {tie}.*leave_one_out or random"):
+        split(_timed(times), SplitConfig(kind="temporal", valid_ratio=0.1, test_ratio=0.1))
+
+
+def test_temporal_warns_when_ties_skew_the_shares(caplog: pytest.LogCaptureFixture) -> None:
+    ds = _timed(list(range(1, 61)) + [100] * 25 + list(range(101, 116)))
+    with caplog.at_level(logging.WARNING, logger="genrec.data.splits"):
+        s = split(ds, SplitConfig(kind="temporal", valid_ratio=0.1, test_ratio=0.1))
+    assert (len(s.train), len(s.valid), len(s.test)) == (60, 30, 10)
+    assert any("give shares train 0.600, valid 0.300, test 0.100 instead of 0.800, 0.100, "
+               "0.100" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="genrec.data.splits"):
+        split(_timed(list(range(100))), SplitConfig(kind="temporal"))
+    assert not caplog.records
+    # valid_ratio 0: an empty valid part is what was asked for.
+    s = split(_timed([100] * 30 + [200] * 10), SplitConfig(kind="temporal", valid_ratio=0.0,
+                                                           test_ratio=0.25))
+    assert (len(s.train), len(s.valid), len(s.test)) == (30, 0, 10)
 
 
 # -- random -----------------------------------------------------------------------------------

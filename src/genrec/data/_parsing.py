@@ -225,24 +225,109 @@ def int_expr(col: str) -> pl.Expr:
     return pl.col(col).cast(pl.Int64, strict=False)
 
 
-def _time_expr(col: str, dtype: pl.DataType) -> pl.Expr:
-    """Unix-time (or position) Int64 from strings, integers, integral floats or datetimes."""
+#: Timestamps written as text must be ISO-8601: a date, optionally a time (``T`` or a space
+#: between), optional fractional seconds (dropped) and an optional ``Z`` or UTC offset; a time
+#: without an offset is read as UTC. Other date forms are refused, never guessed.
+_ISO_8601 = (r"^(?<y>\d{4})-(?<mo>\d{2})-(?<d>\d{2})"
+             r"(?:[T ](?<h>\d{2}):(?<mi>\d{2})(?::(?<s>\d{2})(?:[.,]\d+)?)?"
+             r"(?:(?<z>Z)|(?<sg>[+-])(?<zh>\d{2})(?::?(?<zm>\d{2}))?)?)?$")
+#: Dates in a form that is not ISO-8601 (``01/02/2021``, ``2.1.2021``, ``2021/1/2``,
+#: ``Jan 2 2021``): ambiguous or locale-bound, so they are one clear error rather than a
+#: guess (``01/02/2021`` is 2 January in the US and 1 February in most other places).
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?"
+          r"|sep(?:t|tember)?|oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)")
+_OTHER_DATE = (r"^\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}(?:[ T,].*)?$"
+               rf"|(?i:\b{_MONTH}\b.*\d{{4}}|\d{{4}}.*\b{_MONTH}\b)")
+_TIME_REASONS = ("timestamp not an integer", "timestamp out of range", "unparseable timestamp")
+
+
+def _iso_seconds(col: str) -> pl.Expr:
+    """Unix seconds of ISO-8601 text (null where the text is not ISO-8601 or no real date)."""
+    g = pl.col(col).str.extract_groups(_ISO_8601)
+    part = g.struct.field
+    text = pl.concat_str(part("y"), pl.lit("-"), part("mo"), pl.lit("-"), part("d"), pl.lit(" "),
+                         part("h").fill_null("00"), pl.lit(":"), part("mi").fill_null("00"),
+                         pl.lit(":"), part("s").fill_null("00"))
+    local = text.str.to_datetime("%Y-%m-%d %H:%M:%S", strict=False, time_unit="us").dt.epoch("s")
+    offset = (part("zh").cast(pl.Int64) * 3600 + part("zm").cast(pl.Int64).fill_null(0) * 60)
+    sign = pl.when(part("sg") == "-").then(-1).otherwise(1)
+    return local - (sign * offset).fill_null(0)
+
+
+def _time_value(col: str, dtype: pl.DataType) -> tuple[pl.Expr, pl.Expr | None]:
+    """Unix-time (or position) Int64 of a column, and its Float64 reading when it is numeric.
+
+    Integers (any width), integral floats and decimals, datetimes, dates and integer or
+    integral-number text are read; anything else (ISO-8601 text is read later) is null. The
+    second expression (None for datetimes) tells a non-integral number (``12.5``) from an
+    integral one too large for Int64.
+    """
     c = pl.col(col)
-    if dtype.is_integer():
-        return c.cast(pl.Int64)
     if isinstance(dtype, pl.Datetime):
-        return c.dt.epoch("s")
+        return c.dt.epoch("s"), None
     if isinstance(dtype, pl.Date):
-        return c.cast(pl.Int64) * 86_400
+        return c.cast(pl.Int64) * 86_400, None
     as_float = c.cast(pl.Float64, strict=False)
     integral = as_float.is_finite() & (as_float == as_float.floor())
     from_float = pl.when(integral).then(as_float.cast(pl.Int64, strict=False))
-    if dtype.is_float():
-        return from_float
-    if dtype == pl.String:  # also dates and times written as text ("2020-01-31 12:00:00")
-        as_date = c.str.strip_chars().str.to_datetime(strict=False, time_unit="us").dt.epoch("s")
-        return pl.coalesce(c.cast(pl.Int64, strict=False), from_float, as_date)
-    return pl.coalesce(c.cast(pl.Int64, strict=False), from_float)
+    if dtype.is_integer():
+        return c.cast(pl.Int64, strict=False), as_float  # UInt64 above 2**63: out of range
+    if dtype.is_float() or dtype.is_decimal():
+        return from_float, as_float  # a decimal 2.5 is no more an integer than a float 2.5
+    return pl.coalesce(c.cast(pl.Int64, strict=False), from_float), as_float
+
+
+def _clean_time(frame: pl.DataFrame, report: ReadReport) -> pl.DataFrame:
+    """Turn ``timestamp`` into Int64 and drop (and count) the rows where that fails.
+
+    Reasons: ``timestamp not an integer`` (missing, or a number with a fraction, NaN or
+    infinite), ``timestamp out of range`` (an integer outside Int64), ``unparseable
+    timestamp`` (text that is neither a number nor ISO-8601).
+
+    Raises:
+        DataError: If a timestamp is a date written in another form than ISO-8601.
+    """
+    dtype = frame[TIME].dtype
+    if dtype == pl.String:
+        frame = frame.with_columns(pl.col(TIME).str.strip_chars())  # " 100" is 100
+    value, number = _time_value(TIME, dtype)
+    frame = frame.with_columns(value.alias("_t"))
+    if dtype == pl.String and frame["_t"].null_count() > frame[TIME].null_count():
+        # Only when some text is not a number: the regex costs time on big integer columns.
+        frame = frame.with_columns(pl.coalesce("_t", _iso_seconds(TIME)).alias("_t"))
+    if not frame["_t"].null_count():
+        return frame.with_columns(pl.col("_t").alias(TIME)).drop("_t")
+    why = pl.when(pl.col("_t").is_not_null()).then(None).when(pl.col(TIME).is_null()).then(
+        pl.lit(_TIME_REASONS[0]))
+    if number is not None:
+        integral = number.is_finite() & (number == number.floor())
+        why = why.when(integral).then(pl.lit(_TIME_REASONS[1])).when(
+            number.is_not_null()).then(pl.lit(_TIME_REASONS[0]))
+    frame = frame.with_columns(why.otherwise(pl.lit(_TIME_REASONS[2])).alias("_why"))
+    if dtype == pl.String:
+        _refuse_other_dates(frame, report)
+    for reason in _TIME_REASONS:
+        frame = report.drop(frame, pl.col("_why").eq_missing(reason), reason)
+    return frame.with_columns(pl.col("_t").alias(TIME)).drop("_t", "_why")
+
+
+def _refuse_other_dates(frame: pl.DataFrame, report: ReadReport) -> None:
+    """Raise if an unparseable text timestamp is a date in a non-ISO form (see _OTHER_DATE)."""
+    dates = frame.filter(pl.col("_why").eq_missing(_TIME_REASONS[2])
+                         & pl.col(TIME).str.contains(_OTHER_DATE)
+                         & ~pl.col(TIME).str.contains(_ISO_8601))  # not 2021-02-30
+    if not dates.height:
+        return
+    example = dates[TIME][0]
+    at = f" (line {dates['lineno'][0]})" if "lineno" in dates.columns else ""
+    raise DataError(
+        report.path,
+        f"{dates.height} timestamp(s) are dates in another form than ISO-8601, e.g. "
+        f"{example!r}{at}; genrec does not guess date formats (01/02/2021 is 2 January in one "
+        "country and 1 February in another). Write timestamps as integers (e.g. unix seconds) "
+        "or as ISO-8601 text: 2021-01-02, 2021-01-02 10:00:00, 2021-01-02T10:00:00Z or "
+        "2021-01-02T10:00:00+02:00 (no offset: UTC). To convert a month-first column with "
+        "polars: pl.col(name).str.to_datetime('%m/%d/%Y').dt.epoch('s')")
 
 
 def clean_interactions(frame: pl.DataFrame, report: ReadReport, *,
@@ -278,11 +363,13 @@ def clean_interactions(frame: pl.DataFrame, report: ReadReport, *,
             frame = report.drop(frame, int_expr(col).is_null(), f"non-integer {col} id")
             frame = frame.with_columns(int_expr(col).cast(pl.String))
     if RATING in frame.columns:
-        frame = frame.with_columns(pl.col(RATING).cast(pl.Float32, strict=False))
+        rating = pl.col(RATING)
+        if frame[RATING].dtype == pl.String:
+            rating = rating.str.strip_chars()  # " 4" is 4
+        frame = frame.with_columns(rating.cast(pl.Float32, strict=False))
         frame = report.drop(frame, ~pl.col(RATING).is_finite(), "rating not a number")
     if TIME in frame.columns:
-        frame = frame.with_columns(_time_expr(TIME, frame[TIME].dtype).alias(TIME))
-        frame = report.drop(frame, pl.col(TIME).is_null(), "timestamp not an integer")
+        frame = _clean_time(frame, report)
     return frame
 
 

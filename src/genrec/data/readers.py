@@ -346,24 +346,139 @@ def _mapping(columns: Mapping[str, str] | None, available: list[str],
     return mapping
 
 
-def _csv_slow(text: str, sep: str, report: ReadReport) -> pl.DataFrame:
-    """Python csv parse that drops (and counts) rows with the wrong number of fields."""
-    reader = csv.reader(io.StringIO(text), delimiter=sep)
-    header: list[str] | None = None
-    rows: list[list[str]] = []
-    for row in reader:
-        if not any(f.strip() for f in row):
-            continue
-        if header is None:
-            header = row
-        elif len(row) != len(header):
-            report.add("wrong field count", 1, reader.line_num)
-        else:
-            rows.append(row)
-    assert header is not None  # read_text rejected blank files
-    if len(set(header)) != len(header):
-        raise DataError(report.path, f"the header names a column twice: {header}")
-    return pl.DataFrame(rows, schema=header, orient="row")
+_QUOTE = '"'
+_UNIT = "\x1f"  # ASCII unit separator: joins parsed fields on their way to polars
+
+
+def _split_quoted(line: str, sep: str) -> tuple[list[str] | None, str | None]:
+    """The fields of one line that holds a quote, or None and the reason it has none.
+
+    A quote opened and not closed on the line gives ``unterminated quote``; other quoting
+    slips (``"u1"x``) are read leniently, as the csv module does.
+    """
+    try:
+        return next(csv.reader((line,), delimiter=sep, strict=True)), None
+    except csv.Error as e:
+        if "unexpected end of data" in str(e):
+            return None, "unterminated quote"
+    try:
+        return next(csv.reader((line,), delimiter=sep)), None
+    except csv.Error:
+        return None, "malformed quoting"
+
+
+def _split_quoted_lines(lines: list[str], sep: str) -> list[tuple[list[str] | None, str | None]]:
+    """:func:`_split_quoted` of each line; one csv pass when every line is one clean record."""
+    reader = csv.reader(lines, delimiter=sep, strict=True)
+    records: list[list[str]] = []
+    try:
+        for record in reader:
+            if reader.line_num != len(records) + 1:  # a quote ran on into the next line
+                break
+            records.append(record)
+    except csv.Error:
+        pass
+    if len(records) == len(lines):
+        return [(record, None) for record in records]
+    return [_split_quoted(line, sep) for line in lines]
+
+
+def _csv_header(text: str, sep: str, path: Path) -> list[str]:
+    """The column names of the first non-blank line, stripped of surrounding spaces.
+
+    Raises:
+        DataError: If the line cannot be parsed or names a column twice.
+    """
+    start = 0
+    while True:  # read_text made sure that some line is not blank
+        end = text.find("\n", start)
+        line = text[start:] if end < 0 else text[start:end]
+        if line.strip() or end < 0:
+            break
+        start = end + 1
+    line = line.rstrip("\r")
+    fields, problem = _split_quoted(line, sep) if _QUOTE in line else (line.split(sep), None)
+    if fields is None:
+        raise DataError(path, f"cannot read the header line ({problem}): {line!r}")
+    header = [f.strip() for f in fields]
+    twice = list(dict.fromkeys(h for h in header if header.count(h) > 1))
+    if twice:
+        raise DataError(path, f"the header names column(s) {twice} more than once: {header}")
+    return header
+
+
+def _csv_lines(text: str, sep: str, header: list[str], report: ReadReport) -> pl.DataFrame:
+    """Parse line by line: every physical line is one row, dropped and counted if malformed.
+
+    Lines without quotes are split in one vectorised pass; lines with quotes go through the
+    csv module, each on its own, so a stray quote costs its own line only (``unterminated
+    quote``) instead of swallowing the lines after it. Lines with another number of fields
+    than the header are dropped as ``wrong field count``.
+    """
+    lines = lines_frame(text).slice(1)
+    quoted = pl.col("line").str.contains(_QUOTE, literal=True)
+    frame = lines.filter(~quoted).select(
+        "lineno", pl.col("line").str.split(sep).alias("_f"), pl.lit(None, pl.String).alias("_why"))
+    with_quotes = lines.filter(quoted)
+    if with_quotes.height:
+        parsed = _split_quoted_lines(with_quotes["line"].to_list(), sep)
+        if with_quotes["line"].str.contains(_UNIT, literal=True).any():
+            fields = pl.Series("_f", [f for f, _ in parsed], pl.List(pl.String))
+        else:  # polars builds a list column from Python lists 10x slower than this
+            fields = pl.Series("_f", [None if f is None else _UNIT.join(f) for f, _ in parsed],
+                               pl.String).str.split(_UNIT)
+        frame = pl.concat([frame, pl.DataFrame(
+            [with_quotes["lineno"], fields, pl.Series("_why", [w for _, w in parsed], pl.String)]
+        )]).sort("lineno")
+    for reason in ("unterminated quote", "malformed quoting"):
+        frame = report.drop(frame, pl.col("_why").eq_missing(reason), reason)
+    frame = report.drop(frame, pl.col("_f").list.len() != len(header), "wrong field count")
+    lineno = ["lineno"] if "lineno" not in header else []
+    fields = [pl.col("_f").list.get(i) for i in range(len(header))]
+    return frame.select(*lineno, *[  # empty fields are null, as in the vectorised reader
+        pl.when(f.str.len_bytes() > 0).then(f).alias(name) for f, name in zip(fields, header)])
+
+
+def _drop_empty_rows(frame: pl.DataFrame, report: ReadReport) -> pl.DataFrame:
+    """Drop (and count as ``empty row``) the rows whose fields are all empty or blank."""
+    cols = [c for c in frame.columns if c != "lineno"]
+    blank = [pl.col(c).is_null() | (pl.col(c).str.strip_chars().str.len_bytes() == 0)
+             for c in cols]
+    if not cols or not frame.select(blank[0].any()).item():  # cheap common case
+        return frame
+    return report.drop(frame, pl.all_horizontal(blank), "empty row")
+
+
+def _csv_rows(text: str, sep: str, report: ReadReport) -> pl.DataFrame:
+    """The rows of delimited text with a header line, as String columns (empty fields null).
+
+    The header's names are stripped of spaces (``user, item`` names ``item``); a name given
+    twice is an error. Every physical line is one row: a quoted field may hold the separator
+    and doubled quotes, but not a line break. A line whose quote is not closed on it is
+    dropped and counted as ``unterminated quote`` and reading goes on at the next line;
+    lines with too few or too many fields are dropped as ``wrong field count``; lines whose
+    fields are all empty (``,,``) as ``empty row``. Files without quotes whose lines all have
+    the header's field count take polars' CSV reader (several times faster); the others are
+    read line by line, with the same results.
+
+    Raises:
+        DataError: If the header cannot be read or names a column twice.
+    """
+    header = _csv_header(text, sep, report.path)
+    if _QUOTE not in text:
+        try:
+            frame = pl.read_csv(io.BytesIO(text.encode("utf-8")), separator=sep,
+                                infer_schema=False)
+        except pl.exceptions.PolarsError:
+            frame = None
+        # polars refuses rows with too many fields but pads short rows with nulls: the
+        # separator count proves there are none (no row above the count, so none below).
+        if (frame is not None and frame.width == len(header)
+                and text.count(sep) == (len(header) - 1) * (frame.height + 1)):
+            frame.columns = header
+            return _drop_empty_rows(frame, report)
+    _log.info("%s: quotes or ragged rows, parsing line by line", report.path)
+    return _drop_empty_rows(_csv_lines(text, sep, header, report), report)
 
 
 def _keep_events(frame: pl.DataFrame, report: ReadReport,
@@ -438,8 +553,14 @@ def read_csv(path: PathLike, columns: Mapping[str, str] | None = None, *, sep: s
             default ``user`` and ``item`` are required and ``timestamp``/``rating`` are used
             when present. Without a timestamp the file order gives the order
             (``order="position"``). ``event`` names an event-type column (view, buy, ...)
-            used by ``keep_events``. Timestamps may be integers or dates/times as text.
-        sep: Field separator (one character).
+            used by ``keep_events``. Timestamps may be integers or ISO-8601 text
+            (``2021-01-02``, ``2021-01-02 10:00:00``, ``2021-01-02T10:00:00.5Z``,
+            ``...+02:00``; no offset means UTC); other date forms such as ``01/02/2021`` are
+            ambiguous and raise a DataError rather than being guessed. Values and header
+            names are stripped of surrounding spaces.
+        sep: Field separator (one character). Quoted fields may hold it; every physical
+            line is one row (a quoted line break is not supported: a quote left open on its
+            line drops that line as ``unterminated quote`` and reading goes on at the next).
         encoding: Text encoding.
         name: Dataset name (default: the file stem).
         keep_events: Keep only rows with these event types (others are counted as dropped).
@@ -448,19 +569,14 @@ def read_csv(path: PathLike, columns: Mapping[str, str] | None = None, *, sep: s
         The dataset.
 
     Raises:
-        DataError: If the file is missing, empty, undecodable, lacks a column, or every row
-            is malformed.
+        DataError: If the file is missing, empty, undecodable, lacks a column, names a column
+            twice, holds non-ISO dates, or every row is malformed.
     """
     path = Path(path)
     if len(sep) != 1:
         raise ValueError(f"sep must be one character, got {sep!r}")
-    text = read_text(path, encoding)
     report = ReadReport(path)
-    try:
-        frame = pl.read_csv(io.BytesIO(text.encode("utf-8")), separator=sep, infer_schema=False)
-    except pl.exceptions.PolarsError:
-        _log.info("%s: ragged rows, parsing line by line", path)
-        frame = _csv_slow(text, sep, report)
+    frame = _csv_rows(read_text(path, encoding), sep, report)
     return _finish_table(path, frame, _mapping(columns, frame.columns, path), report, name,
                          keep_events)
 
@@ -502,13 +618,15 @@ def read_jsonl(path: PathLike, columns: Mapping[str, str] | None = None, *,
     or an object where an id, time or rating belongs drops its row (``non-scalar <column>``).
 
     Raises:
-        DataError: If the file is missing, empty, lacks a column, or every line is malformed.
+        DataError: If the file is missing, empty, lacks a column, or every line is malformed
+            (the message says so, with the reasons, and points out a JSON array ``[...]``,
+            which is not JSON lines).
     """
     path = Path(path)
     report = ReadReport(path)
     rows: list[dict[str, Any]] = []
-    for lineno, line in lines_frame(read_text(path, encoding)).select(
-            "lineno", "line").iter_rows():
+    text = read_text(path, encoding)
+    for lineno, line in lines_frame(text).select("lineno", "line").iter_rows():
         try:
             rec = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
@@ -518,6 +636,11 @@ def read_jsonl(path: PathLike, columns: Mapping[str, str] | None = None, *,
             report.add("not a JSON object", 1, lineno)
             continue
         rows.append({"lineno": lineno, **rec})
+    if not rows:
+        array = (" The file is one JSON array ([...]), which is not JSON lines: write one "
+                 "object per line (e.g. jq -c '.[]' in.json > out.jsonl)."
+                 if text.lstrip().startswith("[") else "")
+        raise DataError(path, f"no line parsed as a JSON object ({report.describe()}).{array}")
     available = list(dict.fromkeys(k for r in rows for k in r if k != "lineno"))
     mapping = _mapping(columns, available, path)
     wanted = ["lineno", *dict.fromkeys(mapping.values())]

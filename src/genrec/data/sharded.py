@@ -16,7 +16,6 @@ in order, are the valid rows of the whole table; the drop counts add up by reaso
 from __future__ import annotations
 
 import glob
-import io
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,17 +35,18 @@ from genrec.data._parsing import (
     read_text,
 )
 from genrec.data.interactions import Dataset
-from genrec.data.readers import _csv_slow, _keep_events, _mapping, time_order_report
+from genrec.data.readers import _csv_rows, _keep_events, _mapping, time_order_report
 
 __all__ = ["Shard", "concat_shards", "is_pattern", "list_shards", "merge_drops", "read_entry",
            "read_shard", "read_sharded"]
 
-#: The reasons :func:`~genrec.data._parsing.clean_interactions` (after the CSV field count)
-#: drops rows for, in the order it checks them; event types not kept follow, in the order
+#: The reasons the CSV parse and :func:`~genrec.data._parsing.clean_interactions`
+#: drop rows for, in the order they check them; event types not kept follow, in the order
 #: they first appear.
-_CHECK_ORDER = ("wrong field count", f"missing {USER} id", f"blank {USER} id",
-                f"missing {ITEM} id", f"blank {ITEM} id", "rating not a number",
-                "timestamp not an integer")
+_CHECK_ORDER = ("unterminated quote", "malformed quoting", "wrong field count", "empty row",
+                f"missing {USER} id", f"blank {USER} id", f"missing {ITEM} id",
+                f"blank {ITEM} id", "rating not a number", "timestamp not an integer",
+                "timestamp out of range", "unparseable timestamp")
 
 
 @dataclass(frozen=True)
@@ -139,11 +139,7 @@ def read_shard(shard: Shard, fmt: str, columns: Mapping[str, str] | None = None,
     else:
         text = read_text(shard.path)
         sep = sep or ("\t" if fmt == "tsv" else ",")
-        try:
-            frame = pl.read_csv(io.BytesIO(text.encode("utf-8")), separator=sep,
-                                infer_schema=False)
-        except pl.exceptions.PolarsError:
-            frame = _csv_slow(text, sep, report)
+        frame = _csv_rows(text, sep, report)
         mapping = _mapping(columns, frame.columns, report.path)
     frame = frame.select([pl.col(src).alias(dst) for dst, src in mapping.items()])
     frame = clean_interactions(frame, report)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,6 +19,10 @@ from genrec.data.interactions import Columns, Dataset, EvalSet, Interactions
 __all__ = ["SplitConfig", "Split", "split", "fingerprint"]
 
 U, T = Columns.user, Columns.timestamp
+_log = logging.getLogger(__name__)
+#: A temporal split whose shares miss the configured ratios by more than this (ties at a
+#: cut-off put them all on one side) logs a warning.
+_SHARE_TOLERANCE = 0.05
 
 
 class SplitConfig(BaseModel):
@@ -126,7 +131,8 @@ def split(ds: Dataset, cfg: SplitConfig | None = None) -> Split:
     """Split ``ds`` according to ``cfg``.
 
     Raises:
-        ValueError: For a temporal split of data that only has sequence positions.
+        ValueError: For a temporal split of data that only has sequence positions, or one
+            that would leave train or a part with a positive ratio empty (tied timestamps).
     """
     cfg = cfg or SplitConfig()
     inter = ds.interactions
@@ -144,6 +150,7 @@ def split(ds: Dataset, cfg: SplitConfig | None = None) -> Split:
         t = frame[T].to_numpy()
         t1, t2 = np.quantile(t, [1 - cfg.valid_ratio - cfg.test_ratio, 1 - cfg.test_ratio])
         labels = np.where(t >= t2, 2, np.where(t >= t1, 1, 0))
+        _check_temporal(ds.name, t, labels, cfg)
     else:
         r = np.random.default_rng(cfg.seed).random(frame.height)
         labels = np.where(r < cfg.test_ratio, 2,
@@ -157,3 +164,34 @@ def split(ds: Dataset, cfg: SplitConfig | None = None) -> Split:
     parts = [Interactions(frame.filter(pl.Series(labels == k)), inter.n_users, inter.n_items)
              for k in range(3)]
     return Split(*parts, config=cfg, dataset_fingerprint=fingerprint(inter), cold_items=cold)
+
+
+def _check_temporal(name: str, t: np.ndarray, labels: np.ndarray, cfg: SplitConfig) -> None:
+    """Refuse a temporal split that leaves a part empty; warn when ties skew the shares.
+
+    Interactions with one timestamp all fall on the same side of a cut-off, so ties can move
+    a whole block of them into the next part.
+
+    Raises:
+        ValueError: If train, or valid/test with a positive ratio, would be empty.
+    """
+    wanted = np.array([1 - cfg.valid_ratio - cfg.test_ratio, cfg.valid_ratio, cfg.test_ratio])
+    counts = np.bincount(labels, minlength=3)
+    names = ("train", "valid", "test")
+    for k in range(3):
+        if counts[k] or not wanted[k]:
+            continue
+        # The first timestamp at or after the start of part k: its ties swallowed the part.
+        start = t.min() if k == 0 else np.quantile(t, wanted[:k].sum())
+        tie = t[t >= start].min()
+        raise ValueError(
+            f"{name}: the temporal split (valid_ratio={cfg.valid_ratio}, "
+            f"test_ratio={cfg.test_ratio}) leaves {names[k]} empty: {int((t == tie).sum())} of "
+            f"{len(t)} interactions share timestamp {tie}, and tied interactions cannot be "
+            f"cut apart (part sizes would be train {counts[0]}, valid {counts[1]}, test "
+            f"{counts[2]}). Use kind: leave_one_out or random, or other ratios")
+    shares = counts / len(t)
+    if np.abs(shares - wanted).max() > _SHARE_TOLERANCE:
+        _log.warning("%s: tied timestamps at the temporal cut-offs give shares train %.3f, "
+                     "valid %.3f, test %.3f instead of %.3f, %.3f, %.3f", name, *shares,
+                     *wanted)
