@@ -186,6 +186,48 @@ def test_resume_may_change_how_long_and_where_it_runs(data, tmp_path: Path) -> N
     assert [r["epoch"] for r in more.train_result_.history] == [1, 2]
 
 
+def test_time_budget_spans_resumed_processes(data, tmp_path: Path) -> None:
+    # A run that used its max_minutes is finished: resuming it must not train more (it once
+    # restarted the clock, so a time-capped row changed when its command was run again).
+    rows = tiny_rows(data[0])
+    first = train(tiny_net(), rows, fast(epochs=5, max_minutes=1e-9), checkpoint_dir=tmp_path)
+    assert first.out_of_time and len(first.history) == 1
+    assert load_checkpoint(tmp_path).meta["train_seconds"] > 0
+    again = train(tiny_net(), rows, fast(epochs=5, max_minutes=1e-9), checkpoint_dir=tmp_path,
+                  resume=True)
+    assert again.out_of_time and again.history == first.history
+    # Lifting the budget (a benign change) continues the run where it stopped.
+    more = train(tiny_net(), rows, fast(epochs=3), checkpoint_dir=tmp_path, resume=True)
+    assert not more.out_of_time and [r["epoch"] for r in more.history] == [1, 2, 3]
+
+
+def test_resume_under_another_validation_protocol_is_refused(data, tmp_path: Path) -> None:
+    # Early stopping compares epochs: all of them must be measured the same way.
+    train_set, _ = data
+    ds = random_dataset(n_users=40, n_items=30, min_len=3, max_len=10, seed=1)
+    sp = split(ds)
+    prepared = Prepared(ds, sp, sp.valid_set(), sp.test_set(), {"dataset": "toy"})
+    mcfg = SASRecConfig(**TINY, train={"epochs": 1, "batch_size": 8, "device": "cpu",
+                                       "progress": False})
+
+    def fit(resume: bool, **protocol: Any) -> None:
+        cfg = ExperimentConfig(output=str(tmp_path), resume=resume, protocol=protocol)
+        SASRec(mcfg).fit(train_set, fit_context(mcfg, prepared, cfg))
+
+    assert Protocol().validation_identity() == {}  # old checkpoints keep resuming
+    fit(False)
+    fit(True)  # unchanged: resumes
+    for change, named in [({"candidates": "sampled"}, "validation.candidates"),
+                          ({"exclude_seen": False}, "validation.exclude_seen"),
+                          ({"eval_users": 10}, "validation.eval_users"),
+                          ({"max_history_length": 3}, "validation.max_history_length")]:
+        with pytest.raises(ResumeMismatchError, match=named):
+            fit(True, **change)
+    fit(False, candidates="sampled", n_negatives=5)
+    with pytest.raises(ResumeMismatchError, match="validation.n_negatives: 5 in the checkpoint"):
+        fit(True, candidates="sampled", n_negatives=7)
+
+
 def test_identity_is_compared_as_the_checkpoint_stores_it(data, tmp_path: Path) -> None:
     # JSON turns tuples into lists and int keys into strings; NaN != NaN in Python. None of
     # that may make an identical experiment look like another one.

@@ -76,6 +76,18 @@ class Protocol(BaseModel):
             "metrics": self.metrics + ([name] if name not in self.metrics else []),
             "cutoffs": sorted(set(self.cutoffs) | {int(k)})})
 
+    def validation_identity(self) -> dict[str, object]:
+        """The settings besides split, seed and ``valid_metric`` that change what a validation
+        score means (candidates, seen-item exclusion, user sample, history length), those not
+        at their defaults only: a checkpoint records them, and a resumed training under other
+        ones is refused, so early stopping never compares epochs measured two ways. (Defaults
+        are left out so checkpoints written before this record existed still resume.)"""
+        keys = ["candidates", "exclude_seen", "eval_users", "max_history_length"]
+        if self.candidates == "sampled":
+            keys += ["n_negatives", "negative_sampling"]
+        default = Protocol()
+        return {k: getattr(self, k) for k in keys if getattr(self, k) != getattr(default, k)}
+
     def describe(self) -> str:
         """One line that says how the numbers were produced."""
         cand = ("full ranking" if self.candidates == "full" else

@@ -287,7 +287,15 @@ def fit_context(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *,
                 if len(data.valid_set) else None)
     return FitContext(items=data.dataset.items, validate=validate,
                       valid_metric=cfg.protocol.valid_metric, seed=cfg.protocol.seed,
-                      checkpoint_dir=ckpt, resume=cfg.resume, identity=data.identity)
+                      checkpoint_dir=ckpt, resume=cfg.resume,
+                      identity=data.identity | _validation_identity(cfg.protocol, validate))
+
+
+def _validation_identity(protocol: Protocol, validate: object) -> dict[str, Any]:
+    """What a checkpoint records of how its validation scores were measured (nothing when
+    there is no validation or every such setting is at its default)."""
+    v = protocol.validation_identity() if validate is not None else {}
+    return {"validation": v} if v else {}
 
 
 def fit_model(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *,

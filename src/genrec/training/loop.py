@@ -509,6 +509,7 @@ def _train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig,
     # -- state that a checkpoint carries -------------------------------------------------
     result = TrainResult()
     start_epoch, step, bad_evals = 0, 0, 0
+    spent_before = 0.0  # training seconds of the run before this process resumed it
     best_state: dict[str, torch.Tensor] | None = None
     if ckpt is not None:
         net.load_state_dict(ckpt.model)
@@ -518,6 +519,12 @@ def _train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig,
         start_epoch, step, bad_evals = meta["epoch"], meta["step"], meta["bad_evals"]
         result = TrainResult(meta["history"], meta["best_epoch"], meta["best_metric"],
                              meta["stopped_early"])
+        # The time budget spans the whole run, not each process: a run that used its
+        # max_minutes stays finished on resume (as it would uninterrupted), and one cut
+        # short continues with what is left. (Checkpoints before this record: 0 s.)
+        spent_before = float(meta.get("train_seconds", 0.0))
+        result.out_of_time = (cfg.max_minutes is not None and start_epoch < cfg.epochs
+                              and spent_before > 60 * cfg.max_minutes)
         best_state = ({k: v.to(device) for k, v in ckpt.best.items()}
                       if ckpt.best is not None else None)
         if meta.get("world_size", world) != world:
@@ -529,7 +536,7 @@ def _train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig,
     progress = Progress(*columns, disable=not (cfg.progress and rank == 0))
     with progress:
         task = progress.add_task("training", total=total_steps, completed=step, info="")
-        started = time.perf_counter()
+        started = time.perf_counter() - spent_before
         for epoch in range(start_epoch, cfg.epochs):
             if result.stopped_early or result.out_of_time:
                 break
@@ -603,6 +610,7 @@ def _train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig,
                         "epoch": epoch + 1, "step": step, "bad_evals": bad_evals,
                         "best_epoch": result.best_epoch, "best_metric": result.best_metric,
                         "stopped_early": result.stopped_early, "history": result.history,
+                        "train_seconds": time.perf_counter() - started,
                         "world_size": world, "identity": identity}
                     save_checkpoint(ckpt_dir, Checkpoint(
                         net.state_dict(), optimizer.state_dict(), rng, meta, best_state))
