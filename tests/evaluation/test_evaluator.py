@@ -283,3 +283,34 @@ def test_empty_eval_set() -> None:
     assert len(result.users) == 0
     assert all(len(v) == 0 for v in result.per_user.values())
     assert result.summary()["ndcg@5"] == 0.0
+
+
+def test_ties_are_not_broken_by_item_id() -> None:
+    # Item ids follow first appearance, so low ids are the popular items. torch.topk settles
+    # ties towards low ids: a model scoring everything alike once scored hit@10 = 1.0 when
+    # every target had id 0. Ties now follow a fixed pseudo-random item order.
+    n_items, n_users = 500, 200
+    frame = pl.DataFrame({"user": list(range(n_users)), "item": [0] * n_users,
+                          "timestamp": list(range(n_users))},
+                         schema={"user": pl.Int64, "item": pl.Int64, "timestamp": pl.Int64})
+    targets = Interactions(frame, n_users, n_items)
+    empty = Interactions(frame.clear(), n_users, n_items)
+    data = EvalSet.build(empty, targets)
+
+    class Constant:
+        def score(self, histories: Histories, items: np.ndarray | None = None) -> torch.Tensor:
+            return torch.zeros(len(histories.users), n_items if items is None else len(items))
+
+    full = evaluate(Constant(), data, Protocol(cutoffs=[10], metrics=["hit"]),
+                    keep_top_items=True)
+    assert full.summary()["hit@10"] == 0.0  # item 0 is not among the first ten of the order
+    top = full.top_items[0].tolist()
+    assert top != list(range(10)) and len(set(top)) == 10
+    assert (full.top_items == full.top_items[0]).all()  # one fixed order for every user
+    # Untied scores rank exactly as torch.topk ranks them.
+    from genrec.models.ranking import rank
+
+    scores = torch.randn(16, n_items, generator=torch.Generator().manual_seed(0))
+    items, values = rank(scores.clone(), None, 20, exclude_seen=False)
+    assert torch.equal(items, torch.topk(scores, 20).indices)
+    assert torch.equal(values, torch.topk(scores, 20).values)

@@ -7,6 +7,8 @@ or a tie rule changes in one place for all of them.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -51,6 +53,24 @@ def rank(scores: torch.Tensor, histories: Histories | None, k: int, *,
         scores.masked_fill_(b, _NEG)
     if (a := _mask(allow, scores)) is not None:
         scores.masked_fill_(~a, _NEG)
-    top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
-    items = torch.where(torch.isfinite(top.values), top.indices, -1)
+    # Ties: torch.topk settles them in an undocumented order that favours low item ids,
+    # which are the popular items (ids follow first appearance), so a model scoring many
+    # items alike (Pop, ItemKNN's zero tail, a constant model) would be ranked as if it
+    # preferred popular items, and look better than chance. Ranking a fixed pseudo-random
+    # permutation of the columns breaks ties in an order unrelated to the ids; untied scores
+    # rank exactly as before.
+    perm = _tie_order(scores.shape[1], scores.device)
+    top = torch.topk(scores[:, perm], min(k, scores.shape[1]), dim=1)
+    items = torch.where(torch.isfinite(top.values), perm[top.indices], -1)
     return items, top.values
+
+
+_TIE_SEED = 20240229
+"""Seed of the tie order (fixed: every model, run and seed breaks ties the same way)."""
+
+
+@functools.lru_cache(maxsize=8)
+def _tie_order(n_items: int, device: torch.device) -> torch.Tensor:
+    """A fixed pseudo-random permutation of ``n_items`` item ids: the order ties are ranked in."""
+    g = torch.Generator().manual_seed(_TIE_SEED)
+    return torch.randperm(n_items, generator=g).to(device)
