@@ -57,8 +57,8 @@ def test_paired_tests_match_scipy_and_handle_ties() -> None:
     assert r["t_p"] < 0.01 and r["w_p"] < 0.01
     same = paired_tests(a, a)
     assert same["t_p"] == 1.0 and same["w_p"] == 1.0
-    shifted = paired_tests(a + 1, a)
-    assert shifted["t_p"] == 0.0 and shifted["w_p"] < 1e-10
+    shifted = paired_tests(a + 1, a)  # zero variance: the t-test is undefined, not p = 0
+    assert np.isnan(shifted["t"]) and np.isnan(shifted["t_p"]) and shifted["w_p"] < 1e-10
     with pytest.raises(ValueError):
         paired_tests(a, a[:-1])
 
@@ -73,3 +73,19 @@ def test_pairwise_significance_marks_real_differences_only() -> None:
     sig = {(r["model_a"], r["model_b"]): r["significant"] for r in table.iter_rows(named=True)}
     assert sig[("a", "b")] and sig[("a", "c")] and not sig[("b", "c")]
     assert (table["w_p_holm"] >= table["w_p"]).all()
+
+
+def test_constant_difference_is_not_significant_by_t_test() -> None:
+    base = np.random.default_rng(2).random(50)
+    for d in (0.1, -0.1):
+        r = paired_tests(base + d, base)
+        assert np.isnan(r["t_p"]) and r["w_p"] < 1e-5
+    assert paired_tests(base, base)["t_p"] == 1.0            # all differences zero
+    assert paired_tests(base[:1] + 1, base[:1])["t_p"] == 1.0  # one user: nothing to test
+    noisy = base + np.random.default_rng(3).normal(0, 0.3, 50)
+    table = pairwise_significance({"up": {"m": base + 0.1}, "base": {"m": base},
+                                   "noisy": {"m": noisy}}, ["m"])
+    row = table.filter((table["model_a"] == "up") & (table["model_b"] == "base")).row(
+        0, named=True)
+    assert np.isnan(row["t_p"]) and np.isnan(row["t_p_holm"]) and not row["significant_t"]
+    assert row["significant"]                                 # Wilcoxon: every user gains

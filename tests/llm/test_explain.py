@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import json
 
+import polars as pl
+import pytest
+
+from genrec.data.interactions import IdMap
+from genrec.evaluation.catalogue import Catalogue
 from genrec.evaluation.grounding import GroundingChecker
 from genrec.llm import Explainer, LLMError
 from genrec.llm.scripted import ScriptedClient
@@ -58,6 +63,53 @@ def test_llm_text_kept_when_grounded_else_template(tiny_catalog) -> None:
     assert s.rates()["llm_contradiction_rate"] > 0 and s.llm_claims.contradicted == 2
     d = out[1].to_dict(tiny_catalog)
     assert d["item"] == "i1" and d["llm_grounding"]["n_ungrounded"] == 2
+
+
+@pytest.fixture(scope="module")
+def movies() -> Catalogue:
+    """Ten films, two of them sharing a title (the reviewer's reproduction)."""
+    titles = ["Toy Story (1995)", "Heat (1995)", "Sabrina (1954)", "Sabrina (1995)",
+              "Toy Story 2 (1999)", "Casino (1995)", "Se7en (1995)", "Fargo (1996)",
+              "Alien (1979)", "Aliens (1986)"]
+    genres = [["Comedy"], ["Action"], ["Romance"], ["Romance"], ["Comedy"], ["Drama"],
+              ["Thriller"], ["Crime"], ["SciFi"], ["SciFi"]]
+    items = pl.DataFrame({"item": list(range(10)), "title": titles, "genres": genres})
+    return Catalogue(items, 10, item_map=IdMap([f"m{j}" for j in range(10)]))
+
+
+@pytest.mark.parametrize("text, ok, cited", [
+    # Toy Story 2 is neither the explained film (Fargo) nor in the history: rejected
+    ("Fargo is a Crime film; fans of Toy Story 2 (1999) love it.", False,
+     [("toy story 2 1999", "outside_history", 4)]),
+    ("Fargo is a Crime film; fans of Toy Story 2 love it.", False,
+     [("toy story 2", "outside_history", 4)]),
+    # a history item, with or without its year
+    ("Fargo is a Crime film, like Casino (1995) which you watched.", True,
+     [("casino 1995", "grounded", 5)]),
+    ("Fargo (1996) is a Crime film.", True, []),                  # the explained item only
+    ("A Crime story: fans of a toy story will smile.", True, []),  # prose, not a title
+    # an invented title cannot be told from prose (documented limitation)
+    ("Fargo is a Crime film; fans of The Godfather love it.", True, []),
+])
+def test_checker_flags_other_catalogue_items_named_in_text(movies, text: str, ok: bool,
+                                                          cited: list) -> None:
+    rep = GroundingChecker(movies).check(text, 7, [1, 5])
+    assert rep.ok is ok
+    assert [(c.text, c.status, c.item) for c in rep.claims if c.kind == "item"] == cited
+    got = Explainer(movies, ScriptedClient([json.dumps({"explanation": text})])).explain(7, [1, 5])
+    assert got.source == ("llm" if ok else "fallback") and got.report.ok
+
+
+def test_title_index_is_built_once_and_finds_a_title_in_a_12k_catalogue() -> None:
+    n = 12_000
+    titles = [f"Product {j} Deluxe Edition Number {j % 97} Series ({1950 + j % 70})"
+              for j in range(n)]
+    cat = Catalogue(pl.DataFrame({"item": list(range(n)), "title": titles}), n)
+    chk = GroundingChecker(cat)
+    assert GroundingChecker(cat)._titles is chk._titles           # built once per catalogue
+    text = "A lovely pick that matches your taste. " * 8 + f"Like {titles[42]}."
+    rep = chk.check(text, 7, [1, 2, 3])
+    assert [(c.status, c.item) for c in rep.claims] == [("outside_history", 42)]
 
 
 def test_ml100k_templates_all_grounded(ml100k) -> None:

@@ -37,6 +37,37 @@ def test_parse_json_object() -> None:
     assert parse_json_object("nothing") is None
 
 
+@pytest.mark.parametrize("text, items, ok", [
+    # a bracketed number in the prose came first and used to win: ["4"], ["1"]
+    ('Of the [4] candidates, my ranking: {"ranking": ["H8","G7","F6"]}', ["H8", "G7", "F6"],
+     False),
+    ('<think>Option [1] Fargo fits best.</think>\n{"ranking": ["H8","G7","F6"]}',
+     ["H8", "G7", "F6"], True),
+    ('<think>Option [1] {"ranking": ["A1"]} hmm</think> Final: {"ranking": ["H8", "G7"]}',
+     ["H8", "G7"], False),
+    ('Option [1] fits.</think>{"ranking": ["H8"]}', ["H8"], True),  # template opened <think>
+    ('{"ranking": ["H8","G7","F6"]} (scores: [0.9, 0.5])', ["H8", "G7", "F6"], False),
+    ('Ranking:\n```json\n{"ranking": ["H8","G7","F6"]}\n```', ["H8", "G7", "F6"], False),
+    # no object with the key: the value with the most entries, ties to the last
+    ('Top [1]: ["a", "b"] or maybe ["c", "d", "e"]', ["c", "d", "e"], False),
+    ('First ["a", "b"], then ["c", "d"].', ["c", "d"], False),
+    ('{"answer": {"ranking": ["x"]}, "scores": [1, 2, 3]} ok', ["x"], False),
+])
+def test_parse_list_picks_the_answer_among_embedded_json(text: str, items: list[str],
+                                                         ok: bool) -> None:
+    p = parse_list(text)
+    assert p.items == items
+    assert p.well_formed is ok
+
+
+def test_parse_json_object_skips_reasoning_and_bracketed_prose() -> None:
+    want = {"explanation": "hi"}
+    assert parse_json_object('Option [1] wins: {"explanation": "hi"}') == want
+    assert parse_json_object('<think>{"explanation": "no"}</think> {"explanation": "hi"}') \
+        == want
+    assert parse_json_object("<think>[1]</think> nothing") is None
+
+
 def test_matching_stages(tiny_catalog: Catalogue, hashing_encoder) -> None:
     m = Matcher(tiny_catalog, hashing_encoder, embedding_threshold=0.5)
     cands = [0, 1, 2, 5]

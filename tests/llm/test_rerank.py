@@ -69,6 +69,20 @@ def test_valid_output_is_followed_and_filled(tiny_catalog) -> None:
     assert rr.stats_.filled == 3 and rr.stats_.matched["id"] == 2
 
 
+@pytest.mark.parametrize("text", [
+    'Of the [5] candidates, my ranking: {"ranking": ["i6", "i9999", "i0", "i4"]}',
+    '<think>Option [2] is best.</think>\n{"ranking": ["i6", "i9999", "i0", "i4"]}',
+])
+def test_ranking_after_bracketed_prose_is_followed(tiny_catalog, text: str) -> None:
+    h, cands = batch()
+    one = RecList(cands.users[:1], cands.items[:1], cands.scores[:1])
+    rr = LLMReranker(ScriptedClient([text]), tiny_catalog, n_candidates=5, k=5)
+    out = rr.rerank(h.slice(0, 1), one)
+    assert_grounded(out, one)                       # i9999 invented, i0 not offered
+    assert out.items[0].tolist() == [6, 4, 2, 3, 5]
+    assert rr.stats_.filled == 3
+
+
 def test_prompt_and_schema_are_bounded(tiny_catalog) -> None:
     client = ScriptedClient(['{"ranking": ["i2"]}'])
     rr = LLMReranker(client, tiny_catalog, n_candidates=3, k=2, history_len=1)

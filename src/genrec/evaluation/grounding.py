@@ -9,21 +9,27 @@ An explanation of a recommended item makes claims of three kinds, each with one 
   item;
 * ``item``, a cited item ("because you watched *Heat*"): ``grounded`` when it is in the
   user's history, ``outside_history`` when it is a real item the user never interacted
-  with, ``hallucinated`` when it resolves to no catalogue item;
+  with (naming one is an ungrounded claim: the user's history does not support it),
+  ``hallucinated`` when it resolves to no catalogue item;
 * ``price`` ("only $9.99"): ``grounded`` when it matches the item's price (or bounds it,
   "under $10"), ``contradicted`` when it does not, ``unsupported`` when the price is unknown.
 
 :class:`GroundingChecker` finds claims in free text (:meth:`~GroundingChecker.check`: known
-attribute values as whole words, titles of history items written out, quoted titles,
-negations, prices) or takes them structured (:meth:`~GroundingChecker.check_claims`: any
-metadata column, cited items by id or title). :func:`explanation_grounding` checks a batch
-and returns the rates of :class:`~genrec.evaluation.risks.ClaimCounts`.
+attribute values as whole words, titles of history items written out, distinctive titles of
+any other catalogue item written out, quoted titles, negations, prices) or takes them
+structured (:meth:`~GroundingChecker.check_claims`: any metadata column, cited items by id or
+title). :func:`explanation_grounding` checks a batch and returns the rates of
+:class:`~genrec.evaluation.risks.ClaimCounts`.
 """
 
 from __future__ import annotations
 
+import html
 import logging
 import re
+import threading
+import unicodedata
+import weakref
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -51,6 +57,11 @@ _NEG = re.compile(r"\b(?:not|no|never|without|isn t|isnt|non)\s+(?:an?\s+|the\s+
 _PRICE = re.compile(r"(?:under|below|less than|cheaper than|only|just|costs?|for|at)?\s*\$\s*"
                     r"(\d+(?:\.\d+)?)")
 _QUOTED = re.compile(r"[\"“”«»]([^\"“”«»]{2,200})[\"“”«»]|(?<!\w)'([^']{2,200})'(?!\w)")
+_TITLE_YEAR = re.compile(r"\((?:19|20)\d\d\)\s*$")
+_ARTICLES = frozenset({"the", "a", "an"})
+_NON_WORD = re.compile(r"[^\w]+")
+_MIN_TITLE_CHARS = 8
+_MAX_TITLE_REPEATS = 3
 _STOP = {"the", "and", "for", "with", "new", "set", "kit", "one", "all", "men", "women", "kids",
          "face", "body", "hair", "eyes", "lips", "tools", "other"}
 
@@ -144,6 +155,129 @@ def _same(claimed: Any, actual: Any) -> bool:
         return normalize_text(str(claimed)) == normalize_text(str(actual))
 
 
+class _TitleIndex:
+    """Distinctive catalogue titles, to find items named anywhere in free text.
+
+    A phrase (normalised: see :func:`normalize_text`) maps to the items it names. Indexed:
+
+    * a title with its year ("toy story 2 1999", from ``"Toy Story 2 (1999)"`` or from a
+      ``year`` column), found whatever its case;
+    * a title without its year when it has two words or more and eight characters or more
+      besides articles ("toy story 2", "rain man"; not "cinderella", not "the rock"). It is
+      found only when the words of four letters or more that the catalogue capitalises are
+      capitalised in the text too: "Scary Movie" names a film, "a scary movie" and
+      "die-hard fans" do not.
+
+    Dropped: phrases that are attribute values ("nail magic" is a brand before it is a
+    title) and phrases inside more than three distinct titles ("cuticle oil" names a kind
+    of product, not one item). Finding costs one dictionary look-up per word and candidate
+    phrase length: well under a millisecond per explanation for a 12k-item catalogue.
+    """
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        years: dict[int, int] = {}
+        if "year" in catalogue.items.columns:
+            table = catalogue.items.filter(pl.col("item") < catalogue.n_items)
+            years = {int(i): int(y) for i, y in zip(table["item"].to_list(),
+                                                     table["year"].to_list(), strict=True)
+                     if y is not None and 1800 < y < 2100}
+        phrases: dict[str, set[int]] = {}
+        self.dated: set[str] = set()
+        self.caps: dict[str, set[tuple[bool, ...]]] = {}
+        """Per undated phrase, the words a mention must capitalise (one mask per casing)."""
+        for i, (title, key) in enumerate(zip(catalogue.titles, catalogue.title_keys,
+                                             strict=True)):
+            if not title:
+                continue
+            full = normalize_text(title)
+            dated = {full} if _TITLE_YEAR.search(title) else set()
+            if key and i in years:
+                dated.add(f"{key} {years[i]}")
+            self.dated |= dated
+            bare = {t for t in {full, key} - dated if t and self._distinct(t)}
+            cased = {w.casefold(): w for w in _words(title)}
+            for t in bare:
+                self.caps.setdefault(t, set()).add(tuple(
+                    len(w) >= 4 and cased.get(w, "")[:1].isupper() for w in t.split()))
+            for t in dated | bare:
+                if len(t.split()) > 1:                   # a year alone names nothing
+                    phrases.setdefault(t, set()).add(i)
+        phrases = {p: ids for p, ids in phrases.items() if p not in catalogue.value_index}
+        self.phrases: dict[str, tuple[int, ...]] = {}
+        self._lengths: dict[str, list[int]] = {}
+        self._rebuild(phrases)
+        # A phrase inside many distinct titles is a generic name, not a title.
+        repeats = dict.fromkeys(self.phrases, 0)
+        for t in {normalize_text(t) for t in catalogue.titles if t}:
+            for p in {p for _, _, p in self._scan(t.split(), overlapping=True)}:
+                repeats[p] += 1
+        self._rebuild({p: set(ids) for p, ids in self.phrases.items()
+                       if repeats[p] <= _MAX_TITLE_REPEATS})
+
+    @staticmethod
+    def _distinct(phrase: str) -> bool:
+        """Whether a title without a year is long enough to be no ordinary phrase."""
+        core = [w for w in phrase.split() if w not in _ARTICLES]
+        return len(core) > 1 and len(" ".join(core)) >= _MIN_TITLE_CHARS
+
+    def _rebuild(self, phrases: dict[str, set[int]]) -> None:
+        self.phrases = {p: tuple(sorted(ids)) for p, ids in phrases.items()}
+        lengths: dict[str, set[int]] = {}
+        for p in self.phrases:
+            words = p.split()
+            lengths.setdefault(words[0], set()).add(len(words))
+        self._lengths = {w: sorted(n, reverse=True) for w, n in lengths.items()}
+
+    def _scan(self, words: list[str], *, overlapping: bool = False
+              ) -> list[tuple[int, int, str]]:
+        """``(start, n_words, phrase)`` of the indexed phrases in ``words``: the longest at
+        each word and no overlap, or every one with ``overlapping``."""
+        found: list[tuple[int, int, str]] = []
+        j = 0
+        while j < len(words):
+            step = 1
+            for n in self._lengths.get(words[j], ()):
+                if n > len(words) - j:
+                    continue
+                phrase = " ".join(words[j:j + n])
+                if phrase in self.phrases:
+                    found.append((j, n, phrase))
+                    if not overlapping:
+                        step = n
+                        break
+            j += step
+        return found
+
+    def find(self, text: str, norm: str) -> list[tuple[str, tuple[int, ...]]]:
+        """Items named in ``text`` (``norm``: its :func:`normalize_text`), as the phrase
+        found and the items it names, in text order."""
+        words = norm.split()
+        raw = _words(text)
+        cased = len(raw) == len(words)          # else exotic case folding: ignore case
+        return [(p, self.phrases[p]) for j, _, p in self._scan(words)
+                if p in self.dated or not cased or any(
+                    all(raw[j + k][:1].isupper() for k, need in enumerate(mask) if need)
+                    for mask in self.caps.get(p, {()}))]
+
+
+def _words(text: str) -> list[str]:
+    """The words of ``text`` as :func:`normalize_text` splits them, case kept."""
+    return _NON_WORD.sub(" ", unicodedata.normalize("NFKC", html.unescape(text))).split()
+
+
+_INDEXES: weakref.WeakKeyDictionary[Catalogue, _TitleIndex] = weakref.WeakKeyDictionary()
+_INDEX_LOCK = threading.Lock()
+
+
+def _title_index(catalogue: Catalogue) -> _TitleIndex:
+    """The title index of ``catalogue``, built once and shared by its checkers."""
+    with _INDEX_LOCK:
+        index = _INDEXES.get(catalogue)
+        if index is None:
+            index = _INDEXES[catalogue] = _TitleIndex(catalogue)
+        return index
+
+
 class GroundingChecker:
     """Find claims of explanations and check them against the catalogue and history.
 
@@ -164,6 +298,7 @@ class GroundingChecker:
         self._pattern = re.compile(
             r"(?<![\w])(" + "|".join(re.escape(v) for v in values) + r")(?![\w])"
         ) if values else None
+        self._titles = _title_index(catalogue)
 
     def _cite(self, text: str, cited: Any, item: int, hist: set[int]) -> Claim | None:
         """A citation claim (None when it names the explained item itself)."""
@@ -179,6 +314,17 @@ class GroundingChecker:
 
     def check(self, text: str, item: int, history: Sequence[int]) -> GroundingReport:
         """Claims of free ``text`` about ``item`` given the user's ``history``.
+
+        Items are found by title when the text quotes it, writes out the title of a history
+        item (eight characters or more), or writes out a distinctive title of any other
+        catalogue item (with its year, or of two words and eight characters or more with the
+        catalogue's capitals), matched exactly after punctuation folding. Naming
+        an item that is neither the explained one nor in the history is an
+        ``outside_history`` claim. Limitations: a title the catalogue does not hold ("The
+        Godfather" in a catalogue without it) cannot be told from ordinary prose unless
+        quoted, so an unquoted invented title goes undetected; so do unquoted single-word or
+        short titles without a year ("Cinderella", "Heat") of items outside the history, and
+        a title that is also a common phrase written in title case is read as a citation.
 
         Args:
             text: The explanation.
@@ -203,6 +349,19 @@ class GroundingChecker:
                 masks.append(t)
                 if h != item:
                     claims.append(Claim("item", t, "grounded", item=h, match="exact"))
+        # Any other catalogue item written out by a distinctive title.
+        for t, ids in self._titles.find(text, norm):
+            if t in masks:
+                continue
+            masks.append(t)
+            mine = [i for i in ids if i == item or i in hist]
+            if item in mine:
+                continue                      # the explained item itself
+            if mine:
+                cited.add(mine[0])
+                claims.append(Claim("item", t, "grounded", item=mine[0], match="exact"))
+            else:
+                claims.append(Claim("item", t, "outside_history", item=ids[0], match="exact"))
         # Quoted spans are citations of items.
         for a, b in _QUOTED.findall(text):
             q = normalize_text(a or b)

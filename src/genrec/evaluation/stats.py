@@ -135,7 +135,9 @@ def paired_tests(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 
     Returns:
         ``{"t", "t_p", "w", "w_p"}``. Identical inputs give p = 1 (no evidence of a
-        difference) rather than the NaN scipy returns.
+        difference) rather than the NaN scipy returns. A constant nonzero difference (zero
+        variance) leaves the t-test undefined: ``t`` and ``t_p`` are NaN, which counts as
+        not significant (scipy would say p = 0); the Wilcoxon test still applies.
 
     Raises:
         ValueError: If the arrays differ in length.
@@ -147,8 +149,8 @@ def paired_tests(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     d = a - b
     if len(d) < 2 or not np.any(d):
         return {"t": 0.0, "t_p": 1.0, "w": 0.0, "w_p": 1.0}
-    if np.ptp(d) <= 1e-12 * np.abs(d).max():  # constant difference: t is infinite
-        t, t_p = float(np.sign(d[0]) * np.inf), 0.0
+    if np.ptp(d) <= 1e-12 * np.abs(d).max():  # constant difference: no variance to test
+        t, t_p = float("nan"), float("nan")
     else:
         res = sps.ttest_rel(a, b)
         t, t_p = float(res.statistic), float(res.pvalue)
@@ -168,7 +170,8 @@ def pairwise_significance(per_model: dict[str, dict[str, np.ndarray]], metrics: 
     Returns:
         One row per (metric, model pair): means, difference, raw and Holm-adjusted p-values
         of both tests, and ``significant`` (Wilcoxon, Holm-adjusted ``< alpha``) and
-        ``significant_t`` (t-test, Holm-adjusted ``< alpha``).
+        ``significant_t`` (t-test, Holm-adjusted ``< alpha``; False where the t-test is
+        undefined and its p-values are NaN).
     """
     rows = []
     models = list(per_model)

@@ -17,6 +17,7 @@ __all__ = ["ParsedList", "parse_json_object", "parse_list"]
 _QUOTED = re.compile(r'"((?:[^"\\]|\\.){1,300})"')
 _LIST_LINE = re.compile(r"^\s*(?:[-*•]|\(?\d{1,3}[.):])\s*(.+?)\s*$")
 _DECODER = json.JSONDecoder()
+_THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 
 
 @dataclass
@@ -56,24 +57,58 @@ def _from_value(value: Any, key: str) -> list[str] | None:
     return [e for e in (_entry(x) for x in value) if e is not None]
 
 
-def _embedded_json(text: str) -> Any:
-    """The first JSON object or array that decodes, anywhere in ``text``."""
+def _strip_reasoning(text: str) -> str:
+    """``text`` without ``<think>...</think>`` reasoning blocks (and anything before a lone
+    closing ``</think>``, left when the chat template opened the block)."""
+    text = _THINK.sub(" ", text)
+    end = text.lower().rfind("</think>")
+    return text[end + len("</think>"):] if end >= 0 else text
+
+
+def _embedded_json(text: str) -> list[Any]:
+    """Every JSON object or array that decodes anywhere in ``text`` (nested ones included),
+    in order of their opening bracket."""
+    found = []
     for m in re.finditer(r"[\[{]", text):
         try:
             value, _ = _DECODER.raw_decode(text, m.start())
         except ValueError:
             continue
         if isinstance(value, dict | list):
-            return value
-    return None
+            found.append(value)
+    return found
+
+
+def _best_embedded(text: str, key: str) -> list[str] | None:
+    """The entries of the embedded JSON value most likely to be the answer.
+
+    Prose often holds other bracketed values before or after the answer ("Of the [4]
+    candidates ...", "(scores: [0.9, 0.5])"). Preferred: an object holding ``key``; then
+    the value that yields the most entries; ties go to the last one (the answer usually
+    ends the output).
+    """
+    best: tuple[bool, int, int] | None = None
+    items: list[str] | None = None
+    for pos, value in enumerate(_embedded_json(text)):
+        got = _from_value(value, key)
+        if got is None:
+            continue
+        rank = (isinstance(value, dict) and key in value, len(got), pos)
+        if best is None or rank > best:
+            best, items = rank, got
+    return items
 
 
 def parse_list(text: str, key: str = "ranking") -> ParsedList:
     """Recover a list of strings from ``text``.
 
-    Tried in order: the whole text as JSON (``{key: [...]}`` or ``[...]``); the first JSON
-    value embedded in prose; quoted strings after ``key`` in truncated JSON; quoted strings
-    anywhere; numbered or bulleted lines; comma-separated values.
+    Reasoning blocks (``<think>...</think>``) are dropped first: an output that is valid JSON
+    after them counts as well-formed. Then tried in order: the whole text as JSON
+    (``{key: [...]}`` or ``[...]``); JSON embedded in prose (of all the embedded values, an
+    object holding ``key``, else the one with the most entries, ties to the last); quoted
+    strings after ``key`` in truncated JSON; quoted strings anywhere; numbered or bulleted
+    lines; comma-separated values. Entries are returned as written: grounding them in the
+    candidates is the caller's job.
 
     Args:
         text: Raw model output.
@@ -82,7 +117,7 @@ def parse_list(text: str, key: str = "ranking") -> ParsedList:
     Returns:
         The recovered entries and whether the output was well-formed.
     """
-    stripped = text.strip()
+    stripped = _strip_reasoning(text).strip()
     if stripped.startswith("```"):
         stripped = stripped.strip("`")
         stripped = stripped[4:] if stripped.lower().startswith("json") else stripped
@@ -94,8 +129,7 @@ def parse_list(text: str, key: str = "ranking") -> ParsedList:
         # valid JSON of the wrong shape: its strings are keys, not items
         return ParsedList(items) if items is not None else \
             ParsedList([], False, "valid JSON of the wrong shape")
-    embedded = _embedded_json(stripped)
-    if embedded is not None and (items := _from_value(embedded, key)) is not None:
+    if (items := _best_embedded(stripped, key)) is not None:
         return ParsedList(items, False, f"{error}; JSON embedded in other text")
     at = stripped.find(f'"{key}"')
     tail = stripped[at + len(key) + 2:] if at >= 0 else stripped
@@ -114,9 +148,14 @@ def parse_list(text: str, key: str = "ranking") -> ParsedList:
 
 
 def parse_json_object(text: str) -> dict[str, Any] | None:
-    """The JSON object in ``text`` (whole or embedded), or None."""
+    """The JSON object in ``text`` (whole, or the first one embedded in prose), or None.
+
+    Reasoning blocks (``<think>...</think>``) are dropped first; bracketed lists in the prose
+    ("option [1]") are skipped.
+    """
+    text = _strip_reasoning(text)
     try:
         value = json.loads(text.strip())
     except ValueError:
-        value = _embedded_json(text)
+        value = next((v for v in _embedded_json(text) if isinstance(v, dict)), None)
     return value if isinstance(value, dict) else None
