@@ -89,3 +89,76 @@ def test_data_describe(data_dir) -> None:
     assert res.exit_code == 0, res.output
     d = json.loads(res.output)
     assert (d["users"], d["items"], d["interactions"]) == (943, 1682, 100000)
+
+
+@pytest.fixture
+def captured_config(monkeypatch: pytest.MonkeyPatch) -> list:
+    """``genrec run`` stops at the validated config (kept here) instead of running it."""
+    import genrec.cli.experiments as experiments
+
+    seen: list = []
+
+    def stop(cfg, **_: object) -> None:
+        seen.append(cfg)
+        raise ValueError("stopped before running")
+
+    monkeypatch.setattr(experiments, "run_experiment", stop)
+    return seen
+
+
+@pytest.mark.parametrize(("in_config", "flag", "resume"), [
+    (True, [], True), (True, ["--no-resume"], False), (False, ["--resume"], True),
+    (False, [], False)])
+def test_resume_flag_overrides_the_config_both_ways(tmp_path, captured_config, in_config,
+                                                    flag, resume) -> None:
+    config = tmp_path / "r.yaml"
+    config.write_text(f"dataset: {{name: ml-100k}}\nresume: {str(in_config).lower()}\n"
+                      "models: [{kind: pop}]\n")
+    res = runner.invoke(app, ["run", str(config), *flag])
+    assert "stopped before running" in res.output, res.output
+    assert captured_config[0].resume is resume
+
+
+def test_text_flags_stay_text(tmp_path, captured_config) -> None:
+    res = runner.invoke(app, ["run", "--dataset", "ml-100k", "--models", "pop", "--output",
+                              "no", "--split-path", "2024", "--items", "a: b.csv",
+                              "--item-id", "true", "--data-dir", "x: y", "--cutoffs", "5, 10",
+                              "--set", 'models.0.name="no"'])
+    assert "stopped before running" in res.output, res.output
+    cfg = captured_config[0]
+    assert (cfg.output, cfg.split_path, cfg.dataset.items.path, cfg.dataset.items.id,
+            cfg.dataset.data_dir) == ("no", "2024", "a: b.csv", "true", "x: y")
+    assert cfg.protocol.cutoffs == [5, 10] and cfg.models[0].label == "no"
+
+
+@pytest.mark.parametrize("output", ["2024", "a: b"])
+def test_output_that_yaml_would_not_read_as_text_names_the_folder(
+        tmp_path, monkeypatch, data_dir, output) -> None:
+    monkeypatch.chdir(tmp_path)
+    res = runner.invoke(app, ["run", "--dataset", "ml-100k", "--models", "pop", "--output",
+                              output, "--data-dir", str(data_dir), "--quiet", "--set",
+                              "save_models=false"])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / output / "results.json").is_file()
+    assert f"results written to {output}/" in res.output
+
+
+def test_compare_runs_every_seed_like_run(tmp_path, data_dir) -> None:
+    """Sampled candidates depend on the seed, so every seed is really fitted and evaluated."""
+    out = tmp_path / "cmp"
+    res = runner.invoke(app, ["compare", "--dataset", "ml-100k", "--models", "pop,itemknn",
+                              "--seeds", "2", "--output", str(out), "--data-dir",
+                              str(data_dir), "--n-boot", "50", "--quiet", "--set",
+                              "save_models=false", "--set", "protocol.candidates=sampled"])
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert "2 seeds 42..43 (mean ± std)" in results["protocol_text"]
+    for row in results["results"]:
+        assert [r["seed"] for r in row["per_seed"]] == [42, 43]
+        assert not any("same_as_seed" in r for r in row["per_seed"])
+        mean = np.mean([r["test"]["ndcg@10"] for r in row["per_seed"]])
+        assert row["test"]["ndcg@10"] == pytest.approx(mean, abs=1e-6)
+        assert {"test_std", "test_ci95", "test_bootstrap_ci95"} <= row.keys()
+        per_user = np.load(out / "holistic" / f"{row['model']}.npz")
+        assert per_user["m:ndcg@10"].mean() == pytest.approx(mean, abs=1e-5)
+    assert results["significance"] and (out / "report.md").is_file()

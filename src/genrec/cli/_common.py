@@ -3,6 +3,7 @@ command, and the printed results tables."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Annotated, Any
@@ -75,6 +76,24 @@ def print_results(results: dict[str, Any]) -> None:
     console.print(table)
 
 
+def _overrides(keys: dict[str, Any]) -> list[str]:
+    """The ``key=value`` overrides of the flags given (a None value: the flag was not given).
+
+    Each value is written as JSON, which is YAML, so that the config reads back exactly the
+    flag's value: text stays text (``--output 2024``, ``--output no``, a path with ``: ``),
+    a bool is ``true`` or ``false``, a number a number, a list a list. (``--set`` values, by
+    contrast, are YAML as the user typed them.)
+    """
+    return [f"{k}={json.dumps(str(v) if isinstance(v, Path) else v, ensure_ascii=False)}"
+            for k, v in keys.items() if v is not None]
+
+
+def _csv(text: str | None) -> list[str] | None:
+    """A comma-separated flag (``--cutoffs 5,10,20``) as a list; None when not given. The
+    config converts the items to its field's type (``5`` to an int for ``cutoffs``)."""
+    return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+
 def _experiment(config: Path | None, *, dataset: str | None = None,
                 models: str | None = None, output: str | Path | None = None,
                 data_dir: str | None = None, set_: list[str] | None = None,
@@ -87,7 +106,7 @@ def _experiment(config: Path | None, *, dataset: str | None = None,
             **(flags or {})}
     if output is None and default_output is not None and config is None:
         keys["output"] = default_output
-    overrides = [f"{k}={v}" for k, v in keys.items() if v is not None] + list(set_ or [])
+    overrides = _overrides(keys) + list(set_ or [])
     kinds = models if models is not None else (default_models if config is None else None)
     chosen = [m.strip() for m in kinds.split(",") if m.strip()] if kinds else None
     return load_config(config, overrides, models=chosen)
@@ -126,8 +145,11 @@ _ModelPath = Annotated[Path | None, typer.Option(
     help="A saved model folder (e.g. RUN/models/ease of a genrec run of the same config), "
          "used instead of fitting.")]
 _DataDir = Annotated[str | None, typer.Option(help="dataset.data_dir")]
+_SET_YAML = (" (the value is YAML: quote text that YAML reads as a number or boolean, "
+            "--set 'models.0.name=\"no\"')")
+"""Appended to every ``--set`` help: a ``--set`` value is YAML, unlike the text flags."""
 _Set = Annotated[list[str] | None, typer.Option(
-    "--set", help="Any config key: --set models.0.train.epochs=5")]
+    "--set", help="Any config key: --set models.0.train.epochs=5" + _SET_YAML)]
 _User = Annotated[str | None, typer.Option(help="Raw user id (default: first test user).")]
 _LLMUrl = Annotated[str | None, typer.Option(
     "--llm-url", help="OpenAI-compatible API root, e.g. http://127.0.0.1:8080/v1")]

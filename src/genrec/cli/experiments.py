@@ -10,6 +10,8 @@ import typer
 from pydantic import BaseModel
 
 from genrec.cli._common import (
+    _SET_YAML,
+    _csv,
     _DataDir,
     _Dataset,
     _experiment,
@@ -18,6 +20,7 @@ from genrec.cli._common import (
     _LLMKey,
     _LLMName,
     _LLMUrl,
+    _overrides,
     _run_guarded,
     _setup_logging,
     app,
@@ -64,9 +67,11 @@ def run(
     data_workers: Annotated[int | None, typer.Option(
         min=1, help="dataset.workers: Ray workers (default: the cluster's CPUs)")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Any config key: --set protocol.exclude_seen=false")] = None,
-    resume: Annotated[bool, typer.Option(
-        help="resume: continue killed trainings from OUTPUT/checkpoints")] = False,
+        "--set", help="Any config key: --set protocol.exclude_seen=false" + _SET_YAML)] = None,
+    resume: Annotated[bool | None, typer.Option(
+        "--resume/--no-resume",
+        help="resume: continue killed trainings from OUTPUT/checkpoints (default: the "
+             "config's)")] = None,
     seeds: Annotated[int | None, typer.Option(
         min=1, help="seeds: fit and evaluate every model with this many seeds (mean, std, "
                     "95% intervals, paired tests)")] = None,
@@ -78,8 +83,7 @@ def run(
     def go() -> tuple[dict[str, Any], str]:
         flags = {"protocol.split.kind": split, "protocol.candidates": candidates,
                  "protocol.seed": seed, "protocol.split.seed": seed, "split_path": split_path,
-                 "protocol.cutoffs": f"[{cutoffs}]" if cutoffs else None,
-                 "resume": "true" if resume else None, "dataset.path": data,
+                 "protocol.cutoffs": _csv(cutoffs), "resume": resume, "dataset.path": data,
                  "dataset.items.path": items, "dataset.items.id": item_id, "threads": threads,
                  "seeds": seeds, "dataset.engine": data_engine, "dataset.workers": data_workers}
         cfg = _experiment(config, dataset=dataset, models=models, output=output,
@@ -100,7 +104,7 @@ def tune_command(
     output: Annotated[str | None, typer.Option(help="output")] = None,
     data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Any config key: --set tune.sampler=random")] = None,
+        "--set", help="Any config key: --set tune.sampler=random" + _SET_YAML)] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
 ) -> None:
     """Search tune.space on validation, then fit and test the best configuration once.
@@ -110,7 +114,7 @@ def tune_command(
 
     def go() -> tuple[dict[str, Any], str]:
         flags = {"tune.n_trials": n_trials, "output": output, "dataset.data_dir": data_dir}
-        overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(set_ or [])
+        overrides = _overrides(flags) + list(set_ or [])
         cfg = load_config(config, overrides)
         return tune(cfg, progress=not quiet and sys.stderr.isatty()), cfg.output
 
@@ -130,7 +134,7 @@ def tokenize(
     output: Annotated[str | None, typer.Option(
         help="Folder for the semantic IDs (default OUTPUT/semantic_ids of the config).")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Any config key: --set models.0.tokenizer.n_levels=4")] = None,
+        "--set", help="Any config key: --set models.0.tokenizer.n_levels=4" + _SET_YAML)] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings and the health report.")] = False,
 ) -> None:
     """Fit and save only the semantic IDs of the config's TIGER model, with codebook health.
@@ -180,8 +184,11 @@ def compare(
     data_dir: Annotated[str | None, typer.Option(help="dataset.data_dir")] = None,
     k: Annotated[int, typer.Option(min=1, help="Cutoff of beyond-accuracy metrics.")] = 10,
     n_boot: Annotated[int, typer.Option(min=10, help="Bootstrap resamples.")] = 1000,
+    seeds: Annotated[int | None, typer.Option(
+        min=1, help="seeds: fit and evaluate every model with this many seeds, as genrec run "
+                    "does (the report's top-K lists are the first seed's)")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Any config key: --set protocol.cutoffs=[5,10,20]")] = None,
+        "--set", help="Any config key: --set protocol.cutoffs=[5,10,20]" + _SET_YAML)] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
 ) -> None:
     """Run several models under one protocol; write results and the holistic report."""
@@ -189,7 +196,7 @@ def compare(
 
     def go() -> tuple[dict[str, Any], str]:
         cfg = _experiment(config, dataset=dataset, models=models, output=output,
-                          data_dir=data_dir, set_=set_)
+                          data_dir=data_dir, set_=set_, flags={"seeds": seeds})
         if not cfg.models:
             raise ValueError("no models: pass --models pop,itemknn,ease or list them in the config")
         opts = HolisticOptions(k=k, n_boot=n_boot)
@@ -238,7 +245,7 @@ def rate(
     llm_shots: Annotated[str | None, typer.Option(
         help="llm.shots: prompt variants, e.g. 0,3 (0 = zero-shot)")] = None,
     set_: Annotated[list[str] | None, typer.Option(
-        "--set", help="Any config key: --set models.0.factors=50")] = None,
+        "--set", help="Any config key: --set models.0.factors=50" + _SET_YAML)] = None,
     llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
     llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
     quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
@@ -250,10 +257,10 @@ def rate(
 
     def go() -> tuple[dict[str, Any], str]:
         keys = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir,
-                "protocol.split": split, "protocol.folds": f"[{folds}]" if folds else None,
+                "protocol.split": split, "protocol.folds": _csv(folds),
                 "protocol.valid_ratio": valid_ratio, "llm.n_ratings": llm_ratings,
-                "llm.shots": f"[{llm_shots}]" if llm_shots else None}
-        overrides = [f"{k}={v}" for k, v in keys.items() if v is not None] + list(set_ or [])
+                "llm.shots": _csv(llm_shots)}
+        overrides = _overrides(keys) + list(set_ or [])
         chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
         cfg = load_config(config, overrides, models=chosen, cls=RatingExperimentConfig)
         if not cfg.models:

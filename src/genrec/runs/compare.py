@@ -7,6 +7,12 @@ groups) and, for every generative model (one that decodes items itself, such as 
 and unconstrained decoding on a seeded sample of test users (``holistic/risks.json``, and
 ``generative_risks`` in its results row). See :mod:`genrec.evaluation.compare` for the
 format.
+
+With ``seeds: N`` every model is fitted and evaluated once per seed exactly as ``genrec run``
+does it (:func:`genrec.runs.seeds.fit_and_evaluate_seeds`): its results row has the means over
+the seeds, their std and intervals, and the results the paired tests. ``holistic/<model>.npz``
+then holds the per-user test metrics averaged over the seeds (as the paired tests use them)
+and the top-K lists of the first seed, whose model also gives the generative risks.
 """
 
 from __future__ import annotations
@@ -24,12 +30,20 @@ from genrec.data.interactions import Histories
 from genrec.evaluation.beyond import category_matrix
 from genrec.evaluation.catalogue import Catalogue
 from genrec.evaluation.compare import HolisticOptions, category_column, save_npz
-from genrec.evaluation.evaluator import evaluate
+from genrec.evaluation.evaluator import EvalResult, evaluate
 from genrec.evaluation.fairness import user_groups
 from genrec.evaluation.generative import decoding_risks, is_generative, sample_users, save_risks
 from genrec.evaluation.report import write_report
+from genrec.models.base import ModelConfig
 from genrec.models.pop import Popularity
-from genrec.runs.experiment import fit_and_evaluate, prepare, results_document, write_results
+from genrec.runs.experiment import (
+    Prepared,
+    fit_and_evaluate,
+    prepare,
+    results_document,
+    write_results,
+)
+from genrec.runs.seeds import fit_and_evaluate_seeds, seed_significance
 
 __all__ = ["RISK_USERS", "generative_model_risks", "run_comparison"]
 
@@ -85,6 +99,33 @@ def generative_model_risks(model: Any, name: str, histories: Histories, catalogu
     return out
 
 
+def _fit_and_evaluate_seeds(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *,
+                            progress: bool) -> tuple[Any, dict[str, Any], np.ndarray,
+                                                     dict[str, np.ndarray]]:
+    """Fit and evaluate ``mcfg`` once per seed of ``cfg``, as ``genrec run`` does.
+
+    Returns:
+        ``(model, row, top_items, per_user)``: the first seed's model and test top-K lists,
+        the results row (means over the seeds when there are several) and the per-user test
+        metrics (averaged over the seeds).
+    """
+    if cfg.seeds == 1:
+        model, row, test = fit_and_evaluate(mcfg, data, cfg, progress=progress,
+                                            keep_top_items=True)
+        return model, row, test.top_items, test.per_user
+    first: list[tuple[Any, np.ndarray]] = []
+
+    def fit_keeping_first(*args: Any, **kwargs: Any) -> tuple[Any, dict[str, Any], EvalResult]:
+        model, row, test = fit_and_evaluate(*args, keep_top_items=not first, **kwargs)
+        if not first:
+            first.append((model, test.top_items))
+        return model, row, test
+
+    row, per_user = fit_and_evaluate_seeds(mcfg, data, cfg, fit_keeping_first,
+                                           progress=progress)
+    return first[0][0], row, first[0][1], per_user
+
+
 def run_comparison(cfg: ExperimentConfig, options: HolisticOptions | None = None, *,
                    progress: bool = False, report: bool = True,
                    risk_users: int | None = RISK_USERS) -> dict[str, Any]:
@@ -138,20 +179,21 @@ def run_comparison(cfg: ExperimentConfig, options: HolisticOptions | None = None
         options.model_dump() | {"category_column": col}, indent=2))
     (hol / "risks.json").unlink(missing_ok=True)  # risks of an earlier run in this folder
 
-    rows = []
+    rows, per_model = [], {}
     catalogue: Catalogue | None = None
     for mcfg in cfg.models:
-        model, row, test = fit_and_evaluate(mcfg, data, cfg, progress=progress,
-                                            keep_top_items=True)
-        save_npz(hol / f"{mcfg.label}.npz", top_items=test.top_items,
-                 **{f"m:{m}": v for m, v in test.per_user.items()})
+        model, row, top_items, per_model[mcfg.label] = _fit_and_evaluate_seeds(
+            mcfg, data, cfg, progress=progress)
+        save_npz(hol / f"{mcfg.label}.npz", top_items=top_items,
+                 **{f"m:{m}": v for m, v in per_model[mcfg.label].items()})
         if is_generative(model):
             catalogue = catalogue or Catalogue.from_dataset(ds)
             row["generative_risks"] = generative_model_risks(
                 model, mcfg.label, test_set.histories, catalogue, out, max_users=risk_users,
                 seed=options.seed)
         rows.append(row)
-    results = results_document(cfg, data, rows,
+    extra = {"significance": seed_significance(per_model, cfg)} if cfg.seeds > 1 else {}
+    results = results_document(cfg, data, rows, **extra,
                                holistic=options.model_dump() | {"category_column": col})
     write_results(out, results)
     if report:
