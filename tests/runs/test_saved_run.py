@@ -65,3 +65,17 @@ def test_run_without_saved_models_or_results(tmp_path, data_dir, monkeypatch) ->
     assert saved.name == "ease" and saved.record is None
     with pytest.raises(ValueError, match="records no test metrics"):
         saved.check_reproduces(saved.evaluate_test().summary())
+
+
+def test_a_model_left_by_an_earlier_run_in_the_folder_is_refused(tmp_path, data_dir,
+                                                                 monkeypatch, caplog) -> None:
+    # A second run into the same folder (another model, another split) once left the first
+    # run's models/pop behind, and open_saved_model evaluated it under the new split.
+    monkeypatch.setenv("GENREC_DATA_DIR", str(data_dir))
+    out = _run(tmp_path, "reused", [POP])
+    with caplog.at_level("WARNING", logger="genrec.runs.experiment"):
+        _run(tmp_path, "reused", [EASE], protocol={"split": {"kind": "random"}})
+    assert "holds an earlier run" in caplog.text
+    with pytest.raises(ValueError, match=r"models/pop is not a model of this run"):
+        open_saved_model(out, "pop")
+    assert open_saved_model(out).name == "ease"  # the only model of this run

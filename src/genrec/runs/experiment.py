@@ -132,6 +132,9 @@ def write_prepared(cfg: ExperimentConfig, data: Prepared) -> None:
     if not is_main_process():
         return
     out = Path(cfg.output)
+    if (out / "results.json").is_file() or any((out / "checkpoints").glob("*/latest.json")):
+        _log.warning("%s holds an earlier run: its results are replaced and trainings start "
+                     "afresh (resume: true continues them; another output keeps both)", out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
                                                           sort_keys=False))
@@ -238,7 +241,13 @@ def open_saved_model(run_dir: str | Path, model: str | None = None, *,
     """
     run = Path(run_dir)
     cfg, data = open_run(run, data_dir=data_dir)
-    saved = sorted(p.name for p in (run / "models").glob("*") if (p / "config.json").is_file())
+    labels = {m.label for m in cfg.models}
+    found = sorted(p.name for p in (run / "models").glob("*") if (p / "config.json").is_file())
+    saved = [name for name in found if name in labels]
+    if model is not None and model in found and model not in labels:
+        raise ValueError(f"{run}/models/{model} is not a model of this run (its config.yaml "
+                         f"has {sorted(labels)}): an earlier run in this folder left it, and "
+                         "this run's split and results do not belong to it")
     if model is None:
         if len(saved) != 1:
             raise ValueError(f"{run} has saved models {saved}: choose one (--model on the CLI)")
