@@ -62,3 +62,15 @@ def test_learns_next_item_of_a_cycle() -> None:
     hist = Histories.from_lists([list(ds.item_map.to_index(h)) for h in raw], ds.n_items)
     top = model.recommend(hist, k=1, exclude_seen=False).items[:, 0]
     assert ds.item_map.to_raw(top) == ["i5", "i0"]
+
+
+def test_an_empty_history_scores_the_same_alone_or_in_a_batch() -> None:
+    # An empty row once read back the padding's zero state when batched with longer rows but
+    # the GRU's one-step output when scored alone, so cold users depended on the batch.
+    m = GRU4Rec(dim=8, max_len=5, train={"epochs": 1, "device": "cpu", "progress": False}
+                ).fit(tiny_dataset().interactions)
+    h = Histories.from_lists([[], [0, 1, 2]], n_items=10)
+    both, alone = m.score(h), m.score(h.slice(0, 1))
+    assert torch.allclose(both[0], alone[0], atol=1e-6)
+    many = m.score(Histories.from_lists([[]] * 300 + [[0, 1, 2]], n_items=10))
+    assert torch.allclose(many[0], many[299], atol=1e-6) and many[0].abs().sum() > 0

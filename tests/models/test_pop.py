@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from genrec.data.interactions import Histories
@@ -35,3 +36,16 @@ def test_recommends_most_popular_unseen() -> None:
     assert set(rec.items[0].tolist()) == {0, 4}
     assert rec.items[1, 0] == 1 and rec.items[1, 1] == 4
     np.testing.assert_array_equal(rec.scores, [[3.0, 3.0], [4.0, 3.0]])
+
+
+def test_score_refuses_what_is_not_an_item_id() -> None:
+    # -1 pads recommendation lists; scoring it once returned the last item's score.
+    ds = tiny_dataset()
+    m = Popularity().fit(ds.interactions)
+    h = Histories.from_lists([[0], [1, 2]], n_items=ds.n_items)
+    assert torch.equal(m.score(h, items=np.array([3, 1])), m.score(h)[:, [3, 1]])
+    assert m.score(h, items=[]).shape == (2, 0)
+    for bad in ([-1], [ds.n_items], np.arange(ds.n_items) < 2, np.array([1.0, 2.0]),
+                np.array([[1, 2]])):
+        with pytest.raises(ValueError, match="items must be"):
+            m.score(h, items=bad)

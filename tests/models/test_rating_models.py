@@ -176,3 +176,24 @@ def test_autorec_keeps_its_best_validation_epoch(fold) -> None:
         train, FitContext(seed=0, validate=validate))
     assert m.best_epoch_ == int(np.argmax(scores)) + 1
     assert -_rmse(m, test) == pytest.approx(max(scores), abs=1e-6)
+
+
+def test_mf_answers_unrated_users_and_items_from_the_biases() -> None:
+    # A user or item inside the id space but without a training rating once kept its random
+    # initial vector, so its predictions were mu + biases + noise.
+    import torch
+
+    from genrec.testing import random_dataset
+
+    ds = random_dataset(n_users=30, n_items=25, seed=1)
+    train = Interactions(ds.interactions.frame, 33, 30)  # users 30..32, items 25..29 unrated
+    m = BiasedMF(epochs=3, factors=4).fit(train, FitContext(progress=False))
+    users = torch.tensor([0, 31, 31, -1])
+    items = torch.tensor([27, 3, 28, 3])
+    got = m._predict(users, items)
+    mu, bu, bi = m.mu_, m.bu_, m.bi_
+    assert torch.allclose(got[0], mu + bu[0] + bi[27])  # an unrated item: biases only
+    assert torch.allclose(got[1], mu + bu[31] + bi[3])  # an unrated user: biases only
+    assert torch.allclose(got[2], mu + bu[31] + bi[28])
+    assert torch.allclose(got[3], mu + bi[3])  # an unknown user (-1): item bias only
+    assert (m.p_[30:] == 0).all() and (m.q_[25:] == 0).all()

@@ -136,3 +136,28 @@ def test_letter_tokenizer_inside_tiger(ml100k) -> None:
     assert {"align", "balance"} <= set(model.tokenizer_.history_[-1])
     with pytest.raises(ValueError, match="semantic_ids"):
         TIGERConfig(multi_id={"groups": 2}, semantic_ids="somewhere")
+
+
+def test_exclude_history_holds_for_cold_fused_items() -> None:
+    # The cold-prefix search does not ban history items; fused cold items of the history
+    # once kept finite scores although exclude_history promises -inf.
+    from genrec.data.interactions import Histories
+    from genrec.testing import random_dataset
+
+    ds = random_dataset(n_users=40, n_items=30, seed=2)
+    n_items = 36  # items 30..35 never occur in training: cold, reachable through their text
+    train = Interactions(ds.interactions.frame, ds.n_users, n_items)
+    items = pl.DataFrame({"item": np.arange(n_items),
+                          "title": [f"thing {i % 7} kind {i % 5} number {i}"
+                                    for i in range(n_items)]})
+    m = TIGER(item_vectors="text", text={"encoder": "hashing:32", "cache": False}, dim=16,
+              n_heads=2, ff_dim=32, n_layers=1, max_len=5, beam_size=8,
+              train={"epochs": 1, "device": "cpu", "progress": False, "batch_size": 32},
+              tokenizer={"kind": "rqkmeans", "n_levels": 2, "codebook_size": 4},
+              cold_items="prefix", exclude_history=True).fit(
+                  train, FitContext(items=items, progress=False))
+    cold = np.flatnonzero(m.cold_).tolist()
+    assert cold
+    history = [0, 1, *cold]
+    s = m.score(Histories.from_lists([history], n_items))
+    assert torch.isinf(s[0, history]).all() and torch.isfinite(s[0]).any()

@@ -237,8 +237,9 @@ class Recommender(ABC, Generic[C]):
             raise NotFittedError(type(self).__name__)
         if histories.n_items != self.n_items_:
             raise ValueError(f"histories have {histories.n_items} items, model has {self.n_items_}")
+        cols = None if items is None else _item_ids(items, self.n_items_)
         scores = self._score(histories)
-        return scores if items is None else scores[:, torch.as_tensor(items, dtype=torch.long)]
+        return scores if cols is None else scores[:, cols]
 
     @abstractmethod
     def _score(self, histories: Histories) -> torch.Tensor: ...
@@ -295,3 +296,22 @@ class Recommender(ABC, Generic[C]):
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self.config.model_dump().items() if k != "kind")
         return f"{type(self).__name__}({params})"
+
+
+def _item_ids(items: np.ndarray | torch.Tensor | list[int], n_items: int) -> torch.Tensor:
+    """``items`` as a 1-D tensor of item ids, checked.
+
+    Raises:
+        ValueError: If ``items`` is not a 1-D array of integers in ``[0, n_items)`` (a boolean
+            mask, or the ``-1`` that pads recommendation lists, is not an item id).
+    """
+    t = torch.as_tensor(np.asarray(items) if isinstance(items, list) else items)
+    if t.dim() == 1 and not len(t):
+        return t.long()
+    if t.dim() != 1 or t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
+        raise ValueError(f"items must be a 1-D array of integer item ids, got dtype {t.dtype} "
+                         f"and shape {tuple(t.shape)}")
+    if len(t) and (int(t.min()) < 0 or int(t.max()) >= n_items):
+        raise ValueError(f"items must be ids in [0, {n_items}), got ids from {int(t.min())} to "
+                         f"{int(t.max())} (-1 pads recommendation lists; drop it first)")
+    return t.long()

@@ -73,14 +73,16 @@ class GRU4RecNet(SequentialNet):
                 targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Hidden states of ``seq`` and, given ``targets`` (both ``(B, L)``), the loss."""
         length = seq.shape[1]
-        lengths = (seq > 0).sum(1)                                     # (B,)
+        # An empty row runs one step on padding: its length is 1 here too, so the state read
+        # back is that step's (the same whether the row is scored alone or in a batch).
+        lengths = (seq > 0).sum(1).clamp(min=1)                        # (B,)
         # The GRU must start on the first real item, not on the left padding: move each row
         # to the left (right-padded), pack, run, and move the states back.
         shift = (length - lengths)[:, None]                            # (B, 1)
         cols = torch.arange(length, device=seq.device)[None]           # (1, L)
         right = seq.gather(1, (cols + shift) % length)                 # (B, L) right-padded
         x = self.drop(self.item_emb(right))                            # (B, L, D)
-        packed = pack_padded_sequence(x, lengths.clamp(min=1).cpu(), batch_first=True,
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True,
                                       enforce_sorted=False)
         out, _ = self.gru(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=length)  # (B, L, D)

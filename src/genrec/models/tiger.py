@@ -407,6 +407,8 @@ class TIGER(Recommender[TIGERConfig]):
             if cold is not None:
                 out = fuse_cold(out, self.generate_cold_prefixes(histories, cold), cold,
                                 self.config.cold_weight)
+                if self.config.exclude_history:  # the cold search does not ban history items
+                    histories.mask_seen(out)
         return out
 
     def _cold_prefixes(self) -> ColdPrefixes | None:

@@ -80,6 +80,10 @@ class BiasedMF(RatingModel[BiasedMFConfig]):
         self.mu_ = r.double().mean().float().reshape(1)
         self.p_ = torch.randn(train.n_users, c.factors, generator=g) * c.init_std
         self.q_ = torch.randn(train.n_items, c.factors, generator=g) * c.init_std
+        # A user or item with no training rating keeps a zero vector (SGD never updates its
+        # row): its predictions are the biases alone, not noise from the initialisation.
+        self.p_[torch.bincount(u, minlength=train.n_users) == 0] = 0.0
+        self.q_[torch.bincount(i, minlength=train.n_items) == 0] = 0.0
         self.bu_ = torch.zeros(train.n_users)
         self.bi_ = torch.zeros(train.n_items)
         als = self._als_sweep(u, i, r, train) if c.solver == "als" else None
