@@ -85,3 +85,13 @@ def test_training_keys_are_declared_once_in_the_experiment(key: str) -> None:
 def test_bad_valid_metric_is_rejected(metric: str) -> None:
     with pytest.raises(ValidationError, match="valid_metric"):
         load_config(None, [f"protocol.valid_metric={metric}"], models=["ease"])
+
+
+def test_models_flag_gives_each_slot_its_own_copy(tmp_path) -> None:
+    # --models ease,ease over a file that lists ease once put one dict in both slots, so
+    # --set models.1.* changed models.0 too (and the two names collided).
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: {name: ml-100k}\nmodels: [{kind: ease, l2: 50}]\n")
+    cfg = load_config(path, ["models.1.name=ease-l2-500", "models.1.l2=500"],
+                      models=["ease", "ease"])
+    assert [(m.label, m.l2) for m in cfg.models] == [("ease", 50.0), ("ease-l2-500", 500.0)]

@@ -6,6 +6,7 @@ a.b=value`` reaches any key, so the two forms are interchangeable.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -314,5 +315,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         raw = loaded or {}
     if models is not None:
         listed = {m.get("kind"): m for m in raw.get("models") or [] if isinstance(m, dict)}
-        raw["models"] = [listed.get(k, {"kind": k}) for k in models]
+        # a copy per slot: --models ease,ease with --set models.1.* must not edit models.0
+        raw["models"] = [copy.deepcopy(listed.get(k, {"kind": k})) for k in models]
     return cls.model_validate(apply_overrides(raw, overrides or []))

@@ -79,3 +79,24 @@ def test_a_model_left_by_an_earlier_run_in_the_folder_is_refused(tmp_path, data_
     with pytest.raises(ValueError, match=r"models/pop is not a model of this run"):
         open_saved_model(out, "pop")
     assert open_saved_model(out).name == "ease"  # the only model of this run
+
+
+def test_a_run_on_relative_paths_reopens_from_another_folder(tmp_path, monkeypatch) -> None:
+    # Relative dataset paths are read from the working directory; the run's config.yaml
+    # records them absolute, so export / serve / report work from anywhere.
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [f"u{u},i{(u * 7 + j) % 40},{1000 + 10 * u + j}" for u in range(30) for j in range(8)]
+    (data / "inter.csv").write_text("user,item,timestamp\n" + "\n".join(rows) + "\n")
+    monkeypatch.chdir(data)
+    out = tmp_path / "run"
+    run_experiment(ExperimentConfig.model_validate({
+        "dataset": {"path": "inter.csv", "preprocess": {"min_user_interactions": 1,
+                                                        "min_item_interactions": 1}},
+        "models": [POP], "output": str(out), "threads": 1}))
+    monkeypatch.chdir(tmp_path)
+    saved = open_saved_model(out)
+    assert saved.config.dataset.path == str(data / "inter.csv")
+    with pytest.raises(Exception, match=r"not found \(looked in .*working directory"):
+        run_experiment(ExperimentConfig.model_validate({
+            "dataset": {"path": "inter.csv"}, "models": [POP], "output": str(tmp_path / "x")}))

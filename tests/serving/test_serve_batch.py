@@ -47,6 +47,8 @@ def test_read_users_formats(tmp_path) -> None:
     (tmp_path / "bad.csv").write_text("id\n1\n")
     with pytest.raises(ValueError, match="'user' column"):
         read_users(tmp_path / "bad.csv")
+    (tmp_path / "twice.txt").write_text("196\n1\n196\n")  # each user answered once
+    assert read_users(tmp_path / "twice.txt") == ["196", "1"]
 
 
 def test_cli_recommend_and_export(bundles, tmp_path) -> None:

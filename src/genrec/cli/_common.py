@@ -46,7 +46,9 @@ def _run_guarded(fn: Any) -> Any:
     except ValidationError as e:
         errs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
         _fail(f"invalid configuration: {errs}")
-    except (ValueError, FileNotFoundError, KeyError, yaml.YAMLError) as e:
+    except KeyError as e:  # str(KeyError) quotes its message: show the message itself
+        _fail(str(e.args[0]) if e.args else repr(e))
+    except (ValueError, FileNotFoundError, yaml.YAMLError) as e:
         _fail(str(e))
 
 

@@ -233,7 +233,7 @@ def rate(
     dataset: _Dataset = None,
     models: Annotated[str | None, typer.Option(
         help="models: comma-separated rating kinds (global_mean, biases, biased_mf, "
-             "knn_baseline, svdpp, text_rating, blend)")] = None,
+             "knn_baseline, svdpp, autorec, text_rating, blend)")] = None,
     output: Annotated[str | None, typer.Option(help="output")] = None,
     data_dir: _DataDir = None,
     split: Annotated[str | None, typer.Option(

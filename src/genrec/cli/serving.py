@@ -187,7 +187,9 @@ def recommend(
         help="Users: a text file (one raw id per line) or CSV/Parquet with a 'user' column; "
              "all known users when omitted.")] = None,
     k: Annotated[int, typer.Option(min=1, help="Items per user.")] = 100,
-    exclude_seen: Annotated[bool, typer.Option(help="Skip items already seen.")] = True,
+    exclude_seen: Annotated[bool, typer.Option(
+        help="Skip items in the bundle's stored histories (train + valid of the run; the "
+             "held-out test interaction is not stored).")] = True,
     chunk_size: Annotated[int, typer.Option(min=1, help="Users scored at once.")] = 1024,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
     engine: Annotated[str, typer.Option(

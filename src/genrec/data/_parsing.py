@@ -126,7 +126,9 @@ def require_file(path: PathLike, what: str = "file") -> Path:
     """
     path = Path(path)
     if not path.exists():
-        raise DataError(path, f"{what} not found")
+        where = "" if path.is_absolute() else f" (looked in {Path.cwd()}: a relative path is " \
+            "read from the working directory)"
+        raise DataError(path, f"{what} not found{where}")
     if not path.is_file():
         raise DataError(path, f"{what} is not a regular file")
     return path

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import platform
 import resource
 import time
@@ -136,9 +137,25 @@ def write_prepared(cfg: ExperimentConfig, data: Prepared) -> None:
         _log.warning("%s holds an earlier run: its results are replaced and trainings start "
                      "afresh (resume: true continues them; another output keeps both)", out)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", yaml.safe_dump(cfg.model_dump(mode="json"),
-                                                          sort_keys=False))
+    atomic_write_text(out / "config.yaml", yaml.safe_dump(_absolute_paths(
+        cfg.model_dump(mode="json")), sort_keys=False))
     data.split.save(out / "split")
+
+
+def _absolute_paths(dump: dict[str, Any]) -> dict[str, Any]:
+    """A config dump whose relative file paths (read from the working directory) are made
+    absolute, so the run folder can be reopened (export, serve, report) from anywhere."""
+    def fix(node: dict[str, Any] | None, key: str) -> None:
+        if isinstance(node, dict) and isinstance(node.get(key), str) and "://" not in node[key]:
+            node[key] = os.path.abspath(node[key])
+
+    data = dump.get("dataset")
+    for key in ("path", "data_dir"):
+        fix(data, key)
+    for side in ("items", "users"):
+        fix((data or {}).get(side), "path")
+    fix(dump, "split_path")
+    return dump
 
 
 def open_run(run_dir: str | Path, *, data_dir: str | None = None

@@ -52,7 +52,7 @@ def official_folds_dir(cfg: RatingExperimentConfig) -> Path:
     """
     d = cfg.dataset
     if d.path is not None:
-        candidates = [Path(d.path)]
+        candidates = [Path(d.path) if Path(d.path).is_dir() else Path(d.path).parent]
     else:
         roots = [Path(d.data_dir)] if d.data_dir else (
             [Path(os.environ["GENREC_DATA_DIR"])] if os.environ.get("GENREC_DATA_DIR") else [])
@@ -60,9 +60,12 @@ def official_folds_dir(cfg: RatingExperimentConfig) -> Path:
     for c in candidates:
         if (c / f"{cfg.protocol.folds[0]}.base").is_file():
             return c
+    own = (" Other data has no official folds: use a seeded hold-out, --split random "
+           "(protocol.split: random)." if d.path is not None else "")
     raise FileNotFoundError("split: official needs the GroupLens ML-100K fold files "
-                            f"({cfg.protocol.folds[0]}.base, ...); looked in "
-                            f"{', '.join(map(str, candidates))}")
+                            f"({cfg.protocol.folds[0]}.base, ...); looked in the folder(s) "
+                            f"{', '.join(str(c.resolve()) for c in candidates)}"
+                            f".{own}")
 
 
 def rating_splits(cfg: RatingExperimentConfig, ds: Dataset) -> list[RatingSplit]:

@@ -56,6 +56,9 @@ class BatchSummary:
 def read_users(path: str | Path) -> list[str]:
     """Raw user ids from a file: Parquet or CSV with a ``user`` column, else one id per line.
 
+    A user listed more than once is answered once, at its first place (the repeats are
+    counted in the log).
+
     Raises:
         ValueError: If a table has no ``user`` column.
     """
@@ -66,9 +69,15 @@ def read_users(path: str | Path) -> list[str]:
             path, infer_schema=False)
         if "user" not in frame.columns:
             raise ValueError(f"{path}: needs a 'user' column, has {frame.columns}")
-        return frame["user"].cast(pl.String).drop_nulls().to_list()
-    lines = path.read_text(encoding="utf-8").splitlines()
-    return [s for s in (line.strip() for line in lines) if s]
+        ids = frame["user"].cast(pl.String).drop_nulls().to_list()
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        ids = [s for s in (line.strip() for line in lines) if s]
+    unique = list(dict.fromkeys(ids))
+    if len(unique) < len(ids):
+        _log.warning("%s: %d repeated user id(s) dropped; each user is answered once",
+                     path, len(ids) - len(unique))
+    return unique
 
 
 def recommend_batch(bundle: Bundle, users: Sequence[str] | None, out: str | Path, *,
