@@ -13,8 +13,21 @@ set -u
 tag=$1
 shift
 mkdir -p logs
-n=$#
+# Only recipes whose model trains (has a `train` section): a glob like configs/ml-1m/*.yaml
+# also matches the classic recipes (ease, itemknn), which benchmarks/baselines.py runs.
+recipes=()
 for cfg in "$@"; do
+    "${PYTHON:-python3}" -c "import sys; from genrec.config import load_config; \
+sys.exit(0 if 'train' in type(load_config(sys.argv[1]).models[0]).model_fields else 3)" \
+        "$cfg"
+    case $? in
+        0) recipes+=("$cfg") ;;
+        3) echo "skipping $cfg: its model does not train (not a neural recipe)" ;;
+        *) echo "error: $cfg is not a valid config (see above)" >&2; exit 2 ;;
+    esac
+done
+n=${#recipes[@]}
+for cfg in "${recipes[@]}"; do
     ds=$(basename "$(dirname "$cfg")")
     name=$(basename "$cfg" .yaml)-$tag
     sets=()
