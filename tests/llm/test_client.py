@@ -212,3 +212,102 @@ def test_config_forbids_unknown_keys() -> None:
         ClientConfig(base_url="x", modle="typo")
     assert OpenAIClient(ClientConfig(base_url="http://h:1")).url == "http://h:1/v1/chat/completions"
     assert OpenAIClient(base_url="http://h:1/v1/").url == "http://h:1/v1/chat/completions"
+
+
+def test_backoff_is_finite_and_never_negative() -> None:
+    c = OpenAIClient(backoff_s=1.0, backoff_max_s=3.0)
+    assert c._backoff(0, "-1") == 0.0
+    for bad in ("nan", "inf", "-inf", "Wed, 21 Oct 2015 07:28:00 GMT"):
+        assert 0.5 <= c._backoff(0, bad) <= 1.0  # ignored: the exponential backoff
+    assert 0.0 <= c._backoff(10_000, None) <= 3.0  # no overflow however many retries
+    for ra in ("-1", "nan"):  # end to end: an LLMError after the retries, not a ValueError
+        c = client(lambda r, ra=ra: httpx.Response(503, headers={"retry-after": ra}),
+                   max_retries=1)
+        with pytest.raises(LLMError, match="giving up"):
+            c.chat(MSG)
+
+
+@pytest.mark.parametrize("usage", [{"prompt_tokens": "n/a", "completion_tokens": 3}, [1], "x",
+                                   {"prompt_tokens": None, "completion_tokens": float("nan")},
+                                   {"prompt_tokens": -4, "completion_tokens": True}])
+def test_malformed_usage_is_ignored(usage) -> None:
+    body = json.dumps({"choices": [{"message": {"content": "x"}}], "usage": usage},
+                      allow_nan=True)
+    c = client(lambda r: httpx.Response(200, content=body.encode(),
+                                        headers={"content-type": "application/json"}))
+    out = c.chat(MSG)
+    assert out.text == "x" and out.prompt_tokens == 0
+    assert out.completion_tokens == (3 if isinstance(usage, dict) and
+                                     usage.get("completion_tokens") == 3 else 0)
+
+
+@pytest.mark.parametrize("body", [[], "str", {"choices": []}, {"choices": [{"message": None}]},
+                                  {"choices": [{"message": {"content": ["a"]}}]},
+                                  {"choices": [{"message": {"content": 7}}]}, {"choices": "x"}])
+def test_unreadable_responses_are_llm_errors(body) -> None:
+    c = client(lambda r: httpx.Response(200, json=body), max_retries=0)
+    with pytest.raises(LLMError, match="malformed"):
+        c.chat(MSG)
+    assert c.usage.failures == 1
+
+
+def test_content_parts_are_joined() -> None:
+    parts = [{"type": "text", "text": "a"}, {"type": "image_url"}, {"type": "text", "text": "b"}]
+    c = client(lambda r: httpx.Response(200, json={"choices": [{"message": {"content": parts}}]}))
+    assert c.chat(MSG).text == "ab"
+
+
+def test_chat_many_keeps_the_batch_when_one_response_is_unreadable() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        seed = json.loads(req.content)["seed"]
+        if seed == 1:
+            return httpx.Response(200, json={"choices": [{"message": None}], "usage": [1]})
+        return ok(pt=2) if seed == 2 else httpx.Response(200, json={
+            "choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "n/a"}})
+
+    out = client(handler, max_retries=0).chat_many(
+        [{"messages": MSG, "seed": i} for i in range(3)])
+    assert [type(o).__name__ for o in out] == ["Completion", "LLMError", "Completion"]
+
+
+def test_cache_key_names_the_server(tmp_path: Path) -> None:
+    def server(text: str):
+        return httpx.MockTransport(lambda r: ok(text))
+
+    def make(url: str, text: str, **kw) -> OpenAIClient:
+        return OpenAIClient(base_url=url, transport=server(text), cache_dir=str(tmp_path), **kw)
+
+    assert make("http://server-a", "from A").chat(MSG).text == "from A"
+    b = make("http://server-b", "from B").chat(MSG)
+    assert b.text == "from B" and not b.cached  # another server: not A's answer
+    same = make("HTTP://Server-A:80/v1/", "never sent").chat(MSG)
+    assert same.cached and same.text == "from A"  # the same server, written differently
+    # a stable scope for a server whose port changes from run to run
+    make("http://127.0.0.1:1234", "first", cache_scope="gguf:tiny").chat(MSG)
+    again = make("http://127.0.0.1:5678", "second", cache_scope="gguf:tiny").chat(MSG)
+    assert again.cached and again.text == "first"
+
+
+def test_llm_gguf_cache_survives_a_new_port(monkeypatch, tmp_path) -> None:
+    # --llm-gguf starts a server on a free port each run; with the URL in the cache key its
+    # answers would never be reused. The runner keys them by the model file instead.
+    import contextlib
+
+    from genrec.llm import runner
+
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    scopes = []
+
+    class FakeServer(contextlib.AbstractContextManager):
+        def __init__(self, path, **_):
+            self.base_url, self.alias = f"http://127.0.0.1:{40000 + len(scopes)}/v1", "m"
+
+        def __exit__(self, *exc):
+            return None
+
+    monkeypatch.setattr(runner, "LocalLlamaServer", FakeServer)
+    for _ in range(2):
+        with runner.llm_client(gguf=gguf, cache_dir=str(tmp_path / "c")) as client:
+            scopes.append(client._scope)
+    assert scopes[0] == scopes[1] and scopes[0].startswith("gguf:")

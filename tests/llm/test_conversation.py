@@ -119,3 +119,58 @@ def test_simulation_critiques_beat_paging_on_ml100k(ml100k) -> None:
     assert len(conv["recall"]["@20"]) == 5 and conv["users"] == 60
     assert conv["mean_turns_to_success"] is not None and conv["overhead_ms_per_turn"]["p50"] < 5
     assert conv["transcripts"] and conv["transcripts"][0]["transcript"][0]["role"] == "system"
+
+
+@pytest.mark.parametrize("utterance, price_max, price_min", [
+    ("under $1,000", 1000.0, None),
+    ("something under $1,299.99, please", 1299.99, None),
+    ("under 1,000 dollars", 1000.0, None),
+    ("under €10", 10.0, None),
+    ("below £12.50", 12.5, None),
+    ("under 15", 15.0, None),
+    ("not over $50", 50.0, None),
+    ("never more than $40", 40.0, None),
+    ("no less than $5", None, 5.0),
+    ("not under $20, but under $1,500", 1500.0, 20.0),
+    ("over $10 and under $20", 20.0, 10.0),
+    ("under $15, please", 15.0, None),  # the simulator's phrasing: a comma, not a separator
+])
+def test_parser_price_bounds(tiny_catalog, utterance: str, price_max, price_min) -> None:
+    c = CritiqueParser(tiny_catalog).parse(utterance)
+    assert (c.price_max, c.price_min) == (price_max, price_min)
+
+
+def test_negated_price_bound_does_not_negate_attributes(tiny_catalog) -> None:
+    c = CritiqueParser(tiny_catalog).parse("Essie not over $9")
+    assert keys(c.like) == ["brand=Essie"] and c.avoid == [] and c.price_max == 9.0
+
+
+def test_parser_normalises_the_utterance_like_the_catalogue(tiny_catalog) -> None:
+    import unicodedata
+
+    import polars as pl
+
+    from genrec.data.interactions import Dataset
+    from genrec.evaluation.catalogue import Catalogue
+
+    p = CritiqueParser(tiny_catalog)
+    assert keys(p.parse("ＯＰＩ please").like) == ["brand=OPI"]  # full-width letters
+    assert p.parse("under ＄２０").price_max == 20.0
+    items = pl.DataFrame({"item": ["a", "b", "c"], "title": ["x1", "x2", "x3"],
+                          "brand": ["L'Oréal Paris", "Neutrogena", "Olay"]})
+    inter = pl.DataFrame({"user": ["u", "u", "u"], "item": ["a", "b", "c"], "timestamp": [0, 1, 2]})
+    p = CritiqueParser(Catalogue.from_dataset(Dataset.from_raw("t", inter, items)))
+    nfd = unicodedata.normalize("NFD", "I want Olay, no L'Oréal Paris")  # "e" + combining accent
+    c = p.parse(nfd)
+    assert keys(c.avoid) == ["brand=L'Oréal Paris"] and keys(c.like) == ["brand=Olay"]
+
+
+def test_avoiding_a_liked_item_undoes_the_like() -> None:
+    from genrec.llm import Critique
+
+    st = SessionState()
+    st.apply(Critique(like_items=[5]), frozenset())
+    st.apply(Critique(avoid_items=[5]), frozenset())
+    assert st.like_items == [] and st.avoid_items == [5]
+    st.apply(Critique(like_items=[5]), frozenset())
+    assert st.like_items == [5] and st.avoid_items == []

@@ -36,7 +36,9 @@ def test_valid_answers_are_parsed_and_clipped() -> None:
 
 
 @pytest.mark.parametrize("text", ["", "four stars", '{"score": 4}', '{"rating": "good"}',
-                                  '{"rating": true}', '{"rating": NaN}', "[4]"])
+                                  '{"rating": true}', '{"rating": NaN}', "[4]",
+                                  '{"rating": 1' + "0" * 400 + "}", "1" + "0" * 400,
+                                  '{"rating": 1e400}'])
 def test_unparseable_answers_are_failures_not_values(text: str) -> None:
     a = parse_rating(text)
     assert a.rating is None and a.error

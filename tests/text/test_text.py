@@ -118,3 +118,79 @@ def test_minilm_encoder_end_to_end(tmp_path: Path) -> None:
     sims = vecs @ vecs.T
     assert sims[0, 1] > sims[0, 2] + 0.1  # the sequels are closer than the war drama
     np.testing.assert_array_equal(item_embeddings(items, 3, cfg), vecs)  # from the cache
+
+
+def test_non_finite_floats_are_missing_values() -> None:
+    items = pl.DataFrame({"item": [0, 1, 2, 3], "title": ["Kolya", None, None, None],
+                          "price": [float("nan"), 12.0, float("inf"), float("-inf")],
+                          "sizes": [[1.5, float("nan")], [float("inf")], None, [2.5]]})
+    assert render_item_texts(items, 4) == ["Title: Kolya", "Price: 12", "", ""]
+    both = ItemTextTemplate(fields=["sizes", "price"], labels=False)
+    assert render_item_texts(items, 4, both) == ["1.5", "12", "", "2.5"]
+
+
+def test_folder_encoder_cache_follows_the_weight_files(tmp_path: Path, monkeypatch) -> None:
+    import os
+
+    calls: list[int] = []
+    monkeypatch.setattr(emb_module, "make_encoder", lambda name, **kw: lambda texts: (
+        calls.append(len(texts)), np.ones((len(texts), 4), dtype=np.float32))[1])
+    model = tmp_path / "model"
+    (model / "1_Pooling").mkdir(parents=True)
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"weights v1")
+    (model / "README.md").write_text("notes")
+    cache = tmp_path / "cache"
+    embed_texts(["a b"], str(model), cache_dir=cache)
+    embed_texts(["a b"], str(model), cache_dir=cache)
+    assert calls == [1]
+    (model / "README.md").write_text("other notes")  # not a weight file: still a hit
+    embed_texts(["a b"], str(model), cache_dir=cache)
+    assert calls == [1]
+    weights.write_bytes(b"weights v2")  # same size, new content: the mtime tells
+    st = weights.stat()
+    os.utime(weights, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    embed_texts(["a b"], str(model), cache_dir=cache)
+    assert calls == [1, 1]
+    (model / "1_Pooling" / "extra.bin").write_bytes(b"x")  # a weight file in a subfolder
+    embed_texts(["a b"], str(model), cache_dir=cache)
+    assert calls == [1, 1, 1]
+
+
+def test_encoder_names_separate_cache_files(tmp_path: Path) -> None:
+    from genrec.text.encoders import HashingEncoder, SentenceEncoder, encode_cached
+
+    a = encode_cached(HashingEncoder(512), ["hello"], tmp_path)
+    b = encode_cached(HashingEncoder(64), ["hello"], tmp_path)
+    assert a.shape == (1, 512) and b.shape == (1, 64)
+    assert HashingEncoder(64).name == "hashing:64"
+    (tmp_path / "x" / "model").mkdir(parents=True)
+    (tmp_path / "y" / "model").mkdir(parents=True)
+    names = {SentenceEncoder(tmp_path / d / "model").name for d in ("x", "y")}
+    assert len(names) == 2 and all(n.startswith("st:model@") for n in names)
+    assert SentenceEncoder(tmp_path / "x" / "model").name == \
+        SentenceEncoder(str(tmp_path / "x" / ".." / "x" / "model")).name
+
+
+class _FakeModel:
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts, **kw) -> np.ndarray:
+        self.calls.append(list(texts))
+        return np.stack([np.full(384, float(ord(t[0])), dtype=np.float32) for t in texts])
+
+
+def test_sentence_encoder_eviction_keeps_what_the_call_needs(monkeypatch) -> None:
+    pytest.importorskip("torch")
+    from genrec.text.encoders import SentenceEncoder
+
+    enc = SentenceEncoder(cache_size=2)
+    fake = _FakeModel()
+    monkeypatch.setattr(enc, "_load", lambda: fake)
+    enc(["a", "b"])
+    out = enc(["a", "c"])  # "a" is cached; adding "c" overflows the cache and clears it
+    assert out.shape == (2, 384) and out[0, 0] == ord("a") and out[1, 0] == ord("c")
+    assert fake.calls == [["a", "b"], ["c"]]
+    big = enc(["d", "e", "f", "d"])  # more new texts than the cache holds
+    assert big[:, 0].tolist() == [ord(x) for x in "defd"] and len(enc._cache) <= 2

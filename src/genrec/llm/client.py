@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import random
 import threading
@@ -152,6 +153,10 @@ class ClientConfig(BaseModel):
     """Requests in flight at once, over all threads that share the client."""
     cache_dir: str | None = None
     """Folder of the on-disk response cache; no cache when None."""
+    cache_scope: str | None = None
+    """Which server the cache keys name; default: the normalised chat-completions URL (so
+    two servers never share answers). Set a stable name for a server whose URL changes from
+    run to run, such as a local llama.cpp server on a free port."""
     structured: Literal["auto", "json_schema", "json_object", "none"] = "auto"
     """How to ask for schema-bound JSON. ``auto`` tries ``json_schema``, then ``json_object``
     with the schema, then none, remembering the first one the server accepts."""
@@ -159,15 +164,58 @@ class ClientConfig(BaseModel):
     """Extra fields merged into every request body (e.g. ``{"top_k": 1}``)."""
 
 
-def _request_key(body: dict[str, Any]) -> str:
-    canonical = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+def _request_key(body: dict[str, Any], scope: str | None = None) -> str:
+    keyed = body if scope is None else {"scope": scope, "request": body}
+    canonical = json.dumps(keyed, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _normalise_url(url: str) -> str:
+    """``url`` with scheme and host lower-cased, a default port and a trailing ``/`` dropped."""
+    try:
+        u = httpx.URL(url)
+    except httpx.InvalidURL:  # the request itself will say what is wrong with it
+        return url
+    default = {"http": 80, "https": 443}.get(u.scheme)
+    port = f":{u.port}" if u.port is not None and u.port != default else ""
+    host = f"[{u.host}]" if ":" in u.host else u.host  # IPv6
+    return f"{u.scheme}://{host}{port}{u.path.rstrip('/')}"
+
+
+def _count(value: Any) -> int:
+    """A token count from a server's ``usage``: a non-negative number, else 0."""
+    if isinstance(value, bool):
+        return 0
+    try:
+        x = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return int(x) if math.isfinite(x) and x > 0 else 0
+
+
+def _content(message: Any) -> str:
+    """The text of a message: a string, or the text parts of a list of content parts.
+
+    Raises:
+        TypeError: For anything else (a malformed response).
+    """
+    if not isinstance(message, dict):
+        raise TypeError(f"message is a {type(message).__name__}")
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(isinstance(p, dict) for p in content):
+        return "".join(t for p in content if isinstance(t := p.get("text"), str))
+    raise TypeError(f"content is a {type(content).__name__}")
 
 
 class ResponseCache:
     """Completions on disk, one JSON file per request, keyed by a SHA-256 of the request.
 
     Files are written atomically (a reader never sees a partial file) and hold JSON only.
+    ``scope`` (the server, for :class:`OpenAIClient`) is part of the key when given.
 
     Args:
         root: Cache folder (created on first write).
@@ -179,19 +227,22 @@ class ResponseCache:
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, body: dict[str, Any]) -> dict[str, Any] | None:
+    def get(self, body: dict[str, Any], *, scope: str | None = None) -> dict[str, Any] | None:
         """The stored entry of ``body`` or None (an unreadable file counts as a miss)."""
-        path = self._path(_request_key(body))
+        path = self._path(_request_key(body, scope))
         try:
             entry = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
-        return entry if isinstance(entry, dict) and "text" in entry else None
+        ok = isinstance(entry, dict) and isinstance(entry.get("text"), str)
+        return entry if ok else None
 
-    def put(self, body: dict[str, Any], entry: dict[str, Any]) -> None:
+    def put(self, body: dict[str, Any], entry: dict[str, Any], *,
+            scope: str | None = None) -> None:
         """Store ``entry`` (a JSON-serialisable dict) for ``body``."""
-        atomic_write_text(self._path(_request_key(body)),
-                          json.dumps({"request": body, **entry}, ensure_ascii=False))
+        stored = {"request": body, **entry} | ({} if scope is None else {"scope": scope})
+        atomic_write_text(self._path(_request_key(body, scope)),
+                          json.dumps(stored, ensure_ascii=False))
 
 
 _RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
@@ -222,6 +273,7 @@ class OpenAIClient:
         self._mode: StructuredMode | None = (None if self.config.structured == "auto"
                                              else self.config.structured)
         self._cache = ResponseCache(self.config.cache_dir) if self.config.cache_dir else None
+        self._scope = self.config.cache_scope or _normalise_url(self.url)
 
     # -- plumbing ---------------------------------------------------------------------------
     @property
@@ -284,12 +336,16 @@ class OpenAIClient:
         return body
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
+        """Seconds before retry ``attempt + 1``: always finite, in ``[0, backoff_max_s]``."""
+        cap = self.config.backoff_max_s
         if retry_after:
             try:
-                return min(float(retry_after), self.config.backoff_max_s)
-            except ValueError:
-                pass
-        base = min(self.config.backoff_s * (2 ** attempt), self.config.backoff_max_s)
+                wait = float(retry_after)
+            except ValueError:  # an HTTP date, or garbage: the exponential backoff below
+                wait = math.nan
+            if math.isfinite(wait):  # "-1" waits 0 s; "nan" and "inf" are ignored
+                return min(max(wait, 0.0), cap)
+        base = min(self.config.backoff_s * (2 ** min(attempt, 60)), cap)
         return base * (0.5 + random.random() / 2)  # jitter spreads out synchronized retries
 
     def _post(self, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
@@ -342,11 +398,12 @@ class OpenAIClient:
             modes = ["json_schema", "json_object", "none"]
         for i, mode in enumerate(modes):
             body = self._body(messages, schema, mode, max_tokens, temperature, seed)
-            if self._cache is not None and (hit := self._cache.get(body)) is not None:
+            if self._cache is not None and \
+                    (hit := self._cache.get(body, scope=self._scope)) is not None:
                 self._add(cached=1)
-                return Completion(hit["text"], hit.get("finish_reason", "stop"),
-                                  hit.get("prompt_tokens", 0), hit.get("completion_tokens", 0),
-                                  mode, cached=True)
+                return Completion(hit["text"], str(hit.get("finish_reason") or "stop"),
+                                  _count(hit.get("prompt_tokens")),
+                                  _count(hit.get("completion_tokens")), mode, cached=True)
             try:
                 data, elapsed = self._post(body)
             except _StatusError as e:
@@ -365,21 +422,28 @@ class OpenAIClient:
         self._add(failures=1)  # pragma: no cover - the last mode never "continues"
         raise LLMError("no structured-output mode was accepted")
 
-    def _completion(self, body: dict[str, Any], data: dict[str, Any], mode: StructuredMode,
+    def _completion(self, body: dict[str, Any], data: Any, mode: StructuredMode,
                     elapsed: float) -> Completion:
+        # Whatever a server sends, a response that cannot be read is an LLMError, never a
+        # crash (chat_many keeps the other answers of a batch).
         try:
             choice = data["choices"][0]
-            text = choice.get("message", {}).get("content") or ""
-            finish = choice.get("finish_reason") or "stop"
-        except (KeyError, IndexError, TypeError, AttributeError):
+            text = _content(choice.get("message", {}))
+            finish = str(choice.get("finish_reason") or "stop")
+        except Exception:  # noqa: BLE001 - any shape at all may come back
             self._add(failures=1)
             raise LLMError(f"{self.url}: malformed response {str(data)[:200]}") from None
-        usage = data.get("usage") or {}
-        pt, ct = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        usage = data.get("usage") if isinstance(data, dict) else None
+        usage = usage if isinstance(usage, dict) else {}  # a malformed usage is ignored
+        pt, ct = _count(usage.get("prompt_tokens")), _count(usage.get("completion_tokens"))
         self._add(prompt_tokens=pt, completion_tokens=ct, latency_s=elapsed)
         if self._cache is not None:
-            self._cache.put(body, {"text": text, "finish_reason": finish, "prompt_tokens": pt,
-                                   "completion_tokens": ct})
+            entry = {"text": text, "finish_reason": finish, "prompt_tokens": pt,
+                     "completion_tokens": ct}
+            try:
+                self._cache.put(body, entry, scope=self._scope)
+            except OSError as e:  # a full disk loses the cache entry, not the answer
+                _log.warning("LLM response cache not written: %s", e)
         return Completion(text, finish, pt, ct, mode, cached=False, latency_s=elapsed)
 
     def chat_many(self, requests: Sequence[dict[str, Any]]) -> list[Completion | LLMError]:
@@ -396,6 +460,9 @@ class OpenAIClient:
                 return self.chat(**kw)
             except LLMError as e:
                 return e
+            except Exception as e:  # noqa: BLE001 - one bad call must not lose the batch
+                _log.warning("LLM request failed unexpectedly: %r", e)
+                return LLMError(f"{self.url}: {type(e).__name__}: {e}")
 
         with ThreadPoolExecutor(self.config.max_concurrency) as pool:
             return list(pool.map(one, requests))

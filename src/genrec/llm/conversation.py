@@ -96,6 +96,8 @@ class SessionState(BaseModel):
             if i not in self.like_items:
                 self.like_items.append(i)
         for i in c.avoid_items:
+            if i in self.like_items:  # "not that one after all" undoes an earlier like
+                self.like_items.remove(i)
             if i not in self.avoid_items:
                 self.avoid_items.append(i)
         if c.price_max is not None:

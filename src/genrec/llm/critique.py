@@ -39,10 +39,15 @@ _ORD = {"first": 0, "1st": 0, "second": 1, "2nd": 1, "third": 2, "3rd": 2, "four
         "tenth": 9}
 _ORD_RE = re.compile(r"\b(" + "|".join(_ORD) + r"|last)\b(?:\s+(?:one|item|product|movie))?"
                      r"|(?:#|number\s+|no\.\s*)(\d{1,2})\b")
-_MONEY = r"\$?\s*(\d+(?:\.\d+)?)\s*(?:\$|dollars?|usd)?"
-_P_MAX = re.compile(r"\b(?:under|below|less than|at most|max(?:imum)?|no more than|up to|"
-                    r"cheaper than)\s+" + _MONEY)
-_P_MIN = re.compile(r"\b(?:over|above|more than|at least|min(?:imum)?|pricier than)\s+" + _MONEY)
+# An amount: "$1,299.99", "€10", "10 euros", "15" (thousands separators are commas).
+_MONEY = (r"[$€£]?\s*(\d{1,3}(?:,\d{3})+(?:\.\d+)?(?!\d|,\d)|\d+(?:\.\d+)?)\s*"
+          r"(?:[$€£]|dollars?|usd|euros?|eur|pounds?|gbp)?")
+# A negation right before the bound flips it: "not over $50" is an upper bound.
+_BOUND_NEG = r"(?:\b(not|no|never)\s+)?"
+_P_MAX = re.compile(_BOUND_NEG + r"\b(?:under|below|less than|at most|max(?:imum)?|no more than|"
+                    r"up to|cheaper than)\s+" + _MONEY)
+_P_MIN = re.compile(_BOUND_NEG + r"\b(?:over|above|more than|at least|min(?:imum)?|"
+                    r"pricier than)\s+" + _MONEY)
 _CHEAPER = re.compile(r"\b(?:cheaper|less expensive|too expensive|too pricey|budget|"
                       r"affordable|lower price)\b")
 _PRICIER = re.compile(r"\b(?:pricier|more expensive|premium|high[- ]end|luxury|too cheap)\b")
@@ -54,8 +59,12 @@ _STOP_VALUES = {"the", "and", "for", "new", "one", "all", "set", "kit", "yes", "
 _TOKEN = re.compile(r"[\w']+")
 
 
+def _clean(text: str) -> str:
+    return unicodedata.normalize("NFKC", html.unescape(text)).replace("’", "'")
+
+
 def _prep(text: str) -> str:
-    return unicodedata.normalize("NFKC", html.unescape(text)).replace("’", "'").lower()
+    return _clean(text).lower()
 
 
 class PhraseIndex:
@@ -82,8 +91,12 @@ class PhraseIndex:
         self.max_len = max((len(k) for k in self.index), default=0)
 
     def find(self, text: str) -> list[tuple[int, int, list[Attribute]]]:
-        """Non-overlapping ``(start, end, attributes)`` character spans, left to right."""
-        raw = html.unescape(text).replace("’", "'")
+        """Non-overlapping ``(start, end, attributes)`` character spans, left to right.
+
+        The spans index ``text`` itself, so pass text that is already normalised (HTML
+        unescaped and NFKC, as :meth:`CritiqueParser.parse` does) to match every value.
+        """
+        raw = text.replace("’", "'")  # same length: the offsets still index ``text``
         words = [(m.start(), m.end(), m.group(0)) for m in _TOKEN.finditer(raw)]
         toks = [w[2].lower() for w in words]
         out, i = [], 0
@@ -217,10 +230,15 @@ class CritiqueParser:
 
     def _prices(self, text: str, shown: Sequence[int], c: Critique) -> None:
         low = text.lower()
-        if m := _P_MAX.search(low):
-            c.price_max = float(m.group(1))
-        if m := _P_MIN.search(low):
-            c.price_min = float(m.group(1))
+        # The first bound of each direction wins; a negated bound counts for the other one.
+        bounds = [(m.start(), is_max != bool(m.group(1)), float(m.group(2).replace(",", "")))
+                  for regex, is_max in ((_P_MAX, True), (_P_MIN, False))
+                  for m in regex.finditer(low)]
+        for _, upper, value in sorted(bounds, key=lambda b: b[0]):
+            if upper and c.price_max is None:
+                c.price_max = value
+            elif not upper and c.price_min is None:
+                c.price_min = value
         prices = [p for i in shown if (p := self.catalog.price(int(i))) is not None]
         if prices and c.price_max is None and _CHEAPER.search(low):
             c.price_max = round(0.9 * float(np.median(prices)), 2)
@@ -242,7 +260,9 @@ class CritiqueParser:
             The critique.
         """
         c = Critique()
-        text = html.unescape(utterance).replace("’", "'").strip()
+        # Normalised once, here: phrase finding and masking then share one set of offsets, and
+        # "ＯＰＩ" or a decomposed "é" meet the NFKC-normalised catalogue values.
+        text = _clean(utterance).strip()
         if not text:
             return c
         low = text.lower()
@@ -250,7 +270,7 @@ class CritiqueParser:
         self._prices(text, shown, c)
         spans: list[tuple[int, int, list[Attribute] | int]] = []
         for i in shown:  # titles of shown items, longest first
-            t = self.catalog.titles[int(i)].lower()
+            t = _prep(self.catalog.titles[int(i)])  # normalised like ``text``
             at = low.find(t) if len(t) >= 8 else -1
             if at >= 0 and not any(s0 < at + len(t) and at < s1 for s0, s1, _ in spans):
                 spans.append((at, at + len(t), int(i)))
@@ -267,13 +287,14 @@ class CritiqueParser:
         for clause in (x for x in _CLAUSE.split("".join(masked)) if x and x.strip()):
             refs = [payload[int(j)] for j in re.findall(r"\x00(\d+)\x00", clause)]
             bare = re.sub(r"\x00\d+\x00", " ", clause)
-            negative = bool(_NEG.search(bare.lower())) and not c.accept
+            bl = bare.lower()
+            # A price bound's own words ("not over", "less than") say nothing of attributes.
+            negative = bool(_NEG.search(_P_MIN.sub(" ", _P_MAX.sub(" ", bl)))) and not c.accept
             attrs = self._disambiguate(
                 [a for r in refs if isinstance(r, list) for a in r], bare)
             for a in attrs:
                 c.matched[a.key] = "exact"
             items = [r for r in refs if isinstance(r, int)] + self._ordinals(bare, shown)
-            bl = bare.lower()
             priced = bool(_P_MAX.search(bl) or _P_MIN.search(bl) or _CHEAPER.search(bl)
                           or _PRICIER.search(bl))
             # Embeddings only for clauses nothing else explained (they cost an encoder call).

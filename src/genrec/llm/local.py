@@ -79,16 +79,29 @@ class LocalLlamaServer:
         """Start the server and wait until it answers ``/health``.
 
         Raises:
-            RuntimeError: If it exits or does not become healthy in time.
+            RuntimeError: If it exits or does not become healthy in time (the child and its
+                log are cleaned up, as on any other failure or interrupt while starting).
         """
         # kept open for the child's lifetime (closed in stop), so no context manager
         self._log = tempfile.NamedTemporaryFile(prefix="genrec-llama-", suffix=".log",  # noqa: SIM115
                                                 delete=False)
+        # The child watches this pid: when its parent changes, the parent died (a subreaper
+        # may adopt it, so "adopted by init" is not the test).
         cmd = [sys.executable, "-m", "genrec.llm.local", "--model", str(self.model_path),
                "--port", str(self.port), "--ctx", str(self.n_ctx),
-               "--threads", str(self.threads), "--alias", self.alias]
-        self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL)
+               "--threads", str(self.threads), "--alias", self.alias,
+               "--parent-pid", str(os.getpid())]
+        try:
+            self._proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                          stdin=subprocess.DEVNULL)
+            self._wait_healthy()
+        except BaseException:  # a dead child, a timeout, Ctrl-C: leave no process or log behind
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
+        assert self._proc is not None
         deadline = time.monotonic() + self.startup_timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -98,11 +111,10 @@ class LocalLlamaServer:
                 if httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1.0).status_code \
                         == 200:
                     _log.info("llama.cpp server for %s on port %d", self.alias, self.port)
-                    return self
+                    return
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        self.stop()
         raise RuntimeError(f"llama.cpp server not healthy after {self.startup_timeout_s}s")
 
     def _tail(self) -> str:
@@ -135,7 +147,11 @@ class LocalLlamaServer:
         self.stop()
 
 
-def _serve(model: str, port: int, n_ctx: int, threads: int, alias: str) -> None:
+def _serve(model: str, port: int, n_ctx: int, threads: int, alias: str,
+           parent_pid: int | None = None) -> None:
+    """Serve until SIGTERM/SIGINT or until the parent ``parent_pid`` (default: the current
+    parent) dies, which shows as a change of ``os.getppid()``."""
+    parent = os.getppid() if parent_pid is None else parent_pid
     import xllamacpp
 
     p = xllamacpp.CommonParams()
@@ -156,7 +172,7 @@ def _serve(model: str, port: int, n_ctx: int, threads: int, alias: str) -> None:
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
-    while not stop and os.getppid() != 1:  # also stop when the parent died
+    while not stop and os.getppid() == parent:  # also stop when the parent died
         time.sleep(0.2)
     del server
 
@@ -169,8 +185,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ctx", type=int, default=2048)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--alias", default=None)
+    ap.add_argument("--parent-pid", type=int, default=None,
+                    help="stop when this process is no longer the parent (default: the parent)")
     a = ap.parse_args(argv)
-    _serve(a.model, a.port, a.ctx, a.threads, a.alias or Path(a.model).stem)
+    _serve(a.model, a.port, a.ctx, a.threads, a.alias or Path(a.model).stem, a.parent_pid)
 
 
 if __name__ == "__main__":

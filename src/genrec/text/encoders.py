@@ -9,6 +9,7 @@ the same call signature plugs in.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import threading
 import zlib
@@ -19,12 +20,41 @@ import numpy as np
 
 from genrec._io import atomic_write
 
-__all__ = ["HashingEncoder", "SentenceEncoder", "TextEncoder", "default_encoder", "encode_cached"]
+__all__ = ["HashingEncoder", "SentenceEncoder", "TextEncoder", "default_encoder", "encode_cached",
+           "model_fingerprint"]
 
 _log = logging.getLogger(__name__)
 
 TextEncoder = Callable[[Sequence[str]], np.ndarray]
 """``encoder(texts) -> float32 array (len(texts), dim)`` with unit-norm rows."""
+
+
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx")
+
+
+def model_fingerprint(folder: str | Path) -> str:
+    """A short hash of the weight files under ``folder`` (part of embedding-cache keys).
+
+    It hashes each weight file's path relative to ``folder``, its size and its modification
+    time (``*.safetensors``, ``*.bin``, ``*.pt``, ``*.pth``, ``*.ckpt``, ``*.h5``,
+    ``*.msgpack``, ``*.onnx``, in subfolders too; links are followed). Fine-tuning or
+    replacing the weights in place therefore changes it, without reading gigabytes; a
+    ``touch`` changes it too (a harmless cache miss). Tokenizer and config files are not
+    part of it.
+
+    Args:
+        folder: A model folder (a missing one hashes as empty).
+
+    Returns:
+        16 hex digits.
+    """
+    root = Path(folder).expanduser()
+    h = hashlib.sha256()
+    files = sorted(f for f in root.rglob("*") if f.suffix in _WEIGHT_SUFFIXES and f.is_file())
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()[:16]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:
@@ -39,10 +69,13 @@ class HashingEncoder:
         dim: Output dimension.
     """
 
-    name = "hashing"
-
     def __init__(self, dim: int = 512) -> None:
         self.dim = dim
+
+    @property
+    def name(self) -> str:
+        """``hashing:<dim>`` (part of cache keys: each dimension has its own vectors)."""
+        return f"hashing:{self.dim}"
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """Encode ``texts`` into ``(n, dim)`` unit vectors."""
@@ -86,8 +119,14 @@ class SentenceEncoder:
 
     @property
     def name(self) -> str:
-        """Model folder name (part of embedding-cache keys)."""
-        return f"st:{Path(str(self._path())).name}"
+        """Part of cache keys: ``st:<folder name>`` for the bundled model; for a model folder
+        also a hash of its resolved path and of its weight files (:func:`model_fingerprint`),
+        so two folders of the same name, or new weights in one, never share vectors."""
+        if self.model_path is None:
+            return f"st:{self._path().name}"
+        path = Path(self.model_path).expanduser().resolve()
+        where = hashlib.sha256(str(path).encode()).hexdigest()[:12]
+        return f"st:{path.name}@{where}-{model_fingerprint(path)}"
 
     def _path(self) -> Path:
         if self.model_path is not None:
@@ -117,7 +156,11 @@ class SentenceEncoder:
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """Encode ``texts`` into ``(n, 384)`` unit vectors."""
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        # The result is built from `found`, never from the shared cache, which another call
+        # (or this one's eviction) may clear in between.
+        with self._lock:
+            found = {t: self._cache[t] for t in texts if t in self._cache}
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
             import torch
 
@@ -133,13 +176,15 @@ class SentenceEncoder:
             finally:
                 if small:
                     torch.set_num_threads(before)
-            if len(self._cache) + len(missing) > self.cache_size:
-                self._cache.clear()
-            for t, v in zip(missing, vecs, strict=True):
-                self._cache[t] = v.astype(np.float32)
+            new = {t: v.astype(np.float32) for t, v in zip(missing, vecs, strict=True)}
+            found.update(new)
+            with self._lock:
+                if len(self._cache) + len(new) > self.cache_size:
+                    self._cache.clear()
+                self._cache.update(itertools.islice(new.items(), self.cache_size))
         if not texts:
             return np.zeros((0, 384), dtype=np.float32)
-        return np.stack([self._cache[t] for t in texts])
+        return np.stack([found[t] for t in texts])
 
 
 def default_encoder() -> TextEncoder:

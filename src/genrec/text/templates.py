@@ -13,7 +13,8 @@ used and how many items each covers.
 Rendering rules, per field in order (fields the table lacks are skipped): strings are
 stripped; lists keep their first ``max_list_values`` distinct
 non-empty values joined by ``", "``; floats are written with at most two decimals
-(``12.5``), integers as they are. Empty and null values are dropped, and each remaining value
+(``12.5``), integers as they are. Empty and null values, and NaN or infinite floats, are
+dropped, and each remaining value
 is written ``"Title: Kolya"`` (or just ``"Kolya"`` without labels), joined by ``". "``. An item
 without a feature row, or with no usable field, gets the empty string.
 """
@@ -69,12 +70,16 @@ def _field_expr(name: str, dtype: pl.DataType, template: ItemTextTemplate) -> pl
     """A string expression for one column (null when empty), or None for unusable types."""
     col = pl.col(name)
     if isinstance(dtype, pl.List):
-        text = (col.list.eval(pl.element().cast(pl.String).str.strip_chars()
-                              .filter(pl.element().str.len_chars() > 0))
+        el = pl.element()
+        if dtype.inner is not None and dtype.inner.is_float():
+            el = pl.when(el.is_finite()).then(el)  # NaN / inf -> null, dropped below
+        # two steps: the filter must see the strings (a numeric list is not one)
+        text = (col.list.eval(el.cast(pl.String).str.strip_chars())
+                .list.eval(pl.element().filter(pl.element().str.len_chars() > 0))
                 .list.unique(maintain_order=True).list.head(template.max_list_values)
                 .list.join(", "))
-    elif dtype.is_float():
-        text = col.round(2).cast(pl.String).str.replace(r"\.0$", "")
+    elif dtype.is_float():  # NaN and inf are missing values, not text
+        text = pl.when(col.is_finite()).then(col.round(2).cast(pl.String).str.replace(r"\.0$", ""))
     elif dtype.is_integer() or dtype == pl.String or dtype == pl.Categorical:
         text = col.cast(pl.String).str.strip_chars()
     else:
