@@ -194,3 +194,11 @@ def test_sentence_encoder_eviction_keeps_what_the_call_needs(monkeypatch) -> Non
     assert fake.calls == [["a", "b"], ["c"]]
     big = enc(["d", "e", "f", "d"])  # more new texts than the cache holds
     assert big[:, 0].tolist() == [ord(x) for x in "defd"] and len(enc._cache) <= 2
+
+
+def test_an_item_listed_twice_renders_once() -> None:
+    from genrec.text.templates import render_item_texts
+
+    items = pl.DataFrame({"item": [0, 1, 1, 2], "title": ["A", "B", "B again", "C"]})
+    texts = render_item_texts(items, 4)
+    assert len(texts) == 4 and "B again" not in texts[1] and "B" in texts[1] and texts[3] == ""

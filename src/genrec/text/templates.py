@@ -113,6 +113,9 @@ def render_item_texts(items: pl.DataFrame, n_items: int,
         return [""] * n_items
     text = items.select(pl.col("item").cast(pl.Int64),
                         pl.concat_str(exprs, separator=". ", ignore_nulls=True).alias("text"))
+    # One text per item (the first row of an item listed twice), so the result keeps
+    # n_items entries.
+    text = text.unique(subset="item", keep="first", maintain_order=True)
     out = base.join(text, on="item", how="left", maintain_order="left")
     return out["text"].fill_null("").to_list()
 
