@@ -6,6 +6,9 @@ keep the file to a few seconds.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +160,27 @@ def test_concepts_from_a_small_catalogue() -> None:
     assert m[:, c.index("brand=OPI")].tolist() == [1, 1, 0, 0, 0, 0]
     # "nail" and "polish" are in 2 titles (kept); "wash" in 1 (dropped)
     assert "title=nail" in c.names and "title=wash" not in c.names
+
+
+_TITLE_WORDS_SCRIPT = """
+import polars as pl
+from genrec.evaluation.catalogue import Catalogue
+from genrec.evaluation.concepts import Concepts
+titles = ["zebra mango kiwi apple lemon", "lemon apple kiwi zebra mango", "mango kiwi plum"]
+c = Concepts.from_catalogue(Catalogue(pl.DataFrame({"item": [0, 1, 2], "title": titles})),
+                            price_bands=0, min_items=2, max_share=1.0)
+print("|".join(c.names))
+"""
+
+
+def test_title_word_order_does_not_depend_on_the_hash_seed() -> None:
+    out = []
+    for seed in ("1", "2"):
+        env = os.environ | {"PYTHONHASHSEED": seed}
+        res = subprocess.run([sys.executable, "-c", _TITLE_WORDS_SCRIPT], env=env,
+                             capture_output=True, text=True, timeout=120, check=True)
+        out.append(res.stdout.strip())
+    assert out[0] == out[1]
+    # the first title's words in sorted order (plum is in one title only)
+    assert out[0].split("|") == [f"title={w}" for w in ("apple", "kiwi", "lemon", "mango",
+                                                        "zebra")]

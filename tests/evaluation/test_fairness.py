@@ -7,11 +7,13 @@ import polars as pl
 import pytest
 
 from genrec.evaluation.fairness import (
+    MIN_GROUP_USERS,
     activity_groups,
     age_groups,
     exposure_fairness,
     group_gaps,
     group_metrics,
+    group_summary,
     item_exposure_disparity,
     user_groups,
 )
@@ -56,6 +58,30 @@ def test_group_metrics_and_gaps() -> None:
     assert gaps["m"]["low"] > 0.4
     assert not gaps["same"]["significant"]
     assert group_gaps(values, np.array(["x"] * 400, dtype=object)).height == 0
+
+
+def test_gap_leaves_out_tiny_and_unknown_groups() -> None:
+    rng = np.random.default_rng(0)
+    n = MIN_GROUP_USERS
+    labels = np.array(["x"] * 100 + ["y"] * 100 + ["one"] + ["small"] * (n - 1)
+                      + ["unknown"] * 100, dtype=object)
+    m = np.concatenate([rng.normal(0.6, 0.1, 100), rng.normal(0.5, 0.1, 100), [5.0],
+                        np.full(n - 1, -5.0), np.full(100, 9.0)])
+    groups, gaps = group_summary({"m": m}, labels, n_boot=100)
+    n_of = dict(zip(groups["group"].to_list(), groups["n"].to_list()))
+    assert n_of == {"x": 100, "y": 100, "one": 1, "small": n - 1, "unknown": 100}  # all shown
+    gap = gaps.row(0, named=True)
+    assert (gap["best"], gap["worst"]) == ("x", "y")
+    assert gap["gap"] == pytest.approx(m[:100].mean() - m[100:200].mean())
+    # fewer than two eligible groups: no gap, however far apart the others are
+    only = group_summary({"m": m[200:]}, labels[200:], n_boot=20)[1]
+    assert only.height == 0
+    assert group_summary({"m": m}, labels, n_boot=20, min_group_size=1)[1]["best"][0] == "one"
+
+
+def test_group_summary_without_metrics_is_empty() -> None:
+    groups, gaps = group_summary({}, np.array(["x", "y"], dtype=object))
+    assert groups.height == 0 and gaps.height == 0
 
 
 def test_exposure_fairness_hand_case() -> None:

@@ -127,3 +127,62 @@ def test_html_renders_in_headless_chromium(run_dir: Path, tmp_path: Path) -> Non
     assert img.std() > 0.05, "rendered page is blank"
     assert 0.03 < non_white < 0.9
     assert colourful > 0.001, "no coloured plot pixels in the rendered page"
+
+
+def test_report_at_a_k_that_is_not_a_cutoff_skips_the_group_tables(run_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    res = CliRunner().invoke(app, ["report", str(run), "--k", "7", "--n-boot", "20", "--quiet"])
+    assert res.exit_code == 0, res.output
+    md = (run / "report.md").read_text()
+    groups = md.split("## User groups")[1].split("## ")[0]
+    assert "No user-group tables" in groups and "K=7" in groups and "|" not in groups
+    assert "coverage@7" in md
+
+
+def test_compare_checks_k_before_fitting_and_reports_without_group_metrics(
+        data_dir: Path, tmp_path: Path) -> None:
+    base = ["compare", "--dataset", "ml-100k", "--data-dir", str(data_dir), "--models", "pop",
+            "--n-boot", "20", "--quiet", "--set", "save_models=false"]
+    bad = CliRunner().invoke(app, [*base, "--output", str(tmp_path / "bad"), "--set",
+                                   "protocol.cutoffs=[5]"])
+    assert bad.exit_code != 0 and "exceeds" in bad.output
+    assert not (tmp_path / "bad" / "holistic").exists()        # failed before any work
+    res = CliRunner().invoke(app, [*base, "--output", str(tmp_path / "ok"), "--set",
+                                   "protocol.cutoffs=[5,20]"])
+    assert res.exit_code == 0, res.output
+    assert "No user-group tables" in (tmp_path / "ok" / "report.md").read_text()
+
+
+def test_markdown_escapes_names_from_the_run(run_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    evil = "<script>alert(1)"                          # no "/": it is also a file name
+    results = json.loads((run / "results.json").read_text())
+    results["dataset"]["name"] = f"ml{evil}"
+    results["results"][0]["model"] = f"pop{evil}"
+    (run / "holistic" / "pop.npz").rename(run / "holistic" / f"pop{evil}.npz")
+    (run / "results.json").write_text(json.dumps(results))
+    res = CliRunner().invoke(app, ["report", str(run), "--n-boot", "20", "--quiet"])
+    assert res.exit_code == 0, res.output
+    for doc in ("report.md", "report.html"):
+        text = (run / doc).read_text()
+        assert "<script>" not in text, doc
+        assert "&lt;script&gt;" in text, doc
+    md = (run / "report.md").read_text()
+    assert md.startswith("# genrec report: ml&lt;script&gt;")
+    assert "| pop&lt;script&gt;alert(1) |" in md               # results table
+    assert "ndcg@10 by gender" in md and "**0." in md            # numbers untouched
+
+
+def test_results_section_shows_std_of_seeded_rows(run_dir: Path, tmp_path: Path) -> None:
+    results = json.loads((run_dir / "results.json").read_text())
+    results["results"][0]["test_std"] = {"ndcg@10": 0.0123}       # as a seeded run writes it
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    res = CliRunner().invoke(app, ["report", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    results_md = (tmp_path / "report.md").read_text().split("## Results")[1]
+    mean = results["results"][0]["test"]["ndcg@10"]
+    assert f"{mean:.4f} ± 0.0123" in results_md and "mean ± std over seeds" in results_md
+    assert results_md.count("±") == 2                              # one cell and the intro

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from genrec.evaluation.results import TEST_COLUMNS
+from genrec.evaluation.fairness import MIN_GROUP_USERS, UNKNOWN_GROUP
+from genrec.evaluation.results import TEST_COLUMNS, format_metric
 from genrec.evaluation.risks import RATES
 
 if TYPE_CHECKING:  # report.py imports this module to render
@@ -108,9 +109,13 @@ def _summary(run: RunData) -> Section:
     vm = run.results["protocol"].get("valid_metric", "ndcg@10")
     cols = [c for c in TEST_COLUMNS if any(c in r["test"] for r in rows_in)]
     rows = [[Cell(r["model"]), Cell(f"{r['fit_seconds']:.2f}"), Cell(f"{r['eval_seconds']:.2f}"),
-             Cell(_fmt(r["valid"].get(vm))), *[Cell(_fmt(r["test"].get(c))) for c in cols]]
+             Cell(_fmt(r["valid"].get(vm))),
+             *[Cell(format_metric(r, c) if c in r["test"] else "–") for c in cols]]
             for r in rows_in]
-    return Section("Results", "Means over test users, as in results.md.",
+    seeded = any("test_std" in r for r in rows_in)
+    intro = "Means over test users" + (" (mean ± std over seeds where a model has several)"
+                                       if seeded else "") + ", as in results.md."
+    return Section("Results", intro,
                    [Table(["model", "fit s", "eval s", f"valid {vm}",
                            *[f"test {c}" for c in cols]], rows)])
 
@@ -192,7 +197,12 @@ def _groups_section(rep: HolisticReport) -> Section:
             tables.append(Table(header, rows, f"{metric} by {name}"))
     intro = ("Users grouped by activity (tertiles of history length) and, where the dataset "
              "has them, gender and age. The gap is the best group's mean minus the worst's "
-             "(relative to the best); † marks a gap whose bootstrap interval excludes zero.")
+             "(relative to the best), among groups of at least "
+             f"{MIN_GROUP_USERS} users other than '{UNKNOWN_GROUP}' (smaller groups are "
+             "shown with their n but left out of the gap); † marks a gap whose bootstrap "
+             "interval excludes zero.")
+    if rep.group_note:
+        intro = rep.group_note
     figs = [("group_bars", "Per-group NDCG with bootstrap intervals.")] if rep.groups else []
     return Section("User groups", intro, tables, figs)
 
@@ -303,42 +313,51 @@ def render_html(run: RunData, rep: HolisticReport | None, plots: dict[str, bytes
 
 
 # -- Markdown --------------------------------------------------------------------------------
+def _md_text(text: str) -> str:
+    """Text for Markdown: HTML-escaped (Markdown renders raw HTML), ``|`` kept out of tables."""
+    return html.escape(text, quote=False).replace("|", "\\|")
+
+
 def _md_cell(c: Cell) -> str:
-    text = c.text.replace("|", "\\|")
+    text = _md_text(c.text)
     if c.mark == "best":
         text = f"**{text}**"
     elif c.mark == "worse":
         text += " †"
     if c.sub:
-        text += f" <sub>{c.sub}</sub>"
+        text += f" <sub>{_md_text(c.sub)}</sub>"
     return text
 
 
 def _md_table(t: Table) -> str:
-    lines = [f"*{t.caption}*", ""] if t.caption else []
-    lines.append("| " + " | ".join(h.replace("|", "\\|") for h in t.header) + " |")
+    lines = [f"*{_md_text(t.caption)}*", ""] if t.caption else []
+    lines.append("| " + " | ".join(_md_text(h) for h in t.header) + " |")
     lines.append("|" + "---|" * len(t.header))
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in t.rows]
     return "\n".join(lines)
 
 
 def render_markdown(run: RunData, rep: HolisticReport | None, plots: list[str]) -> str:
-    """Markdown with the same sections; figures link to ``plots/<name>.png``."""
+    """Markdown with the same sections; figures link to ``plots/<name>.png``.
+
+    Every text from the run (dataset, model and group names) is HTML-escaped, since Markdown
+    viewers render raw HTML.
+    """
     import re
 
-    lines = [f"# genrec report: {run.results['dataset']['name']}", ""]
+    name = html.escape(str(run.results["dataset"]["name"]), quote=False)
+    lines = [f"# genrec report: {name}", ""]
     for i, s in enumerate(_sections(run, rep)):
-        lines += [f"## {s.title}", ""]
+        lines += [f"## {html.escape(s.title, quote=False)}", ""]
         if s.intro:
             intro = s.intro
-            if i == 0:
+            if i == 0:  # HTML-escaped text with <b> and <br>: keep the text escaped
                 intro = re.sub(r"<b>(.*?)</b>", r"**\1**", intro).replace("<br>", "  \n")
                 intro = html.unescape(intro)
-            lines += [intro, ""]
+            lines += [html.escape(intro, quote=False), ""]
         for t in s.tables:
             lines += [_md_table(t), ""]
         for plot, caption in s.figures:
             if plot in plots:
-                lines += [f"![{caption}](plots/{plot}.png)", ""]
+                lines += [f"![{html.escape(caption, quote=False)}](plots/{plot}.png)", ""]
     return "\n".join(lines) + "\n"
-

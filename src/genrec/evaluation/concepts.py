@@ -122,7 +122,7 @@ class Concepts:
             vocab: dict[str, int] = {}
             rows, cols = [], []
             for i, t in enumerate(catalog.titles):
-                for w in set(_WORD.findall(normalize_text(t))) - _STOP:
+                for w in sorted(set(_WORD.findall(normalize_text(t))) - _STOP):
                     rows.append(i)
                     cols.append(vocab.setdefault(w, len(vocab)))
             m = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)),

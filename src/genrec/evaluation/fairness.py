@@ -2,7 +2,8 @@
 
 User side: evaluated users are grouped by activity (tertiles of history length) and, where
 the dataset has them, by gender and age. Each group gets the mean of every per-user metric
-with a bootstrap interval; the gap is the best group's mean minus the worst group's.
+with a bootstrap interval; the gap is the best group's mean minus the worst group's, among
+groups of at least :data:`MIN_GROUP_USERS` users other than ``"unknown"``.
 
 Item side: how recommendation exposure is shared between head and tail items, and how far it
 departs from the items' training popularity.
@@ -20,7 +21,8 @@ from genrec.evaluation.stats import bootstrap_means
 
 __all__ = ["activity_groups", "age_groups", "user_groups", "group_summary", "group_metrics",
            "group_gaps",
-           "exposure_fairness", "item_exposure_disparity", "AGE_BINS"]
+           "exposure_fairness", "item_exposure_disparity", "AGE_BINS", "MIN_GROUP_USERS",
+           "UNKNOWN_GROUP"]
 
 _log = logging.getLogger(__name__)
 
@@ -28,6 +30,15 @@ AGE_BINS: tuple[tuple[str, float], ...] = (("under 25", 25), ("25-34", 35), ("35
                                           ("45+", float("inf")))
 """Age groups as (label, exclusive upper bound). ML-1M's age codes (1, 18, 25, ...) fall into
 the same bins as ML-100K's ages."""
+
+
+MIN_GROUP_USERS = 20
+"""Fewest users a group needs to be the best or worst group of a gap. A smaller group's mean
+(and its bootstrap interval, zero-wide for one user) is too noisy to call a gap significant;
+such groups are still reported with their size, but left out of the gap."""
+
+UNKNOWN_GROUP = "unknown"
+"""Label of users whose feature is missing; shown, but never the best or worst group."""
 
 
 def activity_groups(history_lengths: np.ndarray, n_groups: int = 3) -> np.ndarray:
@@ -62,7 +73,7 @@ def age_groups(ages: np.ndarray) -> np.ndarray:
     a = np.asarray(ages, dtype=np.float64)
     uppers = np.array([u for _, u in AGE_BINS])
     idx = np.searchsorted(uppers, a, side="right")
-    names = np.array([n for n, _ in AGE_BINS] + ["unknown"], dtype=object)
+    names = np.array([n for n, _ in AGE_BINS] + [UNKNOWN_GROUP], dtype=object)
     idx = np.where(np.isnan(a) | (a < 0), len(AGE_BINS), np.minimum(idx, len(AGE_BINS) - 1))
     return names[idx]
 
@@ -85,7 +96,7 @@ def user_groups(users: np.ndarray, history_lengths: np.ndarray,
     table = pl.DataFrame({"user": np.asarray(users, dtype=np.int64)}).join(
         user_features, on="user", how="left", maintain_order="left")
     if "gender" in table.columns:
-        out["gender"] = table["gender"].cast(pl.String).fill_null("unknown").to_numpy().astype(
+        out["gender"] = table["gender"].cast(pl.String).fill_null(UNKNOWN_GROUP).to_numpy().astype(
             object)
     if "age" in table.columns and table["age"].dtype.is_numeric():
         out["age"] = age_groups(table["age"].cast(pl.Float64).fill_null(-1.0).to_numpy())
@@ -100,12 +111,14 @@ _GAPS_SCHEMA = {"metric": pl.String, "best": pl.String, "worst": pl.String, "gap
 
 
 def group_summary(per_user: dict[str, np.ndarray], labels: np.ndarray, *, n_boot: int = 1000,
-                  alpha: float = 0.05, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+                  alpha: float = 0.05, seed: int = 0, min_group_size: int = MIN_GROUP_USERS
+                  ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Per-group means with intervals, and best-minus-worst gaps, from one bootstrap.
 
     Each group is resampled on its own (a stratified bootstrap). The best and worst groups
     of a metric are fixed from the observed means, and the gap's interval is that of the
-    difference of their resampled means.
+    difference of their resampled means. Only groups of at least ``min_group_size`` users,
+    other than :data:`UNKNOWN_GROUP`, can be best or worst.
 
     Args:
         per_user: ``metric -> per-user values`` (aligned with ``labels``).
@@ -113,16 +126,20 @@ def group_summary(per_user: dict[str, np.ndarray], labels: np.ndarray, *, n_boot
         n_boot: Bootstrap resamples.
         alpha: ``1 - confidence level``.
         seed: Random seed.
+        min_group_size: Fewest users of a group that takes part in the gap.
 
     Returns:
-        ``(groups, gaps)``: rows ``(metric, group, n, mean, low, high)`` with groups in
+        ``(groups, gaps)``: rows ``(metric, group, n, mean, low, high)`` for every group in
         natural order, and rows ``(metric, best, worst, gap, relative_gap, low, high,
         significant)`` with ``relative_gap = gap / best mean`` and ``significant`` when the
-        interval excludes 0 (no rows with fewer than two groups).
+        interval excludes 0 (no rows with fewer than two eligible groups, none without
+        metrics).
     """
     labels = np.asarray(labels, dtype=object)
     groups = sorted(set(labels.tolist()), key=_group_order)
     names = list(per_user)
+    if not names:
+        return pl.DataFrame(schema=_METRICS_SCHEMA), pl.DataFrame(schema=_GAPS_SCHEMA)
     values = np.column_stack([np.asarray(per_user[m], dtype=np.float64) for m in names])
     rows, means, boots = [], [], []
     for gi, g in enumerate(groups):
@@ -135,10 +152,13 @@ def group_summary(per_user: dict[str, np.ndarray], labels: np.ndarray, *, n_boot
         rows += [{"metric": m, "group": str(g), "n": int(mask.sum()), "mean": float(means[-1][j]),
                   "low": float(lo[j]), "high": float(hi[j])} for j, m in enumerate(names)]
     gap_rows = []
-    if len(groups) >= 2:
+    eligible = [gi for gi, g in enumerate(groups) if str(g) != UNKNOWN_GROUP
+                and int((labels == g).sum()) >= min_group_size]
+    if len(eligible) >= 2:
         mean_arr = np.array(means)                                         # (G, M)
         for j, m in enumerate(names):
-            best, worst = int(mean_arr[:, j].argmax()), int(mean_arr[:, j].argmin())
+            col = mean_arr[eligible, j]
+            best, worst = eligible[int(col.argmax())], eligible[int(col.argmin())]
             lo, hi = np.quantile(boots[best][:, j] - boots[worst][:, j],
                                  [alpha / 2, 1 - alpha / 2])
             gap = float(mean_arr[best, j] - mean_arr[worst, j])

@@ -134,6 +134,8 @@ class HolisticReport:
         curves: ``metric -> model -> values at K = 1..K_max``.
         lorenz: ``name -> (x, y)`` exposure Lorenz curves (plus ``"train popularity"``).
         seconds: Time spent in :func:`analyse`.
+        group_note: Why the user-group tables are missing ("" when they are shown), e.g. no
+            per-user ``ndcg@K`` / ``recall@K`` at a K that is not a protocol cutoff.
     """
 
     run: RunData
@@ -147,6 +149,7 @@ class HolisticReport:
     curves: dict[str, dict[str, np.ndarray]]
     lorenz: dict[str, tuple[np.ndarray, np.ndarray]]
     seconds: float = 0.0
+    group_note: str = ""
 
     @property
     def k(self) -> int:
@@ -272,7 +275,16 @@ def analyse(run: RunData) -> HolisticReport:
                           if all(m in d for d in per_user.values())]
     groups: dict[str, pl.DataFrame] = {}
     gaps: dict[str, pl.DataFrame] = {}
-    for key in sorted(k_ for k_ in ctx if k_.startswith("group:")):
+    group_keys = sorted(k_ for k_ in ctx if k_.startswith("group:"))
+    group_note = ""
+    if group_keys and not group_metric_names:
+        # Per-user accuracy exists only at the protocol's cutoffs (saved by the run).
+        group_note = (f"No user-group tables: the run has no per-user ndcg@{k} or recall@{k} "
+                      f"(K={k} is not one of the protocol cutoffs "
+                      f"{run.results['protocol']['cutoffs']}).")
+        _log.warning("%s", group_note)
+        group_keys = []
+    for key in group_keys:
         name, labels = key[len("group:"):], ctx[key].astype(object)
         g_rows, gap_rows = [], []
         for model, d in per_user.items():
@@ -287,7 +299,7 @@ def analyse(run: RunData) -> HolisticReport:
     seconds = time.perf_counter() - start
     _log.info("analysed %d models in %.2fs", len(run.models), seconds)
     return HolisticReport(run, accuracy, beyond_t, exposure, groups, gaps, sig, marks, curves,
-                          lorenz, seconds)
+                          lorenz, seconds, group_note)
 
 
 def write_report(run_dir: str | Path, options: HolisticOptions | None = None

@@ -142,8 +142,9 @@ def run_comparison(cfg: ExperimentConfig, options: HolisticOptions | None = None
         The ``results.json`` content.
 
     Raises:
-        ValueError: If ``options.k`` exceeds the largest protocol cutoff, or there are no
-            models.
+        ValueError: If ``options.k`` exceeds the largest protocol cutoff or the number of
+            items (checked before any model is fitted), or there are no models. A K that is
+            not a cutoff is fine: the report then has no user-group tables.
     """
     options = options or HolisticOptions()
     if not cfg.models:
@@ -154,6 +155,9 @@ def run_comparison(cfg: ExperimentConfig, options: HolisticOptions | None = None
     out = Path(cfg.output)
     data = prepare(cfg)
     ds, sp, test_set = data.dataset, data.split, data.test_set
+    if options.k > ds.n_items:  # the saved top lists have min(max cutoff, n_items) columns
+        raise ValueError(f"holistic k={options.k} exceeds the {ds.n_items} items of the "
+                         "dataset")
     counts = sp.train.item_counts()
     n_train_users = int(np.count_nonzero(np.bincount(sp.train.users, minlength=sp.n_users)))
     if cfg.protocol.candidates == "sampled":
