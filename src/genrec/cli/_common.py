@@ -110,8 +110,7 @@ def _experiment(config: Path | None, *, dataset: str | None = None,
         keys["output"] = default_output
     overrides = _overrides(keys) + list(set_ or [])
     kinds = models if models is not None else (default_models if config is None else None)
-    chosen = [m.strip() for m in kinds.split(",") if m.strip()] if kinds else None
-    return load_config(config, overrides, models=chosen)
+    return load_config(config, overrides, models=_csv(kinds))
 
 
 

@@ -261,8 +261,7 @@ def rate(
                 "protocol.valid_ratio": valid_ratio, "llm.n_ratings": llm_ratings,
                 "llm.shots": _csv(llm_shots)}
         overrides = _overrides(keys) + list(set_ or [])
-        chosen = [m.strip() for m in models.split(",") if m.strip()] if models else None
-        cfg = load_config(config, overrides, models=chosen, cls=RatingExperimentConfig)
+        cfg = load_config(config, overrides, models=_csv(models), cls=RatingExperimentConfig)
         if not cfg.models:
             raise ValueError("no models: pass --models biases,biased_mf or list them in the "
                              "config")

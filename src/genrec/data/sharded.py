@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from genrec.data._parsing import (
     ITEM,
     TIME,
+    _TIME_REASONS,
     USER,
     DataError,
     ReadReport,
@@ -45,8 +46,7 @@ __all__ = ["Shard", "concat_shards", "is_pattern", "list_shards", "merge_drops",
 #: they first appear.
 _CHECK_ORDER = ("unterminated quote", "malformed quoting", "wrong field count", "empty row",
                 f"missing {USER} id", f"blank {USER} id", f"missing {ITEM} id",
-                f"blank {ITEM} id", "rating not a number", "timestamp not an integer",
-                "timestamp out of range", "unparseable timestamp")
+                f"blank {ITEM} id", "rating not a number", *_TIME_REASONS)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 __all__ = ["ParsedList", "parse_json_object", "parse_list"]
@@ -65,18 +66,16 @@ def _strip_reasoning(text: str) -> str:
     return text[end + len("</think>"):] if end >= 0 else text
 
 
-def _embedded_json(text: str) -> list[Any]:
+def _embedded_json(text: str) -> Iterator[Any]:
     """Every JSON object or array that decodes anywhere in ``text`` (nested ones included),
-    in order of their opening bracket."""
-    found = []
+    in order of their opening bracket (lazily: a caller that wants the first stops there)."""
     for m in re.finditer(r"[\[{]", text):
         try:
             value, _ = _DECODER.raw_decode(text, m.start())
         except ValueError:
             continue
         if isinstance(value, dict | list):
-            found.append(value)
-    return found
+            yield value
 
 
 def _best_embedded(text: str, key: str) -> list[str] | None:

@@ -134,13 +134,13 @@ def llm_client(url: str | None = None, model: str | None = None, *, gguf: str | 
     with contextlib.ExitStack() as stack:
         scope = None
         if gguf is not None:
-            path = resolve_gguf(gguf)
+            path = resolve_gguf(gguf).resolve()
             server = stack.enter_context(LocalLlamaServer(path, n_ctx=4096, threads=1))
             url, model = server.base_url, model or server.alias
             # The local server listens on a free port that changes from run to run: its cached
             # answers are keyed by the model file (path, size, mtime) instead of the URL.
-            st = path.resolve().stat()
-            scope = f"gguf:{path.resolve()}:{st.st_size}:{st.st_mtime_ns}"
+            st = path.stat()
+            scope = f"gguf:{path}:{st.st_size}:{st.st_mtime_ns}"
         client = stack.enter_context(OpenAIClient(base_url=url, model=model or "default",
                                                   cache_dir=cache_dir, api_key_env=api_key_env,
                                                   timeout_s=timeout_s, cache_scope=scope))

@@ -311,7 +311,7 @@ def _item_ids(items: np.ndarray | torch.Tensor | list[int], n_items: int) -> tor
     if t.dim() != 1 or t.dtype == torch.bool or t.is_floating_point() or t.is_complex():
         raise ValueError(f"items must be a 1-D array of integer item ids, got dtype {t.dtype} "
                          f"and shape {tuple(t.shape)}")
-    if len(t) and (int(t.min()) < 0 or int(t.max()) >= n_items):
+    if (int(t.min()) < 0 or int(t.max()) >= n_items):
         raise ValueError(f"items must be ids in [0, {n_items}), got ids from {int(t.min())} to "
                          f"{int(t.max())} (-1 pads recommendation lists; drop it first)")
     return t.long()

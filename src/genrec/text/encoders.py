@@ -8,6 +8,7 @@ the same call signature plugs in.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -117,9 +118,9 @@ class SentenceEncoder:
         self._cache: dict[str, np.ndarray] = {}
         self._lock = threading.Lock()
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
-        """Part of cache keys: ``st:<folder name>`` for the bundled model; for a model folder
+        """Part of cache keys (worked out once per encoder: the fingerprint walks the folder): ``st:<folder name>`` for the bundled model; for a model folder
         also a hash of its resolved path and of its weight files (:func:`model_fingerprint`),
         so two folders of the same name, or new weights in one, never share vectors."""
         if self.model_path is None:
