@@ -314,3 +314,37 @@ def test_ties_are_not_broken_by_item_id() -> None:
     items, values = rank(scores.clone(), None, 20, exclude_seen=False)
     assert torch.equal(items, torch.topk(scores, 20).indices)
     assert torch.equal(values, torch.topk(scores, 20).values)
+
+
+@pytest.mark.parametrize("k", [1, 5, 40, 60])
+def test_ties_rank_in_the_fixed_tie_order(k: int) -> None:
+    # Equal scores rank in the order of _tie_order, exactly (torch.topk's own tie order, even
+    # on permuted columns, is unspecified and differs between devices); untied rows rank as
+    # a plain top-k. Reference: a lexicographic sort by (score descending, tie position).
+    from genrec.models.ranking import _tie_order, rank
+
+    g = torch.Generator().manual_seed(1)
+    n_items = 60
+    scores = torch.randn(32, n_items, generator=g)
+    scores[::3] = torch.randint(0, 4, (11, n_items), generator=g).float()  # ItemKNN-like ties
+    scores[1, :] = 0.0                      # a constant row
+    scores[2, 10:] = float("-inf")          # fewer than k finite items, untied
+    scores[5, 20:] = float("-inf")          # fewer than k finite items, tied
+    scores[5, :20] = torch.randint(0, 3, (20,), generator=g).float()
+    scores[4, 7] = scores[4].max() + 1      # a tie only past the first place ...
+    scores[4, 8] = scores[4, 7] - 0.5
+    scores[4, 9] = scores[4, 8]             # ... at second and third
+    pos = np.empty(n_items, dtype=np.int64)
+    pos[_tie_order(n_items, scores.device).numpy()] = np.arange(n_items)
+    ref = np.stack([np.lexsort((pos, -row))[:k] for row in scores.numpy()])
+    ref_values = np.take_along_axis(scores.numpy(), ref, axis=1)
+    ref[~np.isfinite(ref_values)] = -1
+    items, values = rank(scores.clone(), None, k, exclude_seen=False)
+    assert items.tolist() == ref.tolist()
+    assert values.tolist() == ref_values.tolist()
+    every_row_tied = rank(scores[::3].clone(), None, k, exclude_seen=False)[0]
+    assert every_row_tied.tolist() == ref[::3].tolist()
+    plain = torch.topk(scores, k)  # untied rows: exactly torch.topk
+    plain_items = torch.where(torch.isfinite(plain.values), plain.indices, -1)
+    untied = [i for i in range(32) if i % 3 and i not in (1, 4, 5)]
+    assert torch.equal(items[untied], plain_items[untied])

@@ -136,12 +136,18 @@ def test_position_bias_hand_computed() -> None:
 def test_conversation_prompts_carry_the_context(tiny, tiny_catalog: Catalogue) -> None:
     model = build_model(model_config("pop")).fit(tiny.interactions)
     retriever = CollabRetriever(neighbours=2, items=3).fit(tiny.interactions)
-    client = ScriptedClient(['{"ranking": ["i5"]}'])
+    chosen: list[str] = []
+
+    def last_candidate(messages, schema):  # the LLM moves the last of the 4 candidates first
+        chosen.append(schema["properties"]["ranking"]["items"]["enum"][-1])
+        return json.dumps({"ranking": chosen[-1:]})
+
+    client = ScriptedClient(last_candidate)
     rr = LLMReranker(client, tiny_catalog, n_candidates=4, k=2, retriever=retriever)
     eng = ConversationalRecommender(model, tiny_catalog, CritiqueParser(tiny_catalog), k=2,
                                     reranker=rr, rerank_top=4)
     reply = eng.start([0, 1]).respond()
-    assert len(reply.items) == 2 and reply.items[0] == 5
+    assert len(reply.items) == 2 and f"i{reply.items[0]}" == chosen[0]
     ctx = retriever.retrieve_one([0, 1])   # anonymous session: no training row excluded
     assert ctx and rr.results_ == [] and client.calls
     sent = client.calls[0]["messages"][1]["content"]

@@ -29,10 +29,17 @@ from genrec.evaluation.catalogue import Attribute, Catalogue
 from genrec.llm.critique import Critique, CritiqueParser
 from genrec.llm.rerank import LLMReranker
 from genrec.models.base import Recommender
+from genrec.models.ranking import rank
 
 __all__ = ["ConversationConfig", "ConversationalRecommender", "Reply", "Session", "SessionState"]
 
 _log = logging.getLogger(__name__)
+
+
+def _best(scores: np.ndarray, k: int) -> list[int]:
+    """The ``k`` best finite-scored items, best first, through :func:`rank` (its tie order)."""
+    items, _ = rank(torch.from_numpy(np.array(scores))[None], None, k, exclude_seen=False)
+    return [int(i) for i in items[0] if i >= 0]
 
 
 class ConversationConfig(BaseModel):
@@ -276,16 +283,11 @@ class Session:
         base = eng.model_scores(st)
         t2 = time.perf_counter()
         scores = eng.state_scores(st, base)
-        n_ok = int(np.isfinite(scores).sum())
-        k = min(cfg.k, n_ok)
-        top = np.argpartition(-scores, k - 1)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
-        items = [int(i) for i in top[np.argsort(-scores[top], kind="stable")]]
+        items = _best(scores, cfg.k)
         llm_s = 0.0
         if eng.reranker is not None and items:
-            n = min(cfg.rerank_top, n_ok)
-            cand = np.argpartition(-scores, n - 1)[:n]
-            cand = cand[np.argsort(-scores[cand], kind="stable")]
-            res = eng.reranker.rerank_one(st.history, cand.tolist(),
+            cand = _best(scores, cfg.rerank_top)
+            res = eng.reranker.rerank_one(st.history, cand,
                                           user=-1 if st.user is None else st.user)
             items = res.items[: cfg.k]
             llm_s = res.stats.llm_s

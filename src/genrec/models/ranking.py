@@ -56,13 +56,50 @@ def rank(scores: torch.Tensor, histories: Histories | None, k: int, *,
     # Ties: torch.topk settles them in an undocumented order that favours low item ids,
     # which are the popular items (ids follow first appearance), so a model scoring many
     # items alike (Pop, ItemKNN's zero tail, a constant model) would be ranked as if it
-    # preferred popular items, and look better than chance. Ranking a fixed pseudo-random
-    # permutation of the columns breaks ties in an order unrelated to the ids; untied scores
-    # rank exactly as before.
-    perm = _tie_order(scores.shape[1], scores.device)
-    top = torch.topk(scores[:, perm], min(k, scores.shape[1]), dim=1)
-    items = torch.where(torch.isfinite(top.values), perm[top.indices], -1)
-    return items, top.values
+    # preferred popular items, and look better than chance. Equal scores are ranked in a
+    # fixed pseudo-random order of the items instead. Only rows with a tie among their
+    # k + 1 best scores can rank differently, so the others keep the plain top-k.
+    n_items = scores.shape[1]
+    k = min(k, n_items)
+    top = torch.topk(scores, min(k + 1, n_items), dim=1)
+    values, items = top.values[:, :k], top.indices[:, :k]
+    head = top.values
+    tied = ((head[:, 1:] == head[:, :-1]) & torch.isfinite(head[:, 1:])).any(dim=1)
+    if k and bool(tied.any()):
+        if bool(tied.all()):  # Pop, ItemKNN: every row; no copy of the block
+            items, values = _rank_tied(scores, items, values, k)
+        else:
+            rows = tied.nonzero().squeeze(1)
+            values, items = values.clone(), items.clone()
+            items[rows], values[rows] = _rank_tied(scores.index_select(0, rows), items[rows],
+                                                  values[rows], k)
+    items = torch.where(torch.isfinite(values), items, -1)
+    return items, values
+
+
+def _rank_tied(scores: torch.Tensor, top_items: torch.Tensor, top_values: torch.Tensor,
+               k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``k`` best items of rows with ties, ties in the fixed order of :func:`_tie_order`.
+
+    The items scoring above the k-th best score ``t`` are all in ``top_items``; the rest of
+    the k are the items scoring exactly ``t`` that come first in the tie order, found with one
+    comparison and one top-k over the tie positions (no copy of the permuted block). The k
+    winners are then sorted by score, then tie position.
+    """
+    pos = _tie_position(scores.shape[1], scores.device)
+    threshold = top_values[:, -1:]
+    at = torch.where(scores == threshold, pos, pos.new_tensor(scores.shape[1]))
+    first = torch.topk(at, k, dim=1, largest=False)
+    above = top_values > threshold
+    cand_items = torch.cat([top_items, first.indices], dim=1)
+    valid = torch.cat([above, first.values < scores.shape[1]], dim=1)
+    cand_values = torch.cat([top_values, threshold.expand(-1, k)], dim=1)
+    cand_values = cand_values.masked_fill(~valid, _NEG)
+    cand_pos = torch.where(valid, pos[cand_items], scores.shape[1])
+    by_pos = torch.sort(cand_pos, dim=1, stable=True).indices
+    by_value = torch.sort(cand_values.gather(1, by_pos), dim=1, descending=True, stable=True)
+    order = by_pos.gather(1, by_value.indices[:, :k])
+    return cand_items.gather(1, order), by_value.values[:, :k]
 
 
 _TIE_SEED = 20240229
@@ -74,3 +111,12 @@ def _tie_order(n_items: int, device: torch.device) -> torch.Tensor:
     """A fixed pseudo-random permutation of ``n_items`` item ids: the order ties are ranked in."""
     g = torch.Generator().manual_seed(_TIE_SEED)
     return torch.randperm(n_items, generator=g).to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def _tie_position(n_items: int, device: torch.device) -> torch.Tensor:
+    """Each item's place in :func:`_tie_order` (int32; ``n_items`` marks "not tied")."""
+    perm = _tie_order(n_items, device)
+    pos = torch.empty(n_items, dtype=torch.int32, device=device)
+    pos[perm] = torch.arange(n_items, dtype=torch.int32, device=device)
+    return pos
