@@ -19,7 +19,7 @@ from genrec.data.splits import split
 from genrec.evaluation.protocol import Protocol
 from genrec.models.base import FitContext
 from genrec.models.sasrec import SASRec, SASRecConfig, SASRecNet
-from genrec.runs.experiment import Prepared, fit_context, validation_callback
+from genrec.runs.experiment import Prepared, fit_context, training_record, validation_callback
 from genrec.testing import crashing, random_dataset
 from genrec.training import TrainConfig, load_checkpoint, train
 from genrec.training.checkpoint import (
@@ -97,6 +97,13 @@ def test_resume_equals_uninterrupted_run(data, tmp_path: Path) -> None:
     assert resumed.train_result_.best_epoch == straight.train_result_.best_epoch
     hist = valid.histories
     assert torch.equal(resumed.score(hist), straight.score(hist))
+    # The results row's training time spans the process that died: epoch 1 ran there.
+    record = training_record(resumed)
+    seconds = [h["seconds"] for h in resumed.train_result_.history]
+    assert seconds[0] > 0 and record is not None
+    assert record["train_seconds"] == pytest.approx(sum(seconds), abs=1e-3)
+    best = resumed.train_result_.best_epoch
+    assert record["seconds_to_best"] == pytest.approx(sum(seconds[:best]), abs=1e-3)
 
 
 def test_resume_after_the_last_epoch_trains_nothing(data, tmp_path: Path) -> None:

@@ -336,14 +336,22 @@ def fit_model(mcfg: ModelConfig, data: Prepared, cfg: ExperimentConfig, *,
 
 
 def training_record(model: Recommender[Any]) -> dict[str, Any] | None:
-    """How a torch model's training went (None for models without a training loop)."""
+    """How a torch model's training went (None for models without a training loop).
+
+    ``train_seconds`` and ``seconds_to_best`` add up the epochs' seconds (training and
+    validation) over the whole run, resumed processes included, up to the last epoch and to
+    the epoch whose weights were kept; ``fit_seconds`` in the results row is this process's.
+    """
     tr = getattr(model, "train_result_", None)
     if tr is None:
         return None
     net = getattr(model, "net_", None)
+    seconds = [float(h.get("seconds", 0.0)) for h in tr.history]
     return {"epochs_run": len(tr.history), "best_epoch": tr.best_epoch,
             "best_valid": tr.best_metric, "stopped_early": tr.stopped_early,
             "out_of_time": tr.out_of_time,
+            "train_seconds": round(sum(seconds), 3),
+            "seconds_to_best": round(sum(seconds[:tr.best_epoch]), 3),
             "device": str(next(net.parameters()).device) if net is not None else None,
             "history": tr.history}
 
