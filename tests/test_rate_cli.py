@@ -38,3 +38,37 @@ def test_rate_rejects_unknown_models_and_keys(tmp_path: Path) -> None:
     res = runner.invoke(app, ["rate", CONFIG, "--set", "protocol.bogus=1",
                               "--output", str(tmp_path)])
     assert res.exit_code == 2 and "bogus" in res.output
+
+
+def test_rate_llm_endpoint_is_config_keys(tmp_path: Path, data_dir: Path, monkeypatch) -> None:
+    # --llm-url / --llm-model / --llm-gguf / --llm-cache / --api-key-env are llm.* keys: the
+    # flag and the --set form reach the client alike and are saved in config.yaml.
+    import contextlib
+
+    import genrec.cli.experiments as cli_experiments
+
+    seen: list[tuple] = []
+
+    @contextlib.contextmanager
+    def no_client(url, model, *, gguf=None, cache_dir=None, api_key_env=None):
+        seen.append((url, model, gguf, cache_dir, api_key_env))
+        yield None  # no LLM: the rating models still run
+
+    monkeypatch.setattr(cli_experiments, "llm_client", no_client)
+    base = ["rate", CONFIG, "--models", "global_mean", "--folds", "u1", "--valid-ratio", "0",
+            "--data-dir", str(data_dir), "--quiet"]
+    res = runner.invoke(app, [*base, "--output", str(tmp_path / "a"), "--llm-url",
+                              "http://127.0.0.1:8080/v1", "--llm-model", "m", "--llm-cache",
+                              str(tmp_path / "cache"), "--api-key-env", "MY_KEY"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, [*base, "--output", str(tmp_path / "b"),
+                              "--set", "llm.url=http://127.0.0.1:8080/v1", "--set", "llm.model=m",
+                              "--set", f"llm.cache_dir={tmp_path / 'cache'}",
+                              "--set", "llm.api_key_env=MY_KEY"])
+    assert res.exit_code == 0, res.output
+    want = ("http://127.0.0.1:8080/v1", "m", None, str(tmp_path / "cache"), "MY_KEY")
+    assert seen == [want, want]
+    saved = yaml.safe_load((tmp_path / "a" / "config.yaml").read_text())["llm"]
+    assert (saved["url"], saved["model"], saved["api_key_env"]) == want[:2] + ("MY_KEY",)
+    res = runner.invoke(app, [*base, "--output", str(tmp_path / "c")])
+    assert res.exit_code == 0 and seen[-1] == (None, None, None, None, "OPENAI_API_KEY")

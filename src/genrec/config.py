@@ -200,10 +200,22 @@ class ExperimentConfig(BaseModel):
 
 
 class LLMRatingSection(BaseModel):
-    """How ``genrec rate`` asks an LLM for ratings (the endpoint comes from ``--llm-url`` or
-    ``--llm-gguf``); the CF models are scored on the same sampled test ratings."""
+    """How ``genrec rate`` asks an LLM for ratings; the CF models are scored on the same
+    sampled test ratings. With neither ``url`` nor ``gguf``, no LLM runs."""
 
     model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    """OpenAI-compatible API root, e.g. ``http://127.0.0.1:8080/v1`` (``--llm-url``)."""
+    model: str | None = None
+    """Model name sent to the API (``--llm-model``)."""
+    gguf: str | None = None
+    """A GGUF file, or a packaged model by name (``smollm2``), served by a local llama.cpp
+    server for the run (``--llm-gguf``)."""
+    cache_dir: str | None = None
+    """Response cache folder (``--llm-cache``)."""
+    api_key_env: str | None = "OPENAI_API_KEY"
+    """Environment variable holding the API key (``--api-key-env``); never the key itself."""
 
     n_ratings: int = Field(200, ge=1)
     """Test ratings sampled (seeded) per fold for the LLM comparison."""

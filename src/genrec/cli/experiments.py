@@ -15,11 +15,6 @@ from genrec.cli._common import (
     _DataDir,
     _Dataset,
     _experiment,
-    _LLMCache,
-    _LLMGguf,
-    _LLMKey,
-    _LLMName,
-    _LLMUrl,
     _overrides,
     _run_guarded,
     _setup_logging,
@@ -246,30 +241,45 @@ def rate(
         help="llm.shots: prompt variants, e.g. 0,3 (0 = zero-shot)")] = None,
     set_: Annotated[list[str] | None, typer.Option(
         "--set", help="Any config key: --set models.0.factors=50" + _SET_YAML)] = None,
-    llm_url: _LLMUrl = None, llm_model: _LLMName = None, llm_gguf: _LLMGguf = None,
-    llm_cache: _LLMCache = None, api_key_env: _LLMKey = "OPENAI_API_KEY",
+    llm_url: Annotated[str | None, typer.Option(
+        "--llm-url", help="llm.url: OpenAI-compatible API root, e.g. "
+                          "http://127.0.0.1:8080/v1")] = None,
+    llm_model: Annotated[str | None, typer.Option(
+        "--llm-model", help="llm.model: model name sent to the API")] = None,
+    llm_gguf: Annotated[str | None, typer.Option(
+        "--llm-gguf", help="llm.gguf: start a local llama.cpp server on this GGUF file, or on "
+                           "a packaged model by name: smollm2")] = None,
+    llm_cache: Annotated[str | None, typer.Option(
+        "--llm-cache", help="llm.cache_dir: response cache folder")] = None,
+    api_key_env: Annotated[str | None, typer.Option(
+        "--api-key-env", help="llm.api_key_env: env var holding the API key "
+                              "[default: OPENAI_API_KEY]")] = None,
     quiet: Annotated[bool, typer.Option(help="Only warnings and the results table.")] = False,
 ) -> None:
     """Rating prediction: every rating model on every fold; RMSE/MAE (mean ± std).
 
-    With --llm-url or --llm-gguf, also an LLM on a sample of the same test ratings."""
+    With llm.url or llm.gguf (--llm-url, --llm-gguf), also an LLM on a sample of the same
+    test ratings."""
     _setup_logging(quiet)
 
     def go() -> tuple[dict[str, Any], str]:
         keys = {"dataset.name": dataset, "output": output, "dataset.data_dir": data_dir,
                 "protocol.split": split, "protocol.folds": _csv(folds),
                 "protocol.valid_ratio": valid_ratio, "llm.n_ratings": llm_ratings,
-                "llm.shots": _csv(llm_shots)}
+                "llm.shots": _csv(llm_shots), "llm.url": llm_url, "llm.model": llm_model,
+                "llm.gguf": llm_gguf, "llm.cache_dir": llm_cache,
+                "llm.api_key_env": api_key_env}
         overrides = _overrides(keys) + list(set_ or [])
         cfg = load_config(config, overrides, models=_csv(models), cls=RatingExperimentConfig)
         if not cfg.models:
             raise ValueError("no models: pass --models biases,biased_mf or list them in the "
                              "config")
-        with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
-                        api_key_env=api_key_env) as client:
+        llm = cfg.llm
+        with llm_client(llm.url, llm.model, gguf=llm.gguf, cache_dir=llm.cache_dir,
+                        api_key_env=llm.api_key_env) as client:
             if client is None:
                 return run_rating(cfg), cfg.output
-            label = Path(llm_gguf).stem if llm_gguf is not None else (llm_model or "llm")
+            label = Path(llm.gguf).stem if llm.gguf is not None else (llm.model or "llm")
             return run_llm_rating(cfg, client, label=label), cfg.output
 
     results, out = _run_guarded(go)
