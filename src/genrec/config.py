@@ -30,7 +30,7 @@ Choice = bool | int | float | str | None
 class FloatParam(BaseModel):
     """A float drawn from ``[low, high]`` (log-uniformly with ``log: true``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     type: Literal["float"]
     low: float
@@ -49,7 +49,7 @@ class FloatParam(BaseModel):
 class IntParam(BaseModel):
     """An integer drawn from ``low, low + step, ..., high`` (log-uniformly with ``log``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     type: Literal["int"]
     low: int
@@ -69,7 +69,7 @@ class IntParam(BaseModel):
 class CategoricalParam(BaseModel):
     """One of a list of values (the grid sampler tries each)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     type: Literal["categorical"]
     choices: list[Choice] = Field(min_length=1)
@@ -91,7 +91,7 @@ class TuneSection(BaseModel):
     The direction is always to maximise ``protocol.valid_metric`` on the validation set.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n_trials: int = Field(20, ge=1)
     """Trials to run (the grid sampler stops earlier once every combination is tried)."""
@@ -165,7 +165,7 @@ def _unique_model_names(cls: type, v: list[Any]) -> list[Any]:
 class ExperimentConfig(BaseModel):
     """One experiment: data, protocol, models and where results go."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dataset: DataConfig = Field(default_factory=DataConfig)
     protocol: Protocol = Field(default_factory=Protocol)
@@ -203,7 +203,7 @@ class LLMRatingSection(BaseModel):
     """How ``genrec rate`` asks an LLM for ratings; the CF models are scored on the same
     sampled test ratings. With neither ``url`` nor ``gguf``, no LLM runs."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     url: str | None = None
     """OpenAI-compatible API root, e.g. ``http://127.0.0.1:8080/v1`` (``--llm-url``)."""
@@ -232,7 +232,7 @@ class LLMRatingSection(BaseModel):
 class RatingExperimentConfig(BaseModel):
     """One rating-prediction experiment (``genrec rate``): data, protocol, rating models."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     dataset: DataConfig = Field(default_factory=DataConfig)
     protocol: RatingProtocol = Field(default_factory=RatingProtocol)

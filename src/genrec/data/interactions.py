@@ -163,14 +163,19 @@ class Histories:
         Returns:
             ``scores``, modified in place.
         """
-        rows = torch.from_numpy(np.repeat(np.arange(len(self)), self.lengths))
-        cols = torch.from_numpy(self.items.copy())  # polars hands out read-only arrays
+        rows_np = np.repeat(np.arange(len(self)), self.lengths)
+        cols_np = np.asarray(self.items, dtype=np.int64)
         if items is not None:
-            pos = np.full(self.n_items, -1, dtype=np.int64)
-            pos[items] = np.arange(len(items))
-            mapped = pos[self.items]
-            keep = mapped >= 0
-            rows, cols = rows[torch.from_numpy(keep)], torch.from_numpy(mapped[keep])
+            # Every column holding a seen item, repeated columns included: the columns
+            # sorted by item id, and each seen item's run of them found by binary search.
+            items = np.asarray(items, dtype=np.int64)
+            order = np.argsort(items, kind="stable")
+            lo = np.searchsorted(items[order], cols_np, side="left")
+            counts = np.searchsorted(items[order], cols_np, side="right") - lo
+            starts = np.repeat(lo, counts)
+            offsets = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+            rows_np, cols_np = np.repeat(rows_np, counts), order[starts + offsets]
+        rows, cols = torch.from_numpy(rows_np), torch.from_numpy(np.array(cols_np))
         scores[rows.to(scores.device), cols.to(scores.device)] = float("-inf")
         return scores
 

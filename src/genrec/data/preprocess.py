@@ -24,7 +24,7 @@ U, I, T = Columns.user, Columns.item, Columns.timestamp
 class PreprocessConfig(BaseModel):
     """Preprocessing recipe, applied in the order of the fields."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     rating_threshold: float | None = None
     """Keep only interactions with rating >= this (implicit conversion); None keeps all."""

@@ -83,7 +83,7 @@ def _stem(path: str) -> str:
 class FeatureSource(BaseModel):
     """A metadata file for items (``dataset.items``) or users (``dataset.users``)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     path: str
     """The file: CSV, TSV, Parquet or JSON lines (one object per item)."""
@@ -115,7 +115,7 @@ class FeatureSource(BaseModel):
 class DataConfig(BaseModel):
     """Which data to load (a recipe, or one's own files) and how to preprocess it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     name: str | None = None
     """A recipe name (ml-100k, ml-1m, amazon-beauty, amazon-sports, yelp, lastfm); with

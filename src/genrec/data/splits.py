@@ -28,7 +28,7 @@ _SHARE_TOLERANCE = 0.05
 class SplitConfig(BaseModel):
     """How to split a dataset."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["leave_one_out", "temporal", "random"] = "leave_one_out"
     """leave_one_out: per user, last = test, second last = valid, rest = train (users with
@@ -132,7 +132,8 @@ def split(ds: Dataset, cfg: SplitConfig | None = None) -> Split:
 
     Raises:
         ValueError: For a temporal split of data that only has sequence positions, or one
-            that would leave train or a part with a positive ratio empty (tied timestamps).
+            that would leave train or a part with a positive ratio empty (tied timestamps);
+            for a leave-one-out split where no user has 3 interactions (nothing to test).
     """
     cfg = cfg or SplitConfig()
     inter = ds.interactions
@@ -143,6 +144,10 @@ def split(ds: Dataset, cfg: SplitConfig | None = None) -> Split:
         part = (pl.when(n < 3).then(0).when(from_end == 0).then(2)
                 .when(from_end == 1).then(1).otherwise(0))
         labels = frame.select(part.alias("p"))["p"].to_numpy()
+        if frame.height and not (labels == 2).any():
+            raise ValueError(f"{ds.name}: leave-one-out needs users with at least 3 "
+                             "interactions (train, validation, test), and none has; lower the "
+                             "k-core or use a random or temporal split")
     elif cfg.kind == "temporal":
         if ds.order != "timestamp":
             raise ValueError(f"{ds.name}: a temporal split needs timestamps, but this dataset "

@@ -79,7 +79,7 @@ _ITEM_ID_BASE = 100_000_000
 class SynthConfig(BaseModel):
     """What :func:`generate` makes: sizes, the shape of the distributions, and the seed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n_interactions: int = Field(1_000_000, ge=1)
     """Rows of the interaction file (exactly)."""

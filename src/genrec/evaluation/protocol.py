@@ -15,7 +15,7 @@ __all__ = ["Protocol"]
 class Protocol(BaseModel):
     """How results are produced. It is written into every ``results.json`` and printed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     split: SplitConfig = Field(default_factory=SplitConfig)
     """The train / valid / test split."""

@@ -45,7 +45,7 @@ class RatingProtocol(BaseModel):
     ``valid_ratio`` hold-out of each training part, never the test ratings.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     split: Literal["official", "random"] = "official"
     """``official``: ML-100K ``u1``-``u5`` files; ``random``: a seeded hold-out."""

@@ -39,7 +39,7 @@ __all__ = ["CollabConfig", "CollabContext", "CollabRetriever"]
 class CollabConfig(BaseModel):
     """Collaborative retrieval settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     neighbours: int = Field(20, ge=1)
     """Similar users retrieved per user."""

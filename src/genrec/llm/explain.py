@@ -35,7 +35,7 @@ _log = logging.getLogger(__name__)
 class ExplainConfig(BaseModel):
     """Explanation settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     evidence: int = Field(2, ge=0)
     """History items cited at most."""

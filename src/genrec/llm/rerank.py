@@ -41,7 +41,7 @@ _log = logging.getLogger(__name__)
 class RerankConfig(BaseModel):
     """Listwise reranking settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n_candidates: int = Field(20, ge=1)
     """How many of the candidate model's top items the LLM sees."""

@@ -155,7 +155,7 @@ class SimulatedUser:
 class SimulationConfig(BaseModel):
     """Simulation settings."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     turns: int = Field(5, ge=1)
     """Turns per conversation (a turn = one system reply)."""

@@ -265,10 +265,12 @@ class SequentialRecommender(Recommender[C]):
 
     def query_vectors(self, histories: Histories) -> torch.Tensor:
         """Sequence states ``(B, D)``: ``score = query_vectors @ item_vectors().T``."""
+        self._require_fitted()
         return self._per_row(histories, self.net_.query, self.item_vectors().shape[1]).cpu()
 
     def item_vectors(self) -> torch.Tensor:
         """Output item vectors ``(I, D)``."""
+        self._require_fitted()
         with torch.no_grad():
             return self.net_.eval().output_table().detach().cpu()
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +22,7 @@ import numpy as np
 import polars as pl
 import torch
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
 from genrec._io import atomic_write, atomic_write_text
@@ -27,8 +31,8 @@ from genrec.models.ranking import rank
 from genrec.training.loop import BENIGN_KEYS, TrainConfig, TrainResult
 from genrec.training.loop import train as train_loop
 
-__all__ = ["DotProductModel", "FitContext", "ModelConfig", "Recommender", "RecList",
-           "NotFittedError"]
+__all__ = ["DotProductModel", "FitContext", "ModelConfig", "ModelFileError", "Recommender",
+           "RecList", "NotFittedError"]
 
 _log = logging.getLogger(__name__)
 
@@ -40,10 +44,14 @@ class NotFittedError(RuntimeError):
         super().__init__(f"{name} is not fitted: call fit() or load() first")
 
 
-class ModelConfig(BaseModel):
-    """Base of every model config: validated, no unknown keys."""
+class ModelFileError(ValueError):
+    """A model folder that cannot be read: missing, damaged, or another model's files."""
 
-    model_config = ConfigDict(extra="forbid")
+
+class ModelConfig(BaseModel):
+    """Base of every model config: validated, no unknown keys, no infinite or NaN numbers."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     kind: str
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=64)
     """This model's name in a run: its row in ``results.json``, its ``models/<name>`` and
@@ -179,14 +187,29 @@ class Recommender(ABC, Generic[C]):
         Returns:
             ``self``.
         """
+        if not isinstance(train, Interactions):
+            raise TypeError(f"fit(train): train must be Interactions (e.g. dataset.interactions "
+                            f"or split.train), got {type(train).__name__}")
         if ctx is not None and not isinstance(ctx, FitContext):
             raise TypeError(f"fit(train, ctx): ctx must be a FitContext, got "
                             f"{type(ctx).__name__} (build the validation callback with "
                             "genrec.runs.validation_callback)")
         self.n_users_ = train.n_users
         self.n_items_ = train.n_items
-        self._fit(train, ctx or FitContext())
+        try:
+            self._fit(train, ctx or FitContext())
+        except BaseException:
+            # A fit that did not finish (an error, Ctrl-C) leaves a model that is not fitted,
+            # rather than one that scores with half-trained or half-replaced state.
+            for name in ("n_users_", "n_items_"):
+                self.__dict__.pop(name, None)
+            raise
         return self
+
+    def _require_fitted(self) -> None:
+        """Raise :class:`NotFittedError` before ``fit``/``load`` (or after a failed fit)."""
+        if not hasattr(self, "n_items_"):
+            raise NotFittedError(type(self).__name__)
 
     @abstractmethod
     def _fit(self, train: Interactions, ctx: FitContext) -> None: ...
@@ -233,10 +256,18 @@ class Recommender(ABC, Generic[C]):
             NotFittedError: Before ``fit``/``load``.
             ValueError: If the histories use another item id space.
         """
-        if not hasattr(self, "n_items_"):
-            raise NotFittedError(type(self).__name__)
+        self._require_fitted()
+        if not isinstance(histories, Histories):
+            raise TypeError(f"histories must be a Histories batch (EvalSet.histories, "
+                            f"Interactions.histories() or Histories.from_lists), got "
+                            f"{type(histories).__name__}")
         if histories.n_items != self.n_items_:
             raise ValueError(f"histories have {histories.n_items} items, model has {self.n_items_}")
+        if len(histories.items):
+            lo, hi = int(histories.items.min()), int(histories.items.max())
+            if lo < 0 or hi >= self.n_items_:
+                raise ValueError(f"histories hold item ids from {lo} to {hi}; ids must be in "
+                                 f"[0, {self.n_items_})")
         cols = None if items is None else _item_ids(items, self.n_items_)
         scores = self._score(histories)
         return scores if cols is None else scores[:, cols]
@@ -256,7 +287,12 @@ class Recommender(ABC, Generic[C]):
             exclude_seen: Never recommend an item of the user's history.
             block: Boolean mask ``(I,)`` or ``(B, I)`` of items never recommended.
             allow: Boolean mask ``(I,)`` or ``(B, I)``: only these items may be recommended.
+
+        Raises:
+            ValueError: If ``k`` is negative or a mask is not boolean of those shapes.
         """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+            raise ValueError(f"k must be a non-negative integer, got {k!r}")
         scores = self.score(histories).float()
         return RecList.from_ranked(histories.users, rank(
             scores, histories, k, exclude_seen=exclude_seen, block=block, allow=allow))
@@ -270,11 +306,36 @@ class Recommender(ABC, Generic[C]):
         """Restore what :meth:`_state` returned."""
 
     def save(self, path: Path) -> None:
-        """Write ``config.json``, ``meta.json`` and ``state.safetensors`` into ``path``."""
-        if not hasattr(self, "n_items_"):
-            raise NotFittedError(type(self).__name__)
+        """Write the model folder ``path``: ``config.json``, ``meta.json``,
+        ``state.safetensors`` (and what a model adds in :meth:`_save_files`).
+
+        The folder is written whole, beside ``path``, and then renamed into place, so an
+        interrupted save leaves the previous model (or nothing), never a mix of the two. An
+        existing ``path`` must be an earlier model folder (it holds ``config.json``) or empty.
+        """
+        self._require_fitted()
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        if path.exists() and not (path / "config.json").is_file() and (
+                not path.is_dir() or any(path.iterdir())):
+            raise FileExistsError(f"{path} exists and is not a model folder: choose another "
+                                  "path (save replaces only an earlier model's folder)")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
+        try:
+            self._save_files(tmp)
+            if path.exists():
+                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+                path.rename(old)
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    def _save_files(self, path: Path) -> None:
+        """Write the model's files into the (new, empty) folder ``path``."""
         state = {k: v.detach().cpu().contiguous() for k, v in self._state().items()}
         atomic_write(path / "state.safetensors", lambda p: save_file(state, str(p)))
         atomic_write_text(path / "meta.json", json.dumps(
@@ -283,14 +344,25 @@ class Recommender(ABC, Generic[C]):
 
     @classmethod
     def load(cls, path: Path) -> Self:
-        """Read a model written by :meth:`save` (no code is executed: JSON + safetensors)."""
+        """Read a model written by :meth:`save` (no code is executed: JSON + safetensors).
+
+        Raises:
+            ModelFileError: If the folder is missing, damaged, or holds another model's files
+                (a pydantic ``ValidationError`` names a config of another kind).
+        """
         path = Path(path)
-        model = cls(cls.config_cls.model_validate_json((path / "config.json").read_text()))
-        meta = json.loads((path / "meta.json").read_text())
-        model.n_users_, model.n_items_ = meta["n_users_"], meta["n_items_"]
-        # Read into memory rather than memory-map: a file truncated later (e.g. while served)
-        # must not be able to crash the process with SIGBUS.
-        model._load_state(load((path / "state.safetensors").read_bytes()))
+        try:
+            model = cls(cls.config_cls.model_validate_json((path / "config.json").read_text()))
+            meta = json.loads((path / "meta.json").read_text())
+            model.n_users_, model.n_items_ = int(meta["n_users_"]), int(meta["n_items_"])
+            # Read into memory rather than memory-map: a file truncated later (e.g. while
+            # served) must not be able to crash the process with SIGBUS.
+            model._load_state(load((path / "state.safetensors").read_bytes()))
+        except (OSError, KeyError, TypeError, json.JSONDecodeError, SafetensorError,
+                RuntimeError) as e:
+            detail = f"missing {e}" if isinstance(e, KeyError) else f"{type(e).__name__}: {e}"
+            raise ModelFileError(f"{path}: not a readable {cls.__name__} model folder "
+                                 f"({detail})") from e
         return model
 
     def __repr__(self) -> str:

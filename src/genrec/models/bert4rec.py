@@ -233,6 +233,7 @@ class BERT4Rec(SequentialRecommender[BERT4RecConfig]):
 
     def query_vectors(self, histories: Histories) -> torch.Tensor:
         """``[MASK]`` states ``(B, D)``: ``score = query_vectors @ item_vectors().T``."""
+        self._require_fitted()
         net = self.net_.eval()
         device = next(net.parameters()).device
         seq = histories.padded(self.config.max_len - 1).to(device)    # (B, L - 1)

@@ -211,10 +211,12 @@ class FactorRecommender(Recommender[F]):
 
     def query_vectors(self, histories: Histories) -> torch.Tensor:
         """User vectors ``(B, D)``: ``score = query_vectors @ item_vectors().T``."""
+        self._require_fitted()
         return self._user_vectors(histories)
 
     def item_vectors(self) -> torch.Tensor:
         """Item vectors ``(I, D)``."""
+        self._require_fitted()
         return self.item_emb_
 
     # -- persistence ------------------------------------------------------------------------

@@ -45,7 +45,7 @@ _log = logging.getLogger(__name__)
 class MultiIDConfig(BaseModel):
     """MTGRec settings (TIGER's ``multi_id``; see :mod:`genrec.models.mtgrec`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     groups: int = Field(3, ge=2)
     """Identifiers per item ``G`` (tokenizer seeds ``seed .. seed + G - 1``; group 0 is the

@@ -20,10 +20,19 @@ _NEG = float("-inf")
 
 
 def _mask(mask: torch.Tensor | np.ndarray | None, like: torch.Tensor) -> torch.Tensor | None:
-    """A boolean mask broadcastable to ``like`` ``(B, I)``, on its device."""
+    """A boolean mask broadcastable to ``like`` ``(B, I)``, on its device.
+
+    Raises:
+        ValueError: If ``mask`` is not boolean, or not of shape ``(I,)`` or ``(B, I)`` (an
+            array of item ids is not a mask).
+    """
     if mask is None:
         return None
-    m = torch.as_tensor(mask, dtype=torch.bool, device=like.device)
+    m = torch.as_tensor(mask, device=like.device)
+    if m.dtype != torch.bool or tuple(m.shape) not in ((like.shape[1],), tuple(like.shape)):
+        raise ValueError(f"block/allow must be a boolean mask of shape ({like.shape[1]},) or "
+                         f"{tuple(like.shape)}, got dtype {m.dtype} and shape {tuple(m.shape)} "
+                         "(for item ids, set those entries of a boolean mask)")
     return m if m.dim() == 2 else m[None]
 
 

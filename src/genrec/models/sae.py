@@ -42,7 +42,7 @@ _log = logging.getLogger(__name__)
 class SAEConfig(BaseModel):
     """TopK sparse autoencoder hyperparameters."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     n_latents: int = Field(512, ge=1)
     """Dictionary size (8x a 64-wide SASRec)."""

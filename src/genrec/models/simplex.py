@@ -201,6 +201,7 @@ class SimpleX(FactorRecommender[SimpleXConfig]):
     def query_vectors(self, histories: Histories) -> torch.Tensor:
         """Normalised user towers ``(B, D)`` (zeros for cold users under ``cold_users="zeros"``,
         whose scores are 0): ``score = query_vectors @ item_vectors().T``."""
+        self._require_fitted()
         known = self._known(histories.users)
         users = torch.as_tensor(histories.users, dtype=torch.long)
         u = torch.zeros(len(histories), self.user_emb_.shape[1])
@@ -213,6 +214,7 @@ class SimpleX(FactorRecommender[SimpleXConfig]):
 
     def item_vectors(self) -> torch.Tensor:
         """Normalised item vectors ``(I, D)`` (scores are cosines)."""
+        self._require_fitted()
         return F.normalize(self.item_emb_, dim=-1)
 
     def _state(self) -> dict[str, torch.Tensor]:

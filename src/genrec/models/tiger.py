@@ -446,12 +446,12 @@ class TIGER(Recommender[TIGERConfig]):
                                  allow=allow)
 
     # -- persistence -------------------------------------------------------------------------
-    def save(self, path: Path) -> None:
+    def _save_files(self, path: Path) -> None:
         """Write the model (see :meth:`Recommender.save`); ``state.safetensors`` holds the
         semantic-ID stage (``semantic_ids.*``, its settings as JSON bytes) and the network
         (``net.*``)."""
         self._check_fitted()
-        super().save(path)
+        super()._save_files(path)
 
     def _state(self) -> dict[str, torch.Tensor]:
         self._check_fitted()

@@ -28,7 +28,7 @@ class NotFittedError(RuntimeError):
 class TokenizerConfig(BaseModel):
     """Settings every tokenizer has."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: str
     n_levels: int = Field(3, ge=1)

@@ -53,7 +53,7 @@ _RESERVED = frozenset({"format_version", "n_items", "tokenizer", "health", "orig
 class SemanticIDsConfig(BaseModel):
     """How the codes are made from item vectors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     tokenizer: AnyTokenizerConfig = Field(default_factory=RQKMeansConfig)
     """Semantic-ID tokenizer (``kind: rqkmeans`` or ``rqvae``); one dedup level is added."""

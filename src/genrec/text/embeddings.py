@@ -52,7 +52,7 @@ DEFAULT_ENCODER = "all-MiniLM-L6-v2"
 class ItemTextConfig(BaseModel):
     """How item features become vectors: template, encoder and cache."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     template: ItemTextTemplate = Field(default_factory=ItemTextTemplate)
     """Which item features are rendered, and how."""

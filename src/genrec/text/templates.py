@@ -42,7 +42,7 @@ _DESCRIPTIVE = ("title", "brand", "categories", "genres")
 class ItemTextTemplate(BaseModel):
     """Which item features become text, and how."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     version: Literal[1] = TEMPLATE_VERSION
     """Version of the rendering rules (see the module docstring); part of the cache key."""

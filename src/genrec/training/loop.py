@@ -53,7 +53,7 @@ _log = logging.getLogger(__name__)
 class TrainConfig(BaseModel):
     """How a torch model is trained (embedded as the ``train`` field of model configs)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     epochs: int = Field(200, ge=1)
     """Maximum number of passes over the training rows."""
@@ -569,6 +569,13 @@ def _train(net: nn.Module, data: Sequence[torch.Tensor], cfg: TrainConfig,
                 dist.all_reduce(loss_sum)
                 loss_sum /= world
             epoch_loss = loss_sum.item() / max(1, len(batches))
+            if not math.isfinite(epoch_loss):
+                # Checked once per epoch (a per-step check would wait for the GPU every step),
+                # before this epoch is checkpointed: the last checkpoint stays a finite one.
+                raise FloatingPointError(
+                    f"training diverged: the mean loss of epoch {epoch + 1} is {epoch_loss} "
+                    f"(lr {lr:.2e}); lower train.lr or set train.grad_clip. The last "
+                    "checkpoint, if any, is the previous epoch's")
 
             # -- validation and early stopping (rank 0 scores, everyone decides) --------
             record: dict[str, float] = {"epoch": epoch + 1, "loss": epoch_loss, "lr": lr}

@@ -51,7 +51,7 @@ _LOSS_WEIGHT = {"interaction": 1.0, "like": 1.0, "rating": 0.1}
 class RankerConfig(BaseModel):
     """The multi-task ranker: features, tower, heads and optimisation."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     tower: Literal["shared_bottom", "mmoe", "dselect_k"] = "mmoe"
     """Multi-task architecture (see :mod:`genrec.models.ranker.towers`)."""

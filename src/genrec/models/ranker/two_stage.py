@@ -337,12 +337,11 @@ class TwoStage(Recommender[TwoStageConfig]):
         self.text_ = state.get("ranker.text")
         self._state_for_load = state  # the net is built in load(), once heads are known
 
-    def save(self, path: Path) -> None:
+    def _save_files(self, path: Path) -> None:
         """Write the ranker (``config.json``, ``meta.json``, ``state.safetensors``,
         ``ranker.json``) and the fitted retriever in ``retriever/``."""
-        super().save(path)
-        path = Path(path)
-        self.retriever_.save(path / "retriever")
+        super()._save_files(path)
+        self.retriever_._save_files(path / "retriever")
         atomic_write_text(path / "ranker.json", json.dumps({
             "heads": self.heads_, "categories": self.categories_,
             "held_out_metrics": getattr(self, "ranker_metrics_", {}),
