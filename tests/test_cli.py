@@ -81,6 +81,13 @@ def test_bad_input_gives_one_clear_error(tmp_path, data_dir) -> None:
     bad.write_text("models: [{kind: ease, l2: 'x'}]\n")
     res = runner.invoke(app, ["run", str(bad)])
     assert res.exit_code == 2 and "models.0" in res.output
+    # A path of the wrong sort (an output that is a file, a config that is a folder) is an
+    # error naming the path, not a traceback.
+    res = runner.invoke(app, ["run", "--dataset", "ml-100k", "--models", "pop",
+                              "--output", str(bad), "--data-dir", str(data_dir)])
+    assert res.exit_code == 2 and str(bad) in res.output and "Traceback" not in res.output
+    res = runner.invoke(app, ["run", str(tmp_path)])
+    assert res.exit_code == 2 and str(tmp_path) in res.output
 
 
 def test_data_describe(data_dir) -> None:

@@ -86,8 +86,10 @@ def test_hook_counts_failures_and_scores_only_parsed_ratings() -> None:
         split, {"biases": model})
     rows = {r["predictor"]: r for r in sink[0]["rows"]}
     llm = rows["llm zero-shot"]
-    assert (llm["asked"], llm["parsed"], llm["parse_failures"]) == (8, 4, 4)
-    assert llm["parse_failure_rate"] == 0.5
+    # 2 answers did not parse; 2 requests failed, which is not a parse failure.
+    assert (llm["asked"], llm["parsed"], llm["parse_failures"], llm["request_failures"]) == (
+        8, 4, 2, 2)
+    assert llm["parse_failure_rate"] == 0.25
     # The RMSE is over the 4 parsed answers only (no default filled in for the others).
     true = split.test.frame["rating"].to_numpy()
     ok = np.array([True, False, False, True] * 2)

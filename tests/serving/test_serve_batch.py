@@ -49,6 +49,8 @@ def test_read_users_formats(tmp_path) -> None:
         read_users(tmp_path / "bad.csv")
     (tmp_path / "twice.txt").write_text("196\n1\n196\n")  # each user answered once
     assert read_users(tmp_path / "twice.txt") == ["196", "1"]
+    (tmp_path / "bom.txt").write_bytes(b"\xef\xbb\xbf196\n1\n")  # a BOM is not part of an id
+    assert read_users(tmp_path / "bom.txt") == ["196", "1"]
 
 
 def test_cli_recommend_and_export(bundles, tmp_path) -> None:

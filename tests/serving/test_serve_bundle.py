@@ -149,6 +149,15 @@ def test_export_is_atomic_and_refuses_to_clobber(bundles, tmp_path) -> None:
     export_run(bundles.run, dest, model="pop", overwrite=True, name="popular")
     assert load_bundle(dest).name == "popular"
     assert [p.name for p in tmp_path.iterdir()] == ["b"]  # no temporary folders left behind
+    # overwrite replaces an earlier bundle only: never someone's folder or the run itself
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("mine")
+    for target in (notes, bundles.run):
+        with pytest.raises(FileExistsError, match="not a bundle"):
+            export_run(bundles.run, target, model="pop", overwrite=True)
+    assert (notes / "todo.txt").read_text() == "mine"
+    assert (bundles.run / "results.json").is_file()
 
 
 def test_export_run_needs_a_model_choice(bundles, tmp_path) -> None:

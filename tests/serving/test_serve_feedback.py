@@ -64,6 +64,14 @@ def test_sqlite_is_wal_full_and_durable_across_reopen(tmp_path) -> None:
     assert open_store(path).count() == 3
 
 
+def test_other_database_urls_are_refused_not_taken_for_files(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for url in ("mysql://user:secret@db.example.com/genrec", "postgresql+psycopg://h/db"):
+        with pytest.raises(ValueError, match="not supported"):
+            open_store(url)
+    assert list(tmp_path.iterdir()) == []  # no file named after the URL (or its password)
+
+
 def test_sqlite_unwritable_path(tmp_path) -> None:
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(StoreUnavailableError):

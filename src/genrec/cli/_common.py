@@ -50,6 +50,8 @@ def _run_guarded(fn: Any) -> Any:
         _fail(str(e.args[0]) if e.args else repr(e))
     except (ValueError, FileNotFoundError, yaml.YAMLError) as e:
         _fail(str(e))
+    except OSError as e:  # a path that is a file where a folder is needed, or the reverse, ...
+        _fail(f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e))
 
 
 def print_results(results: dict[str, Any]) -> None:

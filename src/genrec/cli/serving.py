@@ -76,7 +76,7 @@ def serve(
         help="Bundle folders (DIR or NAME=DIR), made by `genrec export`; the first is the "
              "default model.")],
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to bind.")] = 8000,
     feedback_db: Annotated[str, typer.Option(
         help="Feedback store: a SQLite file, or a postgresql:// URL.",
         envvar="GENREC_FEEDBACK_URL")] = "genrec-feedback.db",

@@ -38,6 +38,8 @@ __all__ = ["LLMRatingPredictor", "RatingAnswer", "llm_rating_hook", "parse_ratin
 
 _log = logging.getLogger(__name__)
 
+_REQUEST_FAILED = "request failed: "
+
 U, I, R, T = Columns.user, Columns.item, Columns.rating, Columns.timestamp
 _NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*$")
 
@@ -129,7 +131,7 @@ class LLMRatingPredictor:
                     outs.append(self.client.chat(**r))
                 except LLMError as e:  # counted as a failure, never filled in
                     outs.append(e)
-        return [RatingAnswer(None, "", f"request failed: {o}") if isinstance(o, LLMError)
+        return [RatingAnswer(None, "", f"{_REQUEST_FAILED}{o}") if isinstance(o, LLMError)
                 else parse_rating(o.text, self.scale) for o in outs]
 
 
@@ -202,12 +204,20 @@ def llm_rating_hook(client: LLMClient, catalog: Catalogue, cfg: RatingExperiment
             ok = np.array([a.rating is not None for a in answers])
             got = np.array([a.rating if a.rating is not None else np.nan for a in answers])
             name = f"{label} {'zero-shot' if shots == 0 else f'{shots}-shot'}"
+            # A request that failed (endpoint down, timeout) is not an answer that failed to
+            # parse: counted apart, and said out loud.
+            n_req = sum(1 for a in answers if (a.error or "").startswith(_REQUEST_FAILED))
+            if n_req:
+                _log.warning("%s %s: %d of %d requests failed (first: %s)", split.name, name,
+                             n_req, len(answers), next(a.error for a in answers if (
+                                 a.error or "").startswith(_REQUEST_FAILED)))
             row: dict[str, Any] = {
                 "predictor": name, "prompt": PROMPT_VERSIONS[
                     "rating" if shots == 0 else "rating_fewshot"],
                 "shots": shots, "asked": len(answers), "parsed": int(ok.sum()),
-                "parse_failures": int((~ok).sum()),
-                "parse_failure_rate": round(float((~ok).mean()), 4),
+                "request_failures": n_req,
+                "parse_failures": int((~ok).sum()) - n_req,
+                "parse_failure_rate": round(float((~ok).sum() - n_req) / len(answers), 4),
                 "clipped": int(sum(a.clipped for a in answers)),
                 "rmse": rmse(got[ok], true[ok]) if ok.any() else None,
                 "mae": mae(got[ok], true[ok]) if ok.any() else None,
@@ -231,7 +241,7 @@ def _pooled(folds: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for j, first in enumerate(folds[0]["rows"]):
         rows = [f["rows"][j] for f in folds]
         row = dict(first)
-        for key in ("asked", "parsed", "parse_failures", "clipped"):
+        for key in ("asked", "parsed", "request_failures", "parse_failures", "clipped"):
             if key in first:
                 row[key] = sum(r[key] for r in rows)
         if "parse_failure_rate" in first:

@@ -204,6 +204,8 @@ def format_rating_results(results: dict[str, Any]) -> str:
             ref = f"{best} {cf[best]:.4f}" if best is not None else "–"
             fail = (f"{r['parse_failures']} ({r['parse_failure_rate']:.0%})"
                     if "parse_failure_rate" in r else str(r["parse_failures"]))
+            if r.get("request_failures"):
+                fail += f"; {r['request_failures']} requests failed"
             lines.append(f"| {r['predictor']} | {r['parsed']} / {r['asked']} | {fail} | "
                          f"{rm} | {ma} | {ref if 'cf_on_parsed' in r else ''} |")
     return "\n".join(lines) + "\n"

@@ -71,7 +71,7 @@ def read_users(path: str | Path) -> list[str]:
             raise ValueError(f"{path}: needs a 'user' column, has {frame.columns}")
         ids = frame["user"].cast(pl.String).drop_nulls().to_list()
     else:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
         ids = [s for s in (line.strip() for line in lines) if s]
     unique = list(dict.fromkeys(ids))
     if len(unique) < len(ids):

@@ -207,6 +207,11 @@ def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *
         raise ValueError("export_bundle: histories use another id space than the dataset")
     if dest.exists() and not overwrite:
         raise FileExistsError(f"{dest} exists (pass overwrite=True / --overwrite to replace it)")
+    if dest.exists() and not (dest.is_dir() and ((dest / _MANIFEST).is_file()
+                                                 or not any(dest.iterdir()))):
+        # overwrite replaces an earlier bundle, never a run folder or someone's files
+        raise FileExistsError(f"{dest} exists and is not a bundle (no {_MANIFEST}): "
+                              "overwrite replaces only an earlier bundle; choose another path")
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.parent / f".{dest.name}.tmp-{uuid.uuid4().hex[:8]}"

@@ -325,10 +325,16 @@ def open_store(url: str | Path) -> SQLiteFeedbackStore | PostgresFeedbackStore:
 
     Raises:
         StoreUnavailableError: If the database cannot be opened.
+        ValueError: For a URL of another database (``mysql://``, ``postgresql+psycopg://``,
+            ...): it is refused rather than taken for a file name.
     """
     text = str(url)
     if text.startswith(("postgresql://", "postgres://")):
         return PostgresFeedbackStore(text)
+    if "://" in text and not text.startswith("sqlite:///"):
+        scheme = text.split("://", 1)[0]
+        raise ValueError(f"feedback database URL scheme {scheme!r} is not supported: use "
+                         "postgresql://..., sqlite:///path or a file path")
     path = text.removeprefix("sqlite:///") if text.startswith("sqlite:///") else text
     try:
         return SQLiteFeedbackStore(path)
