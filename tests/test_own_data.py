@@ -176,3 +176,13 @@ def test_readme_worked_example_runs_as_written(own_data: dict[str, int], tmp_pat
     assert res["dataset"]["name"] == "my-shop"
     assert res["dataset"]["interactions"] == own_data["interactions"]
     assert {r["model"] for r in res["results"]} == {"ease", "sasrec"}
+
+
+def test_own_file_is_never_labelled_as_a_recipe() -> None:
+    from genrec.data.sources import DataConfig
+
+    with pytest.raises(ValueError, match="built-in recipe"):
+        DataConfig(name="ml-1m", path="shop.csv")
+    assert DataConfig(name="shop", path="shop.csv").name == "shop"
+    assert DataConfig(path="exports/shop.csv").name == "shop"
+    assert DataConfig(name="ml-1m", path="ml-1m-copy", format="ml-1m").name == "ml-1m"

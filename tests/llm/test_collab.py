@@ -211,3 +211,20 @@ def test_cli_rerank_and_explain_with_collab(data_dir: Path, tmp_path: Path,
     assert r.exit_code == 0, r.output
     out = json.loads(r.output[r.output.index("["):])
     assert all(e["similar_users"]["of"] == 20 for e in out)
+
+
+def test_a_loaded_model_of_another_kind_than_asked_is_refused(ml100k, data_dir, tmp_path) -> None:
+    # --model ease --model-path <a pop model> once answered with Popularity while the run's
+    # config said ease; now the kinds must agree (and without --model the folder decides).
+    from genrec.config import ExperimentConfig
+    from genrec.llm.runner import prepare
+    from genrec.models.registry import build_model, model_config
+
+    build_model(model_config("pop")).fit(ml100k["split"].train).save(tmp_path / "pop")
+    base = {"dataset": {"name": "ml-100k", "data_dir": str(data_dir)}}
+    asked = ExperimentConfig.model_validate({**base, "models": [{"kind": "ease"}],
+                                             "output": str(tmp_path / "a")})
+    with pytest.raises(ValueError, match="holds a pop model, but the candidate model is ease"):
+        prepare(asked, model_path=tmp_path / "pop")
+    free = ExperimentConfig.model_validate({**base, "models": [], "output": str(tmp_path / "b")})
+    assert prepare(free, model_path=tmp_path / "pop").model.config.kind == "pop"

@@ -66,7 +66,8 @@ def llm_rerank(
         if llm_url is None and llm_gguf is None:
             raise ValueError("rerank needs an LLM: pass --llm-url or --llm-gguf")
         exp = _experiment(config, dataset=dataset, models=model, output=output,
-                          data_dir=data_dir, set_=set_, default_models="ease",
+                          data_dir=data_dir, set_=set_,
+                          default_models=None if model_path else "ease",
                           default_output="runs/rerank")
         p = prepare(exp, model_path=model_path)
         cfg = RerankConfig(n_candidates=top_n, k=k, permutations=permutations,
@@ -117,7 +118,8 @@ def llm_explain(
 
     def go() -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
         exp = _experiment(config, dataset=dataset, models=model, output=output,
-                          data_dir=data_dir, set_=set_, default_models="ease",
+                          data_dir=data_dir, set_=set_,
+                          default_models=None if model_path else "ease",
                           default_output="runs/explain")
         p = prepare(exp, model_path=model_path)
         row = find_user(p, user)
@@ -187,7 +189,8 @@ def llm_chat(
 
     def go() -> None:
         exp = _experiment(config, dataset=dataset, models=model, output=output,
-                          data_dir=data_dir, set_=set_, default_models="ease",
+                          data_dir=data_dir, set_=set_,
+                          default_models=None if model_path else "ease",
                           default_output="runs/chat")
         p = prepare(exp, model_path=model_path)
         with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,
@@ -258,7 +261,8 @@ def llm_simulate(
         if phrasing not in ("template", "llm"):
             raise ValueError("--phrasing must be template or llm")
         exp = _experiment(config, dataset=dataset, models=model, output=output,
-                          data_dir=data_dir, set_=set_, default_models="ease",
+                          data_dir=data_dir, set_=set_,
+                          default_models=None if model_path else "ease",
                           default_output="runs/simulate")
         p = prepare(exp, model_path=model_path)
         with llm_client(llm_url, llm_model, gguf=llm_gguf, cache_dir=llm_cache,

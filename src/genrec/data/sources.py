@@ -37,7 +37,7 @@ from genrec.data._parsing import (
 from genrec.data.distributed import load_distributed
 from genrec.data.interactions import Dataset
 from genrec.data.preprocess import PreprocessConfig, preprocess
-from genrec.data.recipes import load_dataset
+from genrec.data.recipes import RECIPES, load_dataset
 from genrec.data.sharded import is_pattern, read_sharded
 
 __all__ = ["DataConfig", "FeatureSource", "attach_features", "infer_format", "load_data",
@@ -175,6 +175,10 @@ class DataConfig(BaseModel):
             raise ValueError(f"dataset.columns applies to csv, tsv, parquet and jsonl files, "
                              f"not {self.format}")
         # A custom file is labelled after itself, never after a recipe it is not.
+        if self.name in RECIPES and self.format != self.name:
+            raise ValueError(f"dataset.name {self.name!r} is a built-in recipe, and "
+                             f"dataset.path {self.path!r} is a {self.format} file of one's own: "
+                             "give it another name, or leave the name out (the file's stem)")
         self.name = self.name or _stem(self.path)
         return self
 

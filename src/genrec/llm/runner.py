@@ -104,6 +104,10 @@ def prepare(cfg: ExperimentConfig, *, model_path: str | Path | None = None) -> P
     row = None
     if model_path is not None:
         m = load_model(model_path)
+        if cfg.models and cfg.models[0].kind != m.config.kind:
+            raise ValueError(f"{model_path} holds a {m.config.kind} model, but the candidate "
+                             f"model is {cfg.models[0].kind}: drop --model (or the config's "
+                             "models), or give the matching kind")
         if m.n_items_ != ds.n_items:
             raise ValueError(f"{model_path}: model has {m.n_items_} items, {ds.name} has "
                              f"{ds.n_items}")

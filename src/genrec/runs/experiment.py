@@ -134,8 +134,13 @@ def write_prepared(cfg: ExperimentConfig, data: Prepared) -> None:
         return
     out = Path(cfg.output)
     if (out / "results.json").is_file() or any((out / "checkpoints").glob("*/latest.json")):
-        _log.warning("%s holds an earlier run: its results are replaced and trainings start "
-                     "afresh (resume: true continues them; another output keeps both)", out)
+        if cfg.resume:
+            _log.info("%s holds an earlier run: its trainings continue from their checkpoints "
+                      "(resume: true) and its results are replaced", out)
+        else:
+            _log.warning("%s holds an earlier run: its results are replaced and trainings "
+                         "start afresh (resume: true continues them; another output keeps "
+                         "both)", out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", yaml.safe_dump(_absolute_paths(
         cfg.model_dump(mode="json")), sort_keys=False))
