@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_write_parquet"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_write_parquet",
+           "fsync_dir", "replace_dir"]
 
 
 def _umask() -> int:
@@ -66,3 +69,29 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 def atomic_write_parquet(frame: pl.DataFrame, path: Path) -> None:
     """Write a polars frame as Parquet atomically."""
     atomic_write(path, lambda p: frame.write_parquet(p))
+
+
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename into it, or files written in it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_dir(tmp: Path, dest: Path) -> None:
+    """Put the complete folder ``tmp`` (a sibling of ``dest``) in place of ``dest``.
+
+    An existing ``dest`` is renamed aside first and deleted after, so a crash leaves either
+    the old folder or the new one at ``dest`` (or, between the two renames, the old one
+    aside), never a mix of the two.
+    """
+    old = None
+    if dest.exists():
+        old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(dest, old)
+    os.rename(tmp, dest)
+    fsync_dir(dest.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)

@@ -11,7 +11,6 @@ import json
 import logging
 import shutil
 import tempfile
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 from safetensors import SafetensorError
 from safetensors.torch import load, save_file
 
-from genrec._io import atomic_write, atomic_write_text
+from genrec._io import atomic_write, atomic_write_text, replace_dir
 from genrec.data.interactions import Histories, Interactions
 from genrec.models.ranking import rank
 from genrec.training.loop import BENIGN_KEYS, TrainConfig, TrainResult
@@ -323,13 +322,7 @@ class Recommender(ABC, Generic[C]):
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
         try:
             self._save_files(tmp)
-            if path.exists():
-                old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
-                path.rename(old)
-                tmp.rename(path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                tmp.rename(path)
+            replace_dir(tmp, path)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
@@ -37,7 +36,7 @@ import numpy as np
 import polars as pl
 
 from genrec import __version__
-from genrec._io import atomic_write_parquet, atomic_write_text
+from genrec._io import atomic_write_parquet, atomic_write_text, fsync_dir, replace_dir
 from genrec.data.interactions import Columns, Dataset, Interactions
 from genrec.models.base import DotProductModel, Recommender
 from genrec.models.registry import load_model
@@ -126,14 +125,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _item_table(dataset: Dataset, popularity: np.ndarray) -> pl.DataFrame:
@@ -259,16 +250,9 @@ def export_bundle(model: Recommender[Any], dataset: Dataset, dest: str | Path, *
         atomic_write_text(tmp / _MANIFEST, json.dumps(manifest, indent=2))
         if signer is not None:
             signer.sign_folder(tmp)
-        _fsync_dir(tmp / "model")
-        _fsync_dir(tmp)
-        old = None
-        if dest.exists():
-            old = dest.parent / f".{dest.name}.old-{uuid.uuid4().hex[:8]}"
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        _fsync_dir(dest.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        fsync_dir(tmp / "model")
+        fsync_dir(tmp)
+        replace_dir(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
