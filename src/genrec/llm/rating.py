@@ -206,11 +206,11 @@ def llm_rating_hook(client: LLMClient, catalog: Catalogue, cfg: RatingExperiment
             name = f"{label} {'zero-shot' if shots == 0 else f'{shots}-shot'}"
             # A request that failed (endpoint down, timeout) is not an answer that failed to
             # parse: counted apart, and said out loud.
-            n_req = sum(1 for a in answers if (a.error or "").startswith(_REQUEST_FAILED))
-            if n_req:
+            failed = [a.error for a in answers if (a.error or "").startswith(_REQUEST_FAILED)]
+            n_req = len(failed)
+            if failed:
                 _log.warning("%s %s: %d of %d requests failed (first: %s)", split.name, name,
-                             n_req, len(answers), next(a.error for a in answers if (
-                                 a.error or "").startswith(_REQUEST_FAILED)))
+                             n_req, len(answers), failed[0])
             row: dict[str, Any] = {
                 "predictor": name, "prompt": PROMPT_VERSIONS[
                     "rating" if shots == 0 else "rating_fewshot"],
