@@ -4,13 +4,15 @@ would leave it), and no temporary file left behind on failure."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import stat
 import sys
 
 import pytest
 
-from genrec._io import atomic_write, atomic_write_text
+from genrec._io import atomic_write, atomic_write_text, json_text, read_json
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX permissions")
@@ -42,3 +44,26 @@ def test_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path) -> No
         atomic_write(dest, boom)
     assert dest.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_read_json_names_the_file_and_checks_the_top_level(tmp_path) -> None:
+    path = tmp_path / "results.json"
+    path.write_text("{bad")
+    with pytest.raises(ValueError, match=r"results\.json: not valid JSON"):
+        read_json(path)
+    path.write_text("[]")
+    with pytest.raises(ValueError, match=r"results\.json: expected a JSON object, found array"):
+        read_json(path)
+    assert read_json(path, expect=list) == []
+    path.write_text('{"a": 1}')
+    assert read_json(path) == {"a": 1}
+    with pytest.raises(FileNotFoundError):
+        read_json(tmp_path / "missing.json")
+
+
+def test_json_text_writes_undefined_numbers_as_null() -> None:
+    value = {"p": math.nan, "rates": [1.5, math.inf, -math.inf], "n": 3, "t": (0.5, "x")}
+    text = json_text(value)
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"p": None, "rates": [1.5, None, None], "n": 3,
+                                "t": [0.5, "x"]}

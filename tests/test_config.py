@@ -70,6 +70,16 @@ def test_non_mapping_yaml(tmp_path) -> None:
         load_config(path)
 
 
+def test_broken_yaml_names_the_file(tmp_path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("dataset:\n  name: ml-100k\n models: [\n")
+    with pytest.raises(ValueError, match=r"broken\.yaml: not valid YAML"):
+        load_config(path)
+    path.write_bytes(b"dataset: {name: \xff}\n")
+    with pytest.raises(ValueError, match=r"broken\.yaml: not UTF-8"):
+        load_config(path)
+
+
 @pytest.mark.parametrize("key", ["valid_metric=ndcg@10", "seed=1", "checkpoint_dir=x",
                                  "resume=true"])
 def test_training_keys_are_declared_once_in_the_experiment(key: str) -> None:

@@ -1,18 +1,22 @@
-"""Atomic file writes: write to a temporary file in the same folder, fsync, then rename."""
+"""Atomic file writes (write to a temporary file in the same folder, fsync, then rename) and
+JSON reads that name the file they fail on."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import tempfile
+import json
+import math
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_write_bytes", "atomic_write_parquet",
-           "fsync_dir", "replace_dir"]
+           "fsync_dir", "replace_dir", "read_json", "json_text"]
 
 
 def _umask() -> int:
@@ -95,3 +99,47 @@ def replace_dir(tmp: Path, dest: Path) -> None:
     fsync_dir(dest.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def read_json(path: Path, expect: type | None = dict) -> Any:
+    """Parse the JSON file at ``path``.
+
+    Args:
+        path: The file.
+        expect: The type the top-level value must have (None: any).
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        ValueError: If it is not valid UTF-8 JSON, or its top level is not ``expect``; the
+            message names the file.
+    """
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if expect is not None and not isinstance(value, expect):
+        raise ValueError(f"{path}: expected a JSON {_json_type(expect)}, found "
+                         f"{_json_type(type(value))}")
+    return value
+
+
+def _json_type(t: type) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean",
+            type(None): "null"}.get(t, "number" if t in (int, float) else t.__name__)
+
+
+def json_text(value: Any, indent: int | None = 2) -> str:
+    """``value`` as standard JSON: NaN and infinities (an undefined p-value, a rate over zero
+    requests) become ``null``, since bare ``NaN`` is not JSON and breaks other readers."""
+    return json.dumps(_finite(value), indent=indent, allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

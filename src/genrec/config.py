@@ -316,12 +316,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         cls: The config class (``RatingExperimentConfig`` for ``genrec rate``).
 
     Raises:
-        ValueError: If the file is not a YAML mapping.
+        ValueError: If the file is not valid YAML, or not a YAML mapping (the message names it).
         pydantic.ValidationError: If a key is unknown or a value invalid.
     """
     raw: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path}: not valid YAML ({e})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text ({e})") from None
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config must be a YAML mapping")
         raw = loaded or {}

@@ -294,3 +294,12 @@ def test_position_only_dataset_save_load(tmp_path: Path) -> None:
     back = Dataset.load(tmp_path / "ds")
     assert back.order == "position"
     assert_frame_equal(back.interactions.frame, ds.interactions.frame)
+
+
+def test_null_times_or_ids_are_refused_not_sorted_first() -> None:
+    frame = pl.DataFrame({"user": [0, 0, 0], "item": [0, 1, 2], "timestamp": [10, None, 30]})
+    with pytest.raises(ValueError, match=r"null values in \['timestamp'\]"):
+        Interactions(frame, n_users=1, n_items=3)
+    frame = pl.DataFrame({"user": [0, None], "item": [0, 1], "timestamp": [1, 2]})
+    with pytest.raises(ValueError, match="null values in \\['user'\\]"):
+        Interactions(frame, n_users=1, n_items=2)

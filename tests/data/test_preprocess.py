@@ -173,3 +173,11 @@ def test_config_rejects_unknown_keys_and_values() -> None:
         PreprocessConfig(min_users=3)  # type: ignore[call-arg]
     with pytest.raises(ValidationError):
         PreprocessConfig(dedup="middle")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("key, value", [("min_user_interactions", -1),
+                                        ("min_item_interactions", -5),
+                                        ("max_history_length", 0)])
+def test_negative_filters_are_refused(key: str, value: int) -> None:
+    with pytest.raises(ValidationError, match=key):
+        PreprocessConfig(**{key: value})

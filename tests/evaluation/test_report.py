@@ -186,3 +186,19 @@ def test_results_section_shows_std_of_seeded_rows(run_dir: Path, tmp_path: Path)
     mean = results["results"][0]["test"]["ndcg@10"]
     assert f"{mean:.4f} ± 0.0123" in results_md and "mean ± std over seeds" in results_md
     assert results_md.count("±") == 2                              # one cell and the intro
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[]", "expected a JSON object"),
+    ("{bad", "not valid JSON"),
+    ('{"results": [1, 2]}', "not a genrec results file"),
+    ('{"dataset": {"name": "x"}, "results": {}}', "not a genrec results file"),
+])
+def test_a_damaged_results_file_is_named_in_one_line(tmp_path: Path, text: str,
+                                                     message: str) -> None:
+    (tmp_path / "results.json").write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_run(tmp_path)
+    r = CliRunner().invoke(app, ["report", str(tmp_path)])
+    assert r.exit_code == 2 and "results.json" in r.output and message in r.output
+    assert "Traceback" not in r.output

@@ -38,11 +38,15 @@ def test_explain_and_chat(data_dir: Path, tmp_path: Path) -> None:
     out = json.loads(r.output[r.output.index("["):])
     assert len(out) == 2 and all(e["grounding"]["ok"] for e in out)
     state = tmp_path / "s.json"
+    blocker = tmp_path / "a-file"  # /save under a file: its folder cannot be made
+    blocker.write_text("x")
     r = runner.invoke(app, ["chat", "--dataset", "ml-100k", "--model", "pop", "--k", "3",
                             "--data-dir", str(data_dir), "--state", str(state),
                             "--output", str(tmp_path / "chat")],
-                      input="No Drama, please\n/state\n/quit\n")
-    assert r.exit_code == 0, r.output
+                      input=f"No Drama, please\n/state\n/save {blocker}/s.json\n"
+                            "/quit\n")
+    assert r.exit_code == 0, r.output  # a failed /save is reported and the talk goes on
+    assert "not saved" in r.output
     assert "Got it: no Drama" in r.output and json.loads(state.read_text())["turn"] == 2
     r = runner.invoke(app, ["chat", "--dataset", "ml-100k", "--model", "pop", "--k", "3",
                             "--data-dir", str(data_dir), "--state", str(state),

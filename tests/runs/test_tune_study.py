@@ -232,3 +232,12 @@ def test_tiger_tunes_its_tokenizer_and_its_network(tmp_path, data_dir) -> None:
     best = load_config(tmp_path / "best.yaml").models[0]
     assert best.tokenizer.codebook_size == t["best_params"]["models.0.tokenizer.codebook_size"]
     assert out["results"][0]["model"] == "tiger" and "ndcg@10" in out["results"][0]["test"]
+
+
+def test_a_damaged_journal_is_named_not_a_parse_traceback(tmp_path, data_dir) -> None:
+    cfg = _ease(tmp_path / "out", data_dir)
+    journal = tmp_path / "out" / "study.journal"
+    journal.parent.mkdir(parents=True)
+    journal.write_text('garbage\n{"op_code": 0}\n')
+    with pytest.raises(ValueError, match="study.journal: not a readable Optuna journal"):
+        tune(cfg)

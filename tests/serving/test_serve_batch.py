@@ -70,3 +70,17 @@ def test_cli_recommend_and_export(bundles, tmp_path) -> None:
     res = runner.invoke(app, ["recommend", "--model", str(bundles.run / "models" / "ease"),
                               "--out", str(tmp_path / "x.parquet")])
     assert res.exit_code == 2 and "genrec export" in res.output
+
+
+@pytest.mark.parametrize("flag", [["--address", "auto"], ["--workers", "2"], ["--num-cpus", "2"]])
+def test_ray_only_flags_without_the_ray_engine_are_refused(bundles, tmp_path, flag) -> None:
+    out = tmp_path / "x.parquet"
+    res = CliRunner().invoke(app, ["recommend", "--model", str(bundles.pop), "--out", str(out),
+                                   *flag])
+    assert res.exit_code == 2 and "only apply with engine ray" in res.output
+    assert not out.exists()
+
+
+def test_serve_refuses_zero_threads(bundles) -> None:
+    res = CliRunner().invoke(app, ["serve", str(bundles.pop), "--threads", "0"])
+    assert res.exit_code == 2 and "--threads" in res.output

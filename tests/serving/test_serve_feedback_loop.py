@@ -9,7 +9,7 @@ import httpx
 from typer.testing import CliRunner
 
 from genrec.cli import app as cli
-from genrec.serving import ServeSettings, create_app
+from genrec.serving import ServeSettings, create_app, open_store
 from genrec.serving.testing import ThreadServer
 
 KEY = "feedback-loop-key-0000001"
@@ -54,6 +54,15 @@ def test_retrain_on_served_feedback(bundles, tmp_path, data_dir) -> None:
 
 
 def test_export_of_an_empty_store_is_one_line(tmp_path) -> None:
-    res = CliRunner().invoke(cli, ["feedback", "export", "--db", str(tmp_path / "none.db"),
+    open_store(tmp_path / "empty.db").close()
+    res = CliRunner().invoke(cli, ["feedback", "export", "--db", str(tmp_path / "empty.db"),
                                    "--out", str(tmp_path / "x.csv")])
     assert res.exit_code == 2 and "no feedback events" in res.output
+
+
+def test_export_of_a_missing_store_does_not_create_one(tmp_path) -> None:
+    typo = tmp_path / "feedbak.db"
+    res = CliRunner().invoke(cli, ["feedback", "export", "--db", str(typo),
+                                   "--out", str(tmp_path / "x.csv")])
+    assert res.exit_code == 2 and "no such feedback database" in res.output
+    assert not typo.exists() and not (tmp_path / "x.csv").exists()

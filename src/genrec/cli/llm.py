@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from genrec._io import atomic_write_text
+from genrec._io import atomic_write_text, json_text
 from genrec.cli._common import (
     _Candidate,
     _Collab,
@@ -76,15 +76,15 @@ def llm_rerank(
                         api_key_env=api_key_env) as client:
             res = run_rerank(p, client, users=users, config=cfg,
                              collab=CollabConfig(items=collab) if collab else None)
-        atomic_write_text(Path(exp.output) / "rerank.json", json.dumps(res, indent=2))
+        atomic_write_text(Path(exp.output) / "rerank.json", json_text(res))
         return res, exp.output
 
     res, out = _run_guarded(go)
     rates = {k_: v for k_, v in res["llm"].items() if k_.endswith("_rate")}
     typer.echo(f"protocol: {res['protocol_text']}")
-    typer.echo(json.dumps({k_: v for k_, v in res.items()
-                           if k_ not in ("llm", "examples", "candidate", "protocol_text")}
-                          | {"raw_rates": rates}, indent=2))
+    typer.echo(json_text({k_: v for k_, v in res.items()
+                          if k_ not in ("llm", "examples", "candidate", "protocol_text")}
+                         | {"raw_rates": rates}))
     typer.echo(f"written to {Path(out) / 'rerank.json'}")
 
 
@@ -219,8 +219,12 @@ def llm_chat(
                     continue
                 if line.startswith("/save"):
                     target = Path(line[5:].strip() or (state or "session.json"))
-                    session.save(target)
-                    typer.echo(f"(saved to {target})")
+                    try:
+                        session.save(target)
+                    except OSError as e:  # a bad path must not end the conversation
+                        typer.echo(f"(not saved: {target}: {e.strerror or e})", err=True)
+                    else:
+                        typer.echo(f"(saved to {target})")
                     continue
                 typer.echo(session.respond(line).text)
                 if state is not None:
@@ -274,7 +278,7 @@ def llm_simulate(
             if client is not None and getattr(client, "usage", None) is not None:
                 res["usage"] = client.usage.to_dict()  # type: ignore[attr-defined]
         path = Path(exp.output) / "simulation.json"
-        atomic_write_text(path, json.dumps(res, indent=2))
+        atomic_write_text(path, json_text(res))
         return res, path
 
     res, path = _run_guarded(go)

@@ -97,7 +97,7 @@ def serve(
     verify_key: Annotated[Path | None, typer.Option(
         help="Require bundles signed by `genrec export --sign-key`: the Ed25519 public key "
              "(PEM) or the HMAC secret file.")] = None,
-    threads: Annotated[int | None, typer.Option(help="torch threads for scoring.")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads for scoring.")] = None,
     workers: Annotated[int, typer.Option(
         min=1, help="Server processes (each loads every model); use more than one on machines "
                     "with spare cores.")] = 1,
@@ -236,7 +236,7 @@ def feedback_export(
 
     def go() -> int:
         try:
-            store = open_store(db)
+            store = open_store(db, create=False)
         except StoreUnavailableError as e:
             raise ValueError(str(e)) from e
         try:

@@ -210,7 +210,8 @@ class Interactions:
         n_items: Number of items in the id space.
 
     Raises:
-        ValueError: If a column is missing or ids fall outside the id space.
+        ValueError: If a column is missing, a user, item or time is null, or ids fall outside
+            the id space.
     """
 
     def __init__(self, frame: pl.DataFrame, n_users: int, n_items: int) -> None:
@@ -224,6 +225,11 @@ class Interactions:
             pl.col(Columns.user).cast(pl.Int64), pl.col(Columns.item).cast(pl.Int64),
             pl.col(Columns.timestamp).cast(pl.Int64),
         )
+        nulls = [c for c in (Columns.user, Columns.item, Columns.timestamp)
+                 if frame[c].null_count()]
+        if nulls:  # a null time would sort first and become the oldest event
+            raise ValueError(f"Interactions: null values in {nulls} (the file readers drop "
+                             "such rows and count them; drop or fill them first)")
         if frame.height:
             for col, n in ((Columns.user, n_users), (Columns.item, n_items)):
                 lo, hi = frame[col].min(), frame[col].max()

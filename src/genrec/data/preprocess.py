@@ -9,7 +9,7 @@ from typing import Literal
 
 import numpy as np
 import polars as pl
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from genrec.data.interactions import Columns, Dataset
 
@@ -30,11 +30,11 @@ class PreprocessConfig(BaseModel):
     """Keep only interactions with rating >= this (implicit conversion); None keeps all."""
     dedup: Literal["first", "last", "none"] = "first"
     """For repeated (user, item) pairs keep the first or last event, or keep all."""
-    min_user_interactions: int = 0
+    min_user_interactions: int = Field(0, ge=0)
     """Iterative k-core: minimum interactions per user (0 = no filter)."""
-    min_item_interactions: int = 0
+    min_item_interactions: int = Field(0, ge=0)
     """Iterative k-core: minimum interactions per item (0 = no filter)."""
-    max_history_length: int | None = None
+    max_history_length: int | None = Field(None, ge=1)
     """Keep only each user's most recent N interactions; None keeps all."""
 
 

@@ -10,7 +10,6 @@ section whenever the run has them.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,7 +21,7 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
-from genrec._io import atomic_write_bytes, atomic_write_text
+from genrec._io import atomic_write_bytes, atomic_write_text, read_json
 from genrec.evaluation.beyond import (
     catalog_coverage,
     exposure_counts,
@@ -98,11 +97,16 @@ def load_run(run_dir: str | Path, options: HolisticOptions | None = None) -> Run
     path = Path(run_dir)
     if not (path / "results.json").is_file():
         raise FileNotFoundError(f"{path} has no results.json: not a genrec run folder")
-    results = json.loads((path / "results.json").read_text())
+    results = read_json(path / "results.json")
+    rows = results.get("results")
+    if (not isinstance(rows, list) or not all(isinstance(r, dict) and "model" in r for r in rows)
+            or not isinstance(results.get("dataset"), dict)):
+        raise ValueError(f"{path / 'results.json'}: not a genrec results file (it needs "
+                         "'dataset' and a 'results' list of rows with a 'model')")
     hol = path / "holistic"
     saved = {}
     if (hol / "options.json").is_file():
-        saved = json.loads((hol / "options.json").read_text())
+        saved = read_json(hol / "options.json")
     opts = options or HolisticOptions.model_validate(saved)
     run = RunData(path, results, opts, risks=load_risks(path))
     if (hol / "context.npz").is_file():

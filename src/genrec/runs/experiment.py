@@ -34,7 +34,7 @@ import polars as pl
 import torch
 import yaml
 
-from genrec._io import atomic_write_text
+from genrec._io import atomic_write_text, read_json
 from genrec.config import ExperimentConfig, load_config
 from genrec.data.describe import source_summary
 from genrec.data.interactions import Dataset, EvalSet
@@ -280,8 +280,9 @@ def open_saved_model(run_dir: str | Path, model: str | None = None, *,
     record = None
     results = run / "results.json"
     if results.is_file():
-        rows = json.loads(results.read_text()).get("results", [])
-        record = next((r for r in rows if r.get("model") == model), None)
+        rows = read_json(results).get("results")
+        record = next((r for r in rows if isinstance(r, dict) and r.get("model") == model),
+                      None) if isinstance(rows, list) else None
     return SavedRun(run, cfg, data, model, load_model(run / "models" / model), record)
 
 

@@ -123,10 +123,15 @@ def open_study(path: Path, identity: dict[str, Any] | None, *,
         pruner: The pruner.
 
     Raises:
-        ValueError: If the stored study was made for another identity.
+        ValueError: If the stored study was made for another identity, or the file is not a
+            readable journal.
     """
-    storage = _storage(path)
-    names = [s.study_name for s in storage.get_all_studies()]
+    try:
+        storage = _storage(path)
+        names = [s.study_name for s in storage.get_all_studies()]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a readable Optuna journal ({type(e).__name__}: {e}); "
+                         "move it aside to start a new study") from None
     if identity is None or STUDY_NAME in names:
         study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
                                   pruner=pruner)

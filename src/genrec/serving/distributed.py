@@ -21,13 +21,13 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from genrec._io import atomic_write
 from genrec.data._optional import optional
@@ -59,6 +59,14 @@ class BatchEngineConfig(BaseModel):
     """torch threads of each actor (and the CPUs it reserves). Scores equal the
     single-process ones bit for bit when that process uses as many threads; with another
     thread count, float sums may differ in the last bits (about 1e-6)."""
+
+    @model_validator(mode="after")
+    def _ray_only(self) -> Self:
+        given = [k for k in ("address", "num_cpus", "workers") if getattr(self, k) is not None]
+        if self.engine == "local" and given:
+            raise ValueError(f"{', '.join(given)} only apply with engine ray (the local engine "
+                             "runs in this process)")
+        return self
 
 
 class _Shard:

@@ -137,8 +137,10 @@ class SQLiteFeedbackStore:
 
     kind = "sqlite"
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, create: bool = True) -> None:
         self.path = Path(path)
+        if not create and not self.path.is_file():
+            raise StoreUnavailableError(f"{self.path}: no such feedback database")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
@@ -313,12 +315,16 @@ class PostgresFeedbackStore:
                 self._conn.close()
 
 
-def open_store(url: str | Path) -> SQLiteFeedbackStore | PostgresFeedbackStore:
+def open_store(url: str | Path, *, create: bool = True
+               ) -> SQLiteFeedbackStore | PostgresFeedbackStore:
     """Open the store named by ``url``.
 
     Args:
         url: ``postgresql://...`` (or ``postgres://``) for PostgreSQL; ``sqlite:///path`` or a
             plain file path for SQLite.
+        create: Create a SQLite file that does not exist yet (False for readers such as
+            ``genrec feedback export``, so that a mistyped path is an error, not a new, empty
+            database).
 
     Returns:
         The store.
@@ -337,7 +343,7 @@ def open_store(url: str | Path) -> SQLiteFeedbackStore | PostgresFeedbackStore:
                          "postgresql://..., sqlite:///path or a file path")
     path = text.removeprefix("sqlite:///") if text.startswith("sqlite:///") else text
     try:
-        return SQLiteFeedbackStore(path)
+        return SQLiteFeedbackStore(path, create=create)
     except sqlite3.Error as e:
         raise StoreUnavailableError(f"sqlite {path}: {e}") from e
 
