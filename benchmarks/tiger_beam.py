@@ -6,7 +6,8 @@ Each ``--variant NAME=RUN[,RUN...]`` names the run folders of one recipe over se
 are reopened, and the full test set is evaluated under the run's own protocol once per
 ``--beams`` width, with nothing else changed. Per variant and width: the test metrics per seed,
 their mean, std and 95% t-interval, the decoding seconds, and paired tests (over the test
-users, on the seed-averaged per-user metrics) between the widths. The width the model was
+users, on the seed-averaged per-user metrics) between the widths, and, with two or more
+variants run on the same seeds, between the variants at each width. The width the model was
 trained with, when among ``--beams``, is checked against the run's own ``results.json``: it
 must reproduce the recorded test metrics.
 
@@ -58,6 +59,7 @@ def evaluate_run(run: Path, beams: list[int]) -> dict[str, Any]:
         test = {k: round(float(v), 6) for k, v in res.summary().items()}
         out["per_beam"][str(beam)] = {"test": test, "eval_seconds": round(res.seconds, 3)}
         per_user[beam] = res.per_user
+        out["_users"] = res.users
         _log.info("%s (seed %d) beam %d: recall@10 %.4f ndcg@10 %.4f (%.1fs)", run,
                   cfg.protocol.seed, beam, test.get("recall@10", float("nan")),
                   test.get("ndcg@10", float("nan")), res.seconds)
@@ -92,7 +94,30 @@ def summarize_variant(name: str, runs: list[dict[str, Any]], beams: list[int],
     return {"variant": name, "seeds": [r["seed"] for r in runs], "per_beam": per_beam,
             "paired_between_beams": [{k: (round(v, 6) if isinstance(v, float) else v)
                                       for k, v in t.items()} for t in tests.to_dicts()],
-            "runs": [{k: v for k, v in r.items() if k != "_per_user"} for r in runs]}
+            "runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
+            "_averaged": {b: averaged[f"{name}@beam{b}"] for b in beams},
+            "_users": runs[0]["_users"]}
+
+
+def paired_between_variants(variants: list[dict[str, Any]], beams: list[int],
+                            metric_list: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per width, paired tests between the variants over the test users, on each variant's
+    seed-averaged per-user metrics (the variants must share their seeds and test users)."""
+    first = variants[0]
+    for v in variants[1:]:
+        if sorted(v["seeds"]) != sorted(first["seeds"]):
+            raise SystemExit(f"variants {first['variant']} and {v['variant']} ran other seeds: "
+                             f"{first['seeds']} vs {v['seeds']}")
+        if not np.array_equal(v["_users"], first["_users"]):
+            raise SystemExit(f"variants {first['variant']} and {v['variant']} were tested on "
+                             "other users (another split)")
+    out = {}
+    for b in beams:
+        tests = pairwise_significance({v["variant"]: v["_averaged"][b] for v in variants},
+                                      metric_list)
+        out[str(b)] = [{k: (round(x, 6) if isinstance(x, float) else x) for k, x in t.items()}
+                       for t in tests.to_dicts()]
+    return out
 
 
 def main() -> None:
@@ -116,10 +141,13 @@ def main() -> None:
         metrics = [m for m in SIGNIFICANCE_METRICS
                    if all(m in r["_per_user"][args.beams[0]] for r in runs)]
         variants.append(summarize_variant(name, runs, args.beams, metrics))
+    between = (paired_between_variants(variants, args.beams, metrics)
+               if len(variants) > 1 else {})
+    variants = [{k: v for k, v in var.items() if not k.startswith("_")} for var in variants]
     first = variants[0]["runs"][0]
     dataset, protocol_text = first["dataset"], first["protocol_text"]
     doc = {"benchmark": "tiger beam width", "dataset": dataset, "protocol_text": protocol_text,
-           "beams": args.beams, "variants": variants,
+           "beams": args.beams, "variants": variants, "paired_between_variants": between,
            "command": " ".join([os.path.basename(sys.executable), *sys.argv]),
            "machine": {"cpus": os.cpu_count(), "processor": platform.machine(),
                        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
@@ -144,6 +172,10 @@ def main() -> None:
         for p in v["paired_between_beams"]:
             print(f"  {v['variant']} {p['metric']}: {p['model_a']} - {p['model_b']} = "
                   f"{p['diff']:+.5f} (t p_holm {p['t_p_holm']:.3g}, Wilcoxon p_holm {p['w_p_holm']:.3g})")
+    for b, tests in between.items():
+        for p in tests:
+            print(f"  beam {b} {p['metric']}: {p['model_a']} - {p['model_b']} = {p['diff']:+.5f} "
+                  f"(t p_holm {p['t_p_holm']:.3g}, Wilcoxon p_holm {p['w_p_holm']:.3g})")
     print(f"-> {args.out}")
 
 

@@ -53,3 +53,20 @@ def test_beam_widths_of_a_saved_run(tmp_path, data_dir) -> None:
     pairs = {(p["metric"], p["model_a"], p["model_b"]) for p in out["paired_between_beams"]}
     assert pairs == {(m, "tiger@beam10", "tiger@beam20") for m in ("recall@10", "ndcg@10")}
     assert all("_per_user" not in r for r in out["runs"])
+    # Between variants: seed-averaged per-user metrics of each, paired over the same users.
+    worse = dict(run, _per_user={b: {m: np.zeros_like(v) for m, v in d.items()}
+                                 for b, d in run["_per_user"].items()})
+    other = bench.summarize_variant("zero", [worse, worse], [10, 20], ["recall@10", "ndcg@10"])
+    between = bench.paired_between_variants([out, other], [10, 20], ["recall@10", "ndcg@10"])
+    assert set(between) == {"10", "20"}
+    r10 = {p["metric"]: p for p in between["10"]}
+    assert r10["recall@10"]["model_a"] == "tiger" and r10["recall@10"]["model_b"] == "zero"
+    assert r10["recall@10"]["diff"] == pytest.approx(
+        float(np.mean(run["_per_user"][10]["recall@10"])), abs=1e-6)
+    assert r10["recall@10"]["w_p_holm"] < 0.05
+    other_seeds = dict(other, seeds=[43, 43])
+    with pytest.raises(SystemExit, match="other seeds"):
+        bench.paired_between_variants([out, other_seeds], [10], ["recall@10"])
+    other_users = dict(other, _users=other["_users"][::-1])
+    with pytest.raises(SystemExit, match="other users"):
+        bench.paired_between_variants([out, other_users], [10], ["recall@10"])
