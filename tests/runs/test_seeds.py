@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats
 from typer.testing import CliRunner
 
 from genrec.cli import app
@@ -38,7 +39,10 @@ def test_three_seeds_report_mean_spread_intervals_and_tests(data_dir: Path,
             assert mean == pytest.approx(np.mean(values), abs=1e-6)
             assert row["test_std"][m] == pytest.approx(np.std(values, ddof=1), abs=1e-6)
             lo, hi = row["test_ci95"][m]
-            assert lo <= mean + 1e-6 and mean - 1e-6 <= hi
+            # the 95% t-interval over 3 seeds: mean ± t(0.975, 2) * std / sqrt(3)
+            half = stats.t.ppf(0.975, 2) * np.std(values, ddof=1) / np.sqrt(3)
+            assert lo == pytest.approx(mean - half, abs=2e-6)
+            assert hi == pytest.approx(mean + half, abs=2e-6)
             blo, bhi = row["test_bootstrap_ci95"][m]
             assert blo <= mean + 1e-6 <= bhi + 2e-6
         # The first seed is the plain run: same seed, same split, same numbers.
@@ -53,6 +57,9 @@ def test_three_seeds_report_mean_spread_intervals_and_tests(data_dir: Path,
     assert all("same_as_seed" not in r for r in rows["sasrec"]["per_seed"])
     assert rows["ease"]["test_std"]["ndcg@10"] == 0.0
     assert rows["sasrec"]["test_std"]["ndcg@10"] > 0.0
+    # three distinct fits, not one fit reported three times
+    assert len({r["test"]["ndcg@10"] for r in rows["sasrec"]["per_seed"]}) == 3
+    assert len({r["valid"]["ndcg@10"] for r in rows["sasrec"]["per_seed"]}) == 3
     sig = many["significance"]
     assert {t["metric"] for t in sig} >= {"ndcg@10", "recall@10"}
     assert all({t["model_a"], t["model_b"]} == {"ease", "sasrec"} for t in sig)
