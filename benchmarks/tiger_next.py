@@ -359,18 +359,25 @@ def summarize(dataset: str, tag: str | None = None, warm_tolerance: float = 0.05
 
 def markdown(s: dict[str, Any]) -> str:
     """The BENCHMARKS.md tables of a summary."""
-    lines = [("| variant | R@10 (95% CI) | N@10 (95% CI) | R@10 beam 50 | N@10 beam 50 | "
-              "invalid (beam 20/50) | fit s | train s to best | best epochs | Δ R@10 vs TIGER "
-              "(Wilcoxon p) |"), "|---|---|---|---|---|---|---|---|---|---|"] \
-        if s["variants"] else []
+    lines = [("| variant | R@10 ± std (95% CI) | N@10 ± std (95% CI) | R@10 beam 50 (95% CI) | "
+              "N@10 beam 50 (95% CI) | invalid (beam 20/50) | fit s | train s to best | "
+              "best epochs | Δ R@10 vs TIGER (Wilcoxon p) |"),
+             "|---|---|---|---|---|---|---|---|---|---|"] if s["variants"] else []
+
+    def cell(mean: float, ci: list[float], std: float | None = None) -> str:
+        sd = f" ± {std:.4f}" if std is not None else ""
+        return f"{mean:.4f}{sd} ({ci[0]:.4f}–{ci[1]:.4f})"
+
     for name, v in s["variants"].items():
-        t, ci = v["test"], v["test_ci95"]
+        t, ci, sd = v["test"], v["test_ci95"], v.get("test_std", {})
+        b50, b50ci = v["beam50"], v.get("beam50_ci95")
         pv = v.get("paired_vs_tiger", {}).get("beam20/recall@10")
         delta = f"{pv['diff']:+.4f} (p={pv['per_user']['w_p']:.3f})" if pv else "–"
+        wide = [cell(b50[m], b50ci[m]) if b50ci else f"{b50[m]:.4f}"
+                for m in ("recall@10", "ndcg@10")]
         lines.append(
-            f"| {name} | {t['recall@10']:.4f} ({ci['recall@10'][0]:.4f}–{ci['recall@10'][1]:.4f})"
-            f" | {t['ndcg@10']:.4f} ({ci['ndcg@10'][0]:.4f}–{ci['ndcg@10'][1]:.4f}) | "
-            f"{v['beam50']['recall@10']:.4f} | {v['beam50']['ndcg@10']:.4f} | "
+            f"| {name} | {cell(t['recall@10'], ci['recall@10'], sd.get('recall@10'))} | "
+            f"{cell(t['ndcg@10'], ci['ndcg@10'], sd.get('ndcg@10'))} | {wide[0]} | {wide[1]} | "
             f"{v['invalid_items'][20]}/{v['invalid_items'][50]} | {v['fit_seconds_mean']:.0f} | "
             f"{v['train_seconds_to_best_mean']:.0f} | {v['best_epochs']} | {delta} |")
     if "cold" in s:

@@ -348,6 +348,8 @@ def paired_runs(dataset: str, name: str, specs: list[str], note: str,
                       ("protocol", "protocol_text", "dataset")} for r in runs],
             "test": {k: round(float(np.mean([r["test"][k] for r in runs])), 6)
                      for k in PAIRED_METRICS},
+            "test_std": {k: round(float(np.std([r["test"][k] for r in runs], ddof=1)), 6)
+                         if len(runs) > 1 else 0.0 for k in PAIRED_METRICS},
             "test_ci95": {k: [round(x, 6) for x in t_interval([r["test"][k] for r in runs])]
                           for k in PAIRED_METRICS}}
     assert first is not None

@@ -95,6 +95,9 @@ def test_paired_runs_match_seeds_run_together(tmp_path, data_dir, monkeypatch) -
     means = {r["model"]: r["test"] for r in expected["results"]}
     assert doc["models"]["bprmf"]["test"]["ndcg@10"] == pytest.approx(
         means["bprmf"]["ndcg@10"], abs=2e-6)
+    stds = {r["model"]: r["test_std"] for r in expected["results"]}
+    assert doc["models"]["bprmf"]["test_std"]["ndcg@10"] == pytest.approx(
+        stds["bprmf"]["ndcg@10"], abs=2e-6)
     # A run without its saved model, or with another test set, is refused.
     with pytest.raises(SystemExit, match="re-evaluated|another dataset"):
         bench.paired_runs("ml-1m", "x", [f"ease={runs['ease'][0]}"], "",
