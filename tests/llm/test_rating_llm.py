@@ -114,3 +114,9 @@ def test_tiny_models_answer_or_fail_visibly(name: str, llama_servers: dict[str, 
         # Either a rating on the scale, or a counted failure with its reason and raw text.
         assert (a.rating is not None and 1.0 <= a.rating <= 5.0 and a.error is None) or \
             (a.rating is None and a.error)
+
+
+def test_a_completion_that_reads_like_a_failure_is_a_parse_failure() -> None:
+    # Only a request that raised is a request failure, whatever the model wrote.
+    answer = parse_rating("request failed: the model says so")
+    assert answer.rating is None and not answer.request_failed

@@ -38,8 +38,6 @@ __all__ = ["LLMRatingPredictor", "RatingAnswer", "llm_rating_hook", "parse_ratin
 
 _log = logging.getLogger(__name__)
 
-_REQUEST_FAILED = "request failed: "
-
 U, I, R, T = Columns.user, Columns.item, Columns.rating, Columns.timestamp
 _NUMBER = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*$")
 
@@ -53,12 +51,15 @@ class RatingAnswer:
         raw: The completion text ("" when the request failed).
         error: Why ``rating`` is None (None when it is not).
         clipped: Whether the parsed number lay outside the scale and was clipped.
+        request_failed: The request itself failed (endpoint down, timeout): no completion
+            came back, so there was nothing to parse.
     """
 
     rating: float | None
     raw: str
     error: str | None = None
     clipped: bool = False
+    request_failed: bool = False
 
 
 def parse_rating(text: str, scale: tuple[float, float] = (1.0, 5.0)) -> RatingAnswer:
@@ -131,8 +132,8 @@ class LLMRatingPredictor:
                     outs.append(self.client.chat(**r))
                 except LLMError as e:  # counted as a failure, never filled in
                     outs.append(e)
-        return [RatingAnswer(None, "", f"{_REQUEST_FAILED}{o}") if isinstance(o, LLMError)
-                else parse_rating(o.text, self.scale) for o in outs]
+        return [RatingAnswer(None, "", f"request failed: {o}", request_failed=True)
+                if isinstance(o, LLMError) else parse_rating(o.text, self.scale) for o in outs]
 
 
 def _histories(train: pl.DataFrame) -> dict[int, list[tuple[int, float]]]:
@@ -206,7 +207,7 @@ def llm_rating_hook(client: LLMClient, catalog: Catalogue, cfg: RatingExperiment
             name = f"{label} {'zero-shot' if shots == 0 else f'{shots}-shot'}"
             # A request that failed (endpoint down, timeout) is not an answer that failed to
             # parse: counted apart, and said out loud.
-            failed = [a.error for a in answers if (a.error or "").startswith(_REQUEST_FAILED)]
+            failed = [a.error for a in answers if a.request_failed]
             n_req = len(failed)
             if failed:
                 _log.warning("%s %s: %d of %d requests failed (first: %s)", split.name, name,
