@@ -10,8 +10,10 @@ import os
 import stat
 import sys
 
+import numpy as np
 import pytest
 
+from genrec._arrays import member_of
 from genrec._io import atomic_write, atomic_write_text, json_text, read_json
 
 
@@ -67,3 +69,14 @@ def test_json_text_writes_undefined_numbers_as_null() -> None:
     assert "NaN" not in text and "Infinity" not in text
     assert json.loads(text) == {"p": None, "rates": [1.5, None, None], "n": 3,
                                 "t": [0.5, "x"]}
+
+
+def test_member_of_is_isin() -> None:
+    rng = np.random.default_rng(0)
+    keys = rng.integers(0, 10**9, 5000)
+    probe = np.concatenate([rng.choice(keys, 300), rng.integers(0, 10**9, (300,))])
+    probe = probe.reshape(20, 30)
+    assert np.array_equal(member_of(probe, keys), np.isin(probe, keys))
+    assert member_of(probe, np.zeros(0, dtype=np.int64)).shape == (20, 30)
+    assert not member_of(probe, np.zeros(0, dtype=np.int64)).any()
+    assert member_of(np.array([keys.max() + 1, keys.min() - 1]), keys).tolist() == [False, False]

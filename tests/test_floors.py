@@ -2,7 +2,7 @@
 
 ::
 
-    _io < data < text, semantic_ids < training < models < testing, evaluation < config
+    _io, _arrays < data < text, semantic_ids < training < models < testing, evaluation < config
         < runs < llm, serving < cli
 
 A unit may import its own floor's modules only when they are the same unit (``llm`` never
@@ -18,7 +18,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "genrec"
 
 FLOORS: dict[str, int] = {
-    "__init__": 0, "_io": 0,
+    "__init__": 0, "_io": 0, "_arrays": 0,
     "data": 1,
     "text": 2, "semantic_ids": 2,
     "training": 3,

@@ -19,6 +19,7 @@ from genrec.evaluation.metrics import (
     METRICS,
     hit_rate_at_k,
     map_at_k,
+    metric_curve,
     mrr_at_k,
     ndcg_at_k,
     precision_at_k,
@@ -193,3 +194,16 @@ def _frame(rows: list[tuple[int, int, int]]) -> pl.DataFrame:
     u, i, t = zip(*rows, strict=True) if rows else ((), (), ())
     return pl.DataFrame({"user": list(u), "item": list(i), "timestamp": list(t)},
                         schema={"user": pl.Int64, "item": pl.Int64, "timestamp": pl.Int64})
+
+
+@pytest.mark.parametrize("name", sorted(METRICS))
+def test_metric_curve_equals_the_metric_at_every_cutoff(name: str) -> None:
+    gen = torch.Generator().manual_seed(0)
+    hits = (torch.rand(300, 25, generator=gen) < 0.08).double()
+    n_rel = torch.randint(0, 6, (300,), generator=gen).double()
+    n_rel = torch.maximum(n_rel, hits.sum(1))          # never fewer relevant than found
+    curve = metric_curve(name, hits, n_rel)
+    expected = torch.stack([METRICS[name](hits, n_rel, c).mean() for c in range(1, 26)])
+    assert curve.shape == (25,)
+    assert torch.allclose(curve, expected, atol=1e-12)
+    assert metric_curve(name, hits[:, :0], n_rel).shape == (0,)

@@ -21,6 +21,8 @@ import polars as pl
 import scipy.sparse as sp
 import torch
 
+from genrec._arrays import member_of
+
 __all__ = [
     "catalog_coverage", "exposure_counts", "gini", "gini_index", "lorenz_curve",
     "average_popularity", "tail_items", "tail_percentage", "long_tail_share", "novelty",
@@ -408,7 +410,7 @@ def _row_membership(top: np.ndarray, valid: np.ndarray, indptr: np.ndarray,
     rows = np.repeat(np.arange(len(indptr) - 1, dtype=np.int64), np.diff(indptr))
     keys = rows * n + items
     probe = np.arange(len(top), dtype=np.int64)[:, None] * n + np.where(valid, top, 0)
-    return np.isin(probe, keys) & valid
+    return member_of(probe, keys) & valid
 
 
 def hit_matrix(top_items: np.ndarray, target_indptr: np.ndarray, target_items: np.ndarray,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["recall_at_k", "precision_at_k", "hit_rate_at_k", "ndcg_at_k", "mrr_at_k", "map_at_k",
-           "METRICS"]
+           "METRICS", "metric_curve"]
 
 
 def _discounts(k: int, device: torch.device) -> torch.Tensor:
@@ -55,6 +55,34 @@ def map_at_k(hits: torch.Tensor, n_rel: torch.Tensor, k: int) -> torch.Tensor:
     ranks = torch.arange(1, h.shape[1] + 1, device=h.device, dtype=h.dtype)
     prec = h.cumsum(1) / ranks
     return (prec * h).sum(1) / n_rel.clamp(min=1)
+
+
+def metric_curve(name: str, hits: torch.Tensor, n_rel: torch.Tensor) -> torch.Tensor:
+    """Mean over users of metric ``name`` at every cutoff ``1..K`` at once, shape ``(K,)``.
+
+    Equal to ``[METRICS[name](hits, n_rel, c).mean() for c in 1..K]``; recall, precision,
+    hit and NDCG come from running sums over the ranks (one pass), the others from that loop.
+    """
+    k = hits.shape[1]
+    if k == 0:
+        return torch.zeros(0, dtype=torch.float64)
+    ranks = torch.arange(1, k + 1, device=hits.device)
+    found = hits.cumsum(1)                                             # (U, K)
+    if name == "recall":
+        return (found / n_rel.clamp(min=1)[:, None]).mean(0)
+    if name == "precision":
+        return (found / ranks).mean(0)
+    if name == "hit":
+        return (found > 0).double().mean(0)
+    if name == "ndcg":
+        disc = _discounts(k, hits.device)
+        dcg = (hits * disc).cumsum(1)                                  # (U, K)
+        ideal = torch.cat([torch.zeros(1, device=hits.device, dtype=disc.dtype),
+                           disc.cumsum(0)])
+        idcg = ideal[torch.minimum(n_rel.long()[:, None], ranks[None])]  # (U, K)
+        return torch.where(idcg > 0, dcg / idcg.clamp(min=1e-12),
+                           torch.zeros_like(dcg)).mean(0)
+    return torch.stack([METRICS[name](hits, n_rel, c).mean() for c in range(1, k + 1)])
 
 
 METRICS = {

@@ -34,7 +34,7 @@ from genrec.evaluation._render import render_html, render_markdown
 from genrec.evaluation.compare import HolisticOptions, load_npz, per_user_beyond
 from genrec.evaluation.fairness import exposure_fairness, group_summary
 from genrec.evaluation.generative import load_risks
-from genrec.evaluation.metrics import METRICS
+from genrec.evaluation.metrics import metric_curve
 from genrec.evaluation.plots import make_plots
 from genrec.evaluation.stats import bootstrap_means, pairwise_significance
 
@@ -263,8 +263,7 @@ def analyse(run: RunData) -> HolisticReport:
         hits = torch.from_numpy(hit_matrix(top, ctx["target_indptr"], ctx["target_items"],
                                            kk)).double()                            # (U, K)
         for m in _CURVE_METRICS:
-            curves[m][model] = np.array([METRICS[m](hits, n_rel, c).mean().item()
-                                         for c in range(1, kk + 1)])
+            curves[m][model] = metric_curve(m, hits, n_rel).numpy()
     accuracy = pl.DataFrame(acc_rows, schema=_ROWS_SCHEMA)
     beyond_t = pl.DataFrame(beyond_rows, schema=_ROWS_SCHEMA)
     tested = accuracy["metric"].unique(maintain_order=True).to_list() + [

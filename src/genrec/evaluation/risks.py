@@ -27,6 +27,7 @@ import numpy as np
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
+from genrec._arrays import member_of
 from genrec.data.interactions import Histories
 from genrec.evaluation.catalogue import MATCH_KINDS, Catalogue, Resolved
 
@@ -351,7 +352,7 @@ def history_membership(items: list[np.ndarray], users: np.ndarray | None, histor
     lengths = [len(x) for x in items]
     flat = np.concatenate(items) if items else np.zeros(0, dtype=np.int64)
     probe = np.repeat(rows, lengths) * n + np.where(flat >= 0, flat, n - 1)
-    hit = np.isin(probe, hist_keys) & (flat >= 0)
+    hit = member_of(probe, hist_keys) & (flat >= 0)
     return np.split(hit, np.cumsum(lengths)[:-1]) if items else []
 
 

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from genrec._arrays import member_of
 from genrec._io import atomic_write
 from genrec.data._optional import optional
 from genrec.data.interactions import Histories
@@ -269,15 +270,15 @@ def recommend_ann(model: DotProductModel, index: ItemIndex, histories: Histories
     exact = need > index.config.max_fetch
     seen_keys = None
     if exclude_seen and len(histories.items):
-        seen_keys = np.unique(np.repeat(np.arange(b, dtype=np.int64), histories.lengths)
-                              * n_items + histories.items)
+        seen_keys = np.sort(np.repeat(np.arange(b, dtype=np.int64), histories.lengths)
+                            * n_items + histories.items)
     for f in np.unique(fetch[~exact]):
         rows = np.flatnonzero((fetch == f) & ~exact)
         scores, ids = index.search(q[rows], int(f))                      # (R, f) each
         ok = ids >= 0
         safe = np.where(ok, ids, 0)
         if seen_keys is not None:
-            ok &= ~np.isin(rows[:, None] * n_items + safe, seen_keys)
+            ok &= ~member_of(rows[:, None] * n_items + safe, seen_keys)
         if (bm := _rows_of(block, rows)) is not None:
             hit = bm[torch.from_numpy(safe)] if bm.dim() == 1 else bm.gather(
                 1, torch.from_numpy(safe))
