@@ -141,7 +141,9 @@ def main() -> None:
         metrics = [m for m in SIGNIFICANCE_METRICS
                    if all(m in r["_per_user"][args.beams[0]] for r in runs)]
         variants.append(summarize_variant(name, runs, args.beams, metrics))
-    between = (paired_between_variants(variants, args.beams, metrics)
+    shared = [m for m in SIGNIFICANCE_METRICS
+              if all(m in v["_averaged"][args.beams[0]] for v in variants)]
+    between = (paired_between_variants(variants, args.beams, shared)
                if len(variants) > 1 else {})
     variants = [{k: v for k, v in var.items() if not k.startswith("_")} for var in variants]
     first = variants[0]["runs"][0]

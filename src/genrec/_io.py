@@ -3,11 +3,11 @@ JSON reads that name the file they fail on."""
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import shutil
 import tempfile
-import json
-import math
 import uuid
 from collections.abc import Callable
 from pathlib import Path

@@ -241,3 +241,9 @@ def test_a_damaged_journal_is_named_not_a_parse_traceback(tmp_path, data_dir) ->
     journal.write_text('garbage\n{"op_code": 0}\n')
     with pytest.raises(ValueError, match="study.journal: not a readable Optuna journal"):
         tune(cfg)
+    # One line cut off mid-write (no newline): Optuna skips it, so the file holds no study;
+    # it is refused, not appended to.
+    journal.write_text('{"op_code": 0, "wor')
+    with pytest.raises(ValueError, match="holds no study"):
+        tune(cfg)
+    assert journal.read_text() == '{"op_code": 0, "wor'

@@ -77,7 +77,8 @@ def test_ray_only_flags_without_the_ray_engine_are_refused(bundles, tmp_path, fl
     out = tmp_path / "x.parquet"
     res = CliRunner().invoke(app, ["recommend", "--model", str(bundles.pop), "--out", str(out),
                                    *flag])
-    assert res.exit_code == 2 and "only apply with engine ray" in res.output
+    assert res.exit_code == 2 and "only applies with engine ray" in res.output
+    assert f"error: invalid configuration: {flag[0][2:].replace('-', '_')} only" in res.output
     assert not out.exists()
 
 

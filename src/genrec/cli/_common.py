@@ -44,7 +44,9 @@ def _run_guarded(fn: Any) -> Any:
     try:
         return fn()
     except ValidationError as e:
-        errs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        errs = "; ".join(
+            (f"{'.'.join(map(str, x['loc']))}: " if x["loc"] else "")  # a model-level check
+            + x["msg"].removeprefix("Value error, ") for x in e.errors())
         _fail(f"invalid configuration: {errs}")
     except KeyError as e:  # str(KeyError) quotes its message: show the message itself
         _fail(str(e.args[0]) if e.args else repr(e))

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from genrec._io import atomic_write_text
+from genrec._io import atomic_write_text, read_json
 from genrec.data.interactions import Histories
 from genrec.evaluation.catalogue import Catalogue, Matcher, Resolved
 from genrec.evaluation.grounding import Explanation, GroundingChecker, explanation_grounding
@@ -201,4 +201,4 @@ def load_risks(run_dir: str | Path) -> dict[str, dict[str, Any]]:
     """``holistic/risks.json`` of a run folder (empty when absent):
     ``name -> {"protocol": str, "rates": {rate: value}}``."""
     path = Path(run_dir) / "holistic" / "risks.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}

@@ -126,12 +126,18 @@ def open_study(path: Path, identity: dict[str, Any] | None, *,
         ValueError: If the stored study was made for another identity, or the file is not a
             readable journal.
     """
+    def unreadable(why: str) -> ValueError:
+        return ValueError(f"{path}: not a readable Optuna journal ({why}); move it aside to "
+                          "start a new study")
+
     try:
         storage = _storage(path)
         names = [s.study_name for s in storage.get_all_studies()]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a readable Optuna journal ({type(e).__name__}: {e}); "
-                         "move it aside to start a new study") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError,
+            AssertionError) as e:
+        raise unreadable(f"{type(e).__name__}: {e}") from None
+    if not names and path.stat().st_size:  # e.g. one line cut off mid-write: Optuna skips it
+        raise unreadable("it holds no study")
     if identity is None or STUDY_NAME in names:
         study = optuna.load_study(study_name=STUDY_NAME, storage=storage, sampler=sampler,
                                   pruner=pruner)

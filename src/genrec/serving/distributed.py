@@ -64,8 +64,9 @@ class BatchEngineConfig(BaseModel):
     def _ray_only(self) -> Self:
         given = [k for k in ("address", "num_cpus", "workers") if getattr(self, k) is not None]
         if self.engine == "local" and given:
-            raise ValueError(f"{', '.join(given)} only apply with engine ray (the local engine "
-                             "runs in this process)")
+            verb = "applies" if len(given) == 1 else "apply"
+            raise ValueError(f"{', '.join(given)} only {verb} with engine ray (the local "
+                             "engine runs in this process)")
         return self
 
 
