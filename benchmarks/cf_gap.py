@@ -59,7 +59,8 @@ POP_EDGES = (0, 5, 20, 50)          # target's training count: <=5, 6-20, 21-50,
 LEN_EDGES = (0, 4, 8)               # history length: <=4, 5-8, >8
 
 
-def _groups(data: Any) -> dict[str, dict[str, np.ndarray]]:
+def _groups(data: Any, pop_edges: tuple[int, ...] = POP_EDGES,
+            len_edges: tuple[int, ...] = LEN_EDGES) -> dict[str, dict[str, np.ndarray]]:
     """Boolean user masks of the test set, by target popularity, history length and
     co-occurrence of the target with the last history item in training."""
     ts = data.test_set
@@ -87,8 +88,8 @@ def _groups(data: Any) -> dict[str, dict[str, np.ndarray]]:
                     ((values > lo) | (i == 0)) & (values <= hi)
         return out
 
-    return {"target popularity": bucket(pop, POP_EDGES, "count"),
-            "history length": bucket(lengths, LEN_EDGES, "len"),
+    return {"target popularity": bucket(pop, pop_edges, "count"),
+            "history length": bucket(lengths, len_edges, "len"),
             "target co-consumed with last item": {"yes": together, "no": ~together}}
 
 
@@ -106,7 +107,12 @@ def main() -> None:
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--models", nargs="+", default=["ease", "bprmf", "lightgcn", "simplex"])
     ap.add_argument("--ranks", type=int, nargs="+", default=[32, 64, 128, 256, 512, 1024])
-    ap.add_argument("--recipe-dir", help="where the recipes are (default configs/<dataset>/tuned)")
+    ap.add_argument("--recipe-dir", help="where the recipes are (default configs/<dataset>/tuned, "
+                                         "then configs/<dataset>)")
+    ap.add_argument("--pop-edges", type=int, nargs="+", default=list(POP_EDGES),
+                    help="bucket edges of the target's training count (ML-1M: 0 100 500 1000)")
+    ap.add_argument("--len-edges", type=int, nargs="+", default=list(LEN_EDGES),
+                    help="bucket edges of the history length (ML-1M: 0 50 150 400)")
     ap.add_argument("--note", default="")
     ap.add_argument("--dry-run", action="store_true", help="print, write nothing")
     ap.add_argument("--results-dir", help="where cf-gap.json / cf-width.json go "
@@ -121,15 +127,20 @@ def main() -> None:
                    results)
         return
     folder = ROOT / (args.recipe_dir or f"configs/{args.dataset}/tuned")
-    recipes = {m: folder / f"{m}.yaml" for m in args.models}
+    # A recipe not in the tuned folder is taken from configs/<dataset>/ (ML-1M keeps its tuned
+    # EASE and ItemKNN recipes there, beside the GPU recipes).
+    recipes = {m: folder / f"{m}.yaml" if (folder / f"{m}.yaml").exists()
+               else ROOT / f"configs/{args.dataset}/{m}.yaml" for m in args.models}
     cfgs = {m: load_config(p, ["seeds=1", "save_models=false", "checkpoints=false",
                                f"output=runs/cf-gap/{args.dataset}"])
             for m, p in recipes.items()}
     first = cfgs[args.models[0]]
     data = prepare(first)
-    groups = _groups(data)
+    groups = _groups(data, tuple(args.pop_edges), tuple(args.len_edges))
     doc: dict[str, Any] = {"dataset": args.dataset, "protocol_text": first.protocol.describe(),
                            "recipes": {m: os.path.relpath(p, ROOT) for m, p in recipes.items()},
+                           "group_edges": {"target popularity": list(args.pop_edges),
+                                           "history length": list(args.len_edges)},
                            "groups_users": {g: {b: int(m.sum()) for b, m in ms.items()}
                                             for g, ms in groups.items()},
                            "models": {}, "ease_rank": []}
@@ -194,6 +205,9 @@ def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results
     the table goes to ``results/cf-width.json``)."""
     gap = json.loads((results / "cf-gap.json").read_text())
     ease_rank = {e["rank"]: e for e in gap["ease_rank"]}
+    edges = gap.get("group_edges", {})  # the gap run's buckets (files before them: the defaults)
+    pop_edges = tuple(edges.get("target popularity", POP_EDGES))
+    len_edges = tuple(edges.get("history length", LEN_EDGES))
     rows = []
     for run in runs:
         saved = open_saved_model(run)
@@ -216,7 +230,7 @@ def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results
                      "stopped_early": training.get("stopped_early"),
                      "valid_ndcg@10": recorded["valid"]["ndcg@10"],
                      "test": {k: round(summary[k], 6) for k in METRICS},
-                     "by_group": _breakdown(test.per_user, _groups(data)),
+                     "by_group": _breakdown(test.per_user, _groups(data, pop_edges, len_edges)),
                      "ease_same_rank": ease_rank.get(dim)})
         print(f"{kind} dim {dim}: test {rows[-1]['test']}", flush=True)
     kind = rows[0]["model"]

@@ -44,10 +44,16 @@ def test_width_runs_beside_ease_at_the_same_rank(tmp_path, data_dir, monkeypatch
     _recipes(recipes)
     monkeypatch.setattr(sys, "argv", ["cf_gap.py", "--dataset", "ml-100k", "--models", "ease",
                                       "bprmf", "--ranks", "16", "32", "--recipe-dir",
-                                      str(recipes), "--results-dir", str(results)])
+                                      str(recipes), "--results-dir", str(results),
+                                      "--pop-edges", "0", "100", "--len-edges", "0", "50"])
     bench.main()
     gap = json.loads((results / "cf-gap.json").read_text())
     assert [e["rank"] for e in gap["ease_rank"]] == [16, 32]
+    # The buckets follow the edges given, and each grouping covers every test user once.
+    users = gap["groups_users"]
+    assert set(users["target popularity"]) == {"count 0-100", "count >100"}
+    assert set(users["history length"]) == {"len 0-50", "len >50"}
+    assert len({sum(g.values()) for g in users.values()}) == 1
     # The wider model: the same recipe at dim 32, run as a user would, saved in its folder.
     cfg = load_config(recipes / "bprmf.yaml", ["models.0.dim=32", f"output={tmp_path / 'w32'}"])
     run_experiment(cfg)
@@ -63,5 +69,6 @@ def test_width_runs_beside_ease_at_the_same_rank(tmp_path, data_dir, monkeypatch
     assert wide["ease_same_rank"]["rank"] == 32 and base["ease_same_rank"]["rank"] == 16
     groups = wide["by_group"]["target co-consumed with last item"]
     assert set(groups) == {"yes", "no"}
+    assert set(wide["by_group"]["history length"]) == {"len 0-50", "len >50"}  # the gap run's
     table = bench.width_markdown(doc)
     assert "| bprmf | 32 | 2 (" in table and "| ease (full) |" in table
