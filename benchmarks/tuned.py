@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -54,8 +55,15 @@ def _genrec(*args: str, quiet: bool = False) -> None:
                    check=True, cwd=ROOT)
 
 
+def _stop(signum: int, _frame: Any) -> None:
+    """SIGTERM (``kill``, ``pkill``) unwinds like Ctrl-C, so ``subprocess.run`` kills the
+    ``genrec`` child it is waiting on instead of leaving it running without its parent."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
     """Tune, run the seeds, write the JSON (and the recipe)."""
+    signal.signal(signal.SIGTERM, _stop)
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--space", help="a search-space config (configs/tune/*.yaml)")
     ap.add_argument("--dataset", required=True)
