@@ -131,3 +131,36 @@ def test_compare_names_two_recipes_of_one_kind_by_their_files() -> None:
     other = yaml.safe_load((_ROOT / "configs/ml-1m/ease.yaml").read_text())
     with pytest.raises(SystemExit, match="differ in dataset or protocol"):
         bench.compare_config([cfgs[0], other], recipes[:2])
+
+
+def test_sigterm_stops_the_genrec_child_with_the_benchmark(tmp_path: Path) -> None:
+    """``kill`` of a running study must not leave its ``genrec`` child running unseen (it once
+    went on for 30 minutes and slowed every measurement beside it): ``main`` installs
+    ``_stop`` for SIGTERM, and ``subprocess.run`` kills the child it waits on as it unwinds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child_code = ("import os, pathlib, time; "
+                  f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); "
+                  "time.sleep(120)")
+    driver = (
+        "import importlib.util, signal, subprocess, sys\n"
+        f"spec = importlib.util.spec_from_file_location('tb', {str(_ROOT / 'benchmarks' / 'tuned.py')!r})\n"
+        "m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)\n"
+        "signal.signal(signal.SIGTERM, m._stop)\n"
+        f"subprocess.run([sys.executable, '-c', {child_code!r}], check=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver])
+    deadline = time.monotonic() + 60
+    while not (pid_file.exists() and pid_file.read_text()):
+        assert proc.poll() is None, "the driver exited before starting its child"
+        assert time.monotonic() < deadline, "the child never started"
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+        os.kill(child, 0)
