@@ -234,11 +234,16 @@ def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results
                      "ease_same_rank": ease_rank.get(dim)})
         print(f"{kind} dim {dim}: test {rows[-1]['test']}", flush=True)
     kind = rows[0]["model"]
-    if kind in gap["models"]:  # the tuned recipe's own width, measured by the gap run
-        recipe = load_config(ROOT / gap["recipes"][kind])  # its width and seed only
+    # The gap run's recipe of this model (named after its file: Sports' BPR-MF recipe is
+    # bprmf-from-beauty), whose own width the gap run measured.
+    name = kind if kind in gap["models"] else next(
+        (m for m, p in gap["recipes"].items()
+         if m in gap["models"] and load_config(ROOT / p).models[0].kind == kind), None)
+    if name is not None:
+        recipe = load_config(ROOT / gap["recipes"][name])  # its width and seed only
         dim = int(recipe.models[0].dim)  # type: ignore[attr-defined]
-        base = gap["models"][kind]
-        rows.insert(0, {"run": gap["recipes"][kind], "model": kind, "dim": dim,
+        base = gap["models"][name]
+        rows.insert(0, {"run": gap["recipes"][name], "model": kind, "dim": dim,
                         "seed": recipe.protocol.seed, "fit_seconds": base["fit_seconds"],
                         "epochs_run": None, "best_epoch": None,
                         "valid_ndcg@10": base["valid"]["ndcg@10"], "test": base["test"],
@@ -259,9 +264,9 @@ def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results
 
 def width_markdown(doc: dict[str, Any]) -> str:
     """The width table: each run beside EASE truncated to its rank and full EASE."""
-    lines = ["| model | width | epochs (best) | fit s | valid N@10 | test R@10 | test N@10 | "
-             "R@10, target co-consumed with last item | R@10, not | EASE at that rank: R@10 / "
-             "N@10 |", "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [("| model | width | epochs (best) | fit s | valid N@10 | test R@10 | test N@10 | "
+              "R@10, target co-consumed with last item | R@10, not | EASE at that rank: R@10 / "
+              "N@10 |"), "|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["runs"]:
         c = r["by_group"]["target co-consumed with last item"]
         e = r["ease_same_rank"]

@@ -34,7 +34,8 @@ def _recipes(folder: Path) -> None:
     bpr = {**RECIPE, "models": [{"kind": "bprmf", "dim": 16, "l2": 1e-3, "train": {
         "epochs": 2, "batch_size": 2048, "lr": 0.01, "device": "cpu", "progress": False}}]}
     (folder / "ease.yaml").write_text(yaml.safe_dump(ease))
-    (folder / "bprmf.yaml").write_text(yaml.safe_dump(bpr))
+    # named after its origin, not its kind, as Sports' bprmf-from-beauty.yaml is
+    (folder / "bprmf-carried.yaml").write_text(yaml.safe_dump(bpr))
 
 
 @pytest.mark.slow
@@ -43,7 +44,7 @@ def test_width_runs_beside_ease_at_the_same_rank(tmp_path, data_dir, monkeypatch
     recipes, results = tmp_path / "recipes", tmp_path / "results"
     _recipes(recipes)
     monkeypatch.setattr(sys, "argv", ["cf_gap.py", "--dataset", "ml-100k", "--models", "ease",
-                                      "bprmf", "--ranks", "16", "32", "--recipe-dir",
+                                      "bprmf-carried", "--ranks", "16", "32", "--recipe-dir",
                                       str(recipes), "--results-dir", str(results),
                                       "--pop-edges", "0", "100", "--len-edges", "0", "50"])
     bench.main()
@@ -55,7 +56,8 @@ def test_width_runs_beside_ease_at_the_same_rank(tmp_path, data_dir, monkeypatch
     assert set(users["history length"]) == {"len 0-50", "len >50"}
     assert len({sum(g.values()) for g in users.values()}) == 1
     # The wider model: the same recipe at dim 32, run as a user would, saved in its folder.
-    cfg = load_config(recipes / "bprmf.yaml", ["models.0.dim=32", f"output={tmp_path / 'w32'}"])
+    cfg = load_config(recipes / "bprmf-carried.yaml",
+                      ["models.0.dim=32", f"output={tmp_path / 'w32'}"])
     run_experiment(cfg)
     monkeypatch.setattr(sys, "argv", ["cf_gap.py", "--dataset", "ml-100k", "--width-runs",
                                       str(tmp_path / "w32"), "--results-dir", str(results)])
@@ -64,7 +66,8 @@ def test_width_runs_beside_ease_at_the_same_rank(tmp_path, data_dir, monkeypatch
     recorded = json.loads((tmp_path / "w32" / "results.json").read_text())["results"][0]
     base, wide = doc["runs"]
     assert (base["dim"], wide["dim"]) == (16, 32)
-    assert base["test"] == gap["models"]["bprmf"]["test"]  # the recipe's row from the gap run
+    # the recipe's row from the gap run, found by its model kind under its file's name
+    assert base["test"] == gap["models"]["bprmf-carried"]["test"]
     assert wide["test"] == {k: recorded["test"][k] for k in ("recall@10", "ndcg@10")}
     assert wide["ease_same_rank"]["rank"] == 32 and base["ease_same_rank"]["rank"] == 16
     groups = wide["by_group"]["target co-consumed with last item"]
