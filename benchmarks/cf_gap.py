@@ -234,13 +234,12 @@ def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results
                      "ease_same_rank": ease_rank.get(dim)})
         print(f"{kind} dim {dim}: test {rows[-1]['test']}", flush=True)
     kind = rows[0]["model"]
-    # The gap run's recipe of this model (named after its file: Sports' BPR-MF recipe is
-    # bprmf-from-beauty), whose own width the gap run measured.
-    name = kind if kind in gap["models"] else next(
-        (m for m, p in gap["recipes"].items()
-         if m in gap["models"] and load_config(ROOT / p).models[0].kind == kind), None)
+    # The gap run's recipe of this model kind, whose own width the gap run measured. Matched
+    # by kind, not name: a recipe is named after its file (Sports' bprmf-from-beauty).
+    recipes = {m: load_config(ROOT / p) for m, p in gap["recipes"].items() if m in gap["models"]}
+    name = next((m for m, r in recipes.items() if r.models[0].kind == kind), None)
     if name is not None:
-        recipe = load_config(ROOT / gap["recipes"][name])  # its width and seed only
+        recipe = recipes[name]  # its width and seed only
         dim = int(recipe.models[0].dim)  # type: ignore[attr-defined]
         base = gap["models"][name]
         rows.insert(0, {"run": gap["recipes"][name], "model": kind, "dim": dim,

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -137,12 +142,6 @@ def test_sigterm_stops_the_genrec_child_with_the_benchmark(tmp_path: Path) -> No
     """``kill`` of a running study must not leave its ``genrec`` child running unseen (it once
     went on for 30 minutes and slowed every measurement beside it): ``main`` installs
     ``_stop`` for SIGTERM, and ``subprocess.run`` kills the child it waits on as it unwinds."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     pid_file = tmp_path / "child.pid"
     child_code = ("import os, pathlib, time; "
                   f"pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); "
