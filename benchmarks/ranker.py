@@ -1,9 +1,11 @@
 """The ranking stage: two-stage vs retriever alone, towers, and AdamW vs Clippy stability.
 
-For every seed the two-stage model of the config (``configs/ranker-<dataset>.yaml``, first
-model) is fitted once under the run's protocol (held-out retriever, labelled pairs, refitted
+For every seed the two-stage model of the config (``configs/ranker-<dataset>.yaml``) is fitted
+once under the run's protocol (held-out retriever, labelled pairs, refitted
 retriever, default ranker); the other rankers reuse its retriever and training pairs
-(:meth:`TwoStage.refit_ranker`), so every comparison within a seed is paired.
+(:meth:`TwoStage.refit_ranker`), so every comparison within a seed is paired. The config's
+other models are never fitted, so ``--set`` may only edit the two-stage one
+(:func:`two_stage_index`).
 
 (a) ``two_stage``: the pipeline vs its own (full-train) retriever alone on the test split,
     full ranking, seen items excluded; mean and t-interval over seeds, paired t / Wilcoxon
@@ -53,6 +55,29 @@ def _summary(values: list[float]) -> dict[str, Any]:
             "per_seed": [round(v, 6) for v in values]}
 
 
+def two_stage_index(kinds: list[str], sets: list[str]) -> int:
+    """Index of the config's ``two_stage`` model, after checking that every ``--set
+    models.N...`` override edits that model: the benchmark runs only it (its baseline is the
+    model's own retriever, not the config's other models), so an override of another model
+    would change nothing, silently. Raises ``SystemExit`` with the reason otherwise."""
+    if "two_stage" not in kinds:
+        raise SystemExit(f"benchmarks/ranker.py: the config has no two_stage model "
+                         f"(models: {', '.join(kinds)})")
+    i = kinds.index("two_stage")
+    for s in sets:
+        key = s.partition("=")[0].strip()
+        head, _, rest = key.partition(".")
+        if head != "models":
+            continue
+        idx = rest.partition(".")[0]
+        if idx != str(i):
+            raise SystemExit(
+                f"benchmarks/ranker.py runs only models.{i} (two_stage) and compares it with "
+                f"its own retriever; --set {s!r} edits another model, which it never fits. "
+                f"Set models.{i}.retriever... to change the retriever.")
+    return i
+
+
 def _base_rate_logloss(model: TwoStage) -> float:
     y = model.pairs_.labels[model.pairs_.valid][:, 0].double()
     p = float(y.mean().clamp(1e-9, 1 - 1e-9))
@@ -85,7 +110,7 @@ def main() -> None:
     config = args.config or str(ROOT / "configs" / CONFIGS[args.dataset])
     cfg = load_config(config, ["output=/tmp/genrec-ranker-bench", "save_models=false",
                                *args.set_])
-    mcfg = next(m for m in cfg.models if m.kind == "two_stage")
+    mcfg = cfg.models[two_stage_index([m.kind for m in cfg.models], args.set_)]
     data = prepare(cfg, write=False)
     proto = cfg.protocol
     kw = {"item_popularity": data.split.train.item_counts(), "batch_size": cfg.eval_batch_size}
