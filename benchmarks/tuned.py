@@ -389,38 +389,61 @@ def paired_markdown(doc: dict) -> str:
     return "\n".join(lines)
 
 
+def _seeded_cells(r: dict[str, Any]) -> str:
+    """The seeds, test Recall@10 / NDCG@10 (mean ± std [t-interval]) and bootstrap cells of
+    one seeded result row."""
+    def cell(m: str) -> str:
+        lo, hi = r["test_ci95"][m]
+        return f"{r['test'][m]:.4f} ± {r['test_std'][m]:.4f} [{lo:.4f}, {hi:.4f}]"
+
+    boot = r.get("test_bootstrap_ci95")
+    return (f"{len(r['seeds'])} | {cell('recall@10')} | {cell('ndcg@10')} | "
+            + (f"[{boot['ndcg@10'][0]:.4f}, {boot['ndcg@10'][1]:.4f}] |" if boot
+               else "– (separate seed runs) |"))
+
+
 def table(dataset: str) -> str:
-    """Markdown rows of every ``tuned-*.json`` of ``dataset``, best test NDCG@10 first."""
-    docs = [(p.stem, json.loads(p.read_text())) for p in
-            sorted((ROOT / "benchmarks" / "results" / dataset).glob("tuned-*.json"))
-            if not p.stem.startswith(("tuned-compare", "tuned-paired"))]
-    # A study kept without seeds (--skip-seeds, its recipe not run by a --compare) goes last.
-    docs.sort(key=lambda sd: -sd[1]["results"][0]["test"]["ndcg@10"] if sd[1]["results"] else 1.0)
-    lines = [("| model | chosen on valid | trials (pruned) | study min | best valid N@10 | "
-             "seeds | R@10 mean ± std [95% t-interval] | N@10 mean ± std [95% t-interval] | "
-             "N@10 bootstrap 95% (users) |"), "|---" * 9 + "|"]
-    for stem, d in docs:
+    """Markdown rows of ``dataset``'s tuned and carried recipes, best test NDCG@10 first.
+
+    Studies are the ``tuned-*.json`` files; a study kept without seeds (``--skip-seeds``, its
+    recipe not yet run by a ``--compare``) goes last. A model seeded by a ``--compare`` run
+    (``tuned-compare*.json``) without a study of its own on this dataset, e.g. a recipe carried
+    over from another dataset, gets a row naming its recipe file and the compare run."""
+    folder = ROOT / "benchmarks" / "results" / dataset
+    rows: list[tuple[float, str]] = []
+    studied = set()
+    for p in sorted(folder.glob("tuned-*.json")):
+        if p.stem.startswith(("tuned-compare", "tuned-paired")):
+            continue
+        d = json.loads(p.read_text())
+        studied.add(d["model"])
         st, r = d["study"], (d["results"] or [None])[0]
         chosen = ", ".join(f"{k.removeprefix('models.0.')}={v:.3g}" if isinstance(v, float)
                            else f"{k.removeprefix('models.0.')}={v}"
                            for k, v in st["best_params"].items())
-
-        def cell(m: str, r: dict = r) -> str:
-            lo, hi = r["test_ci95"][m]
-            return f"{r['test'][m]:.4f} ± {r['test_std'][m]:.4f} [{lo:.4f}, {hi:.4f}]"
-
-        label = d["model"] + ("" if stem == f"tuned-{d['model']}" else f" ({stem})")
+        label = d["model"] + ("" if p.stem == f"tuned-{d['model']}" else f" ({p.stem})")
         study = (f"| {label} | {chosen} | {st['n_trials']} ({st['n_pruned']}) | "
                  f"{st['wall_seconds'] / 60:.1f} | {st['best_valid']:.4f} | ")
         if r is None:
-            lines.append(study + "– | – (study only) | – | – |")
-            continue
-        boot = r.get("test_bootstrap_ci95")
-        blo, bhi = boot["ndcg@10"] if boot else (None, None)
-        lines.append(study + f"{len(r['seeds'])} | {cell('recall@10')} | {cell('ndcg@10')} | "
-                     + (f"[{blo:.4f}, {bhi:.4f}] |" if boot else "– (separate seed runs) |"))
-    return "\n".join(lines)
-
+            rows.append((1.0, study + "– | – (study only) | – | – |"))
+        else:
+            rows.append((-r["test"]["ndcg@10"], study + _seeded_cells(r)))
+    for p in sorted(folder.glob("tuned-compare*.json")):
+        d = json.loads(p.read_text())
+        # the run's rows are in the order of its recipes (compare_config)
+        recipes = d["benchmark"]["command"].split("--compare", 1)[1].split()
+        for r, recipe in zip(d["results"], recipes, strict=True):
+            kind = yaml.safe_load((ROOT / recipe).read_text())["models"][0]["kind"]
+            if r["model"] in studied or kind in studied:
+                continue
+            rows.append((-r["test"]["ndcg@10"],
+                         f"| {r['model']} ({p.stem}) | not tuned here: `{recipe}` | – | – | "
+                         f"{r['valid']['ndcg@10']:.4f} (mean) | " + _seeded_cells(r)))
+    rows.sort(key=lambda kr: kr[0])
+    lines = [("| model | chosen on valid | trials (pruned) | study min | best valid N@10 | "
+             "seeds | R@10 mean ± std [95% t-interval] | N@10 mean ± std [95% t-interval] | "
+             "N@10 bootstrap 95% (users) |"), "|---" * 9 + "|"]
+    return "\n".join(lines + [line for _, line in rows])
 
 if __name__ == "__main__":
     main()

@@ -119,6 +119,26 @@ def test_table_lists_a_study_without_seeds_last_and_names_its_file() -> None:
     assert all("(study only)" not in r for r in rows[:-1])
 
 
+def test_table_lists_carried_recipes_from_compare_runs_with_their_files() -> None:
+    # The committed Sports files: SASRec and BPR-MF have no Sports study, only --compare runs
+    # of recipes carried from Beauty; EASE, ItemKNN and SimpleX have studies, so their compare
+    # rows are not listed twice.
+    rows = bench.table("amazon-sports").splitlines()[2:]
+    carried = [r for r in rows if "not tuned here" in r]
+    assert [r.split(" | ")[0] for r in carried] == [
+        "| sasrec (tuned-compare-sasrec)", "| bprmf (tuned-compare-bprmf-wide)",
+        "| bprmf (tuned-compare-bprmf)"]
+    assert "`configs/amazon-sports/tuned/bprmf-wide.yaml`" in carried[1]
+    wide = json.loads((_ROOT / "benchmarks/results/amazon-sports/"
+                       "tuned-compare-bprmf-wide.json").read_text())["results"][2]
+    assert f"{wide['test']['ndcg@10']:.4f} ± {wide['test_std']['ndcg@10']:.4f}" in carried[1]
+    names = [r.split(" | ")[0] for r in rows]
+    assert sorted(names) == sorted(set(names)) and len(rows) == 6
+    # best test NDCG@10 first
+    ndcg = [float(r.split(" | ")[7].split()[0]) for r in rows]
+    assert ndcg == sorted(ndcg, reverse=True)
+
+
 def test_compare_names_two_recipes_of_one_kind_by_their_files() -> None:
     """``--compare`` of two SASRec recipes (Yelp's carried and its study's choice) builds one
     valid run holding both, named after their files; a recipe's own name is kept."""
