@@ -1,8 +1,8 @@
 """The ranking stage: two-stage vs retriever alone, towers, and AdamW vs Clippy stability.
 
 For every seed the two-stage model of the config (``configs/ranker-<dataset>.yaml``) is fitted
-once under the run's protocol (held-out retriever, labelled pairs, refitted
-retriever, default ranker); the other rankers reuse its retriever and training pairs
+once under the run's protocol (held-out retriever, labelled pairs, refitted retriever, default
+ranker); the other rankers reuse its retriever and training pairs
 (:meth:`TwoStage.refit_ranker`), so every comparison within a seed is paired. The config's
 other models are never fitted, so ``--set`` may only edit the two-stage one
 (:func:`two_stage_index`).
@@ -65,12 +65,8 @@ def two_stage_index(kinds: list[str], sets: list[str]) -> int:
                          f"(models: {', '.join(kinds)})")
     i = kinds.index("two_stage")
     for s in sets:
-        key = s.partition("=")[0].strip()
-        head, _, rest = key.partition(".")
-        if head != "models":
-            continue
-        idx = rest.partition(".")[0]
-        if idx != str(i):
+        parts = s.partition("=")[0].strip().split(".")  # as config.apply_overrides reads it
+        if parts[0] == "models" and len(parts) > 1 and parts[1] != str(i):
             raise SystemExit(
                 f"benchmarks/ranker.py runs only models.{i} (two_stage) and compares it with "
                 f"its own retriever; --set {s!r} edits another model, which it never fits. "

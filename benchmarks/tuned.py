@@ -433,8 +433,10 @@ def table(dataset: str) -> str:
         # the run's rows are in the order of its recipes (compare_config)
         recipes = d["benchmark"]["command"].split("--compare", 1)[1].split()
         for r, recipe in zip(d["results"], recipes, strict=True):
-            kind = yaml.safe_load((ROOT / recipe).read_text())["models"][0]["kind"]
-            if r["model"] in studied or kind in studied:
+            # by name first (no file read), then by kind: a carried recipe is named after
+            # its file (bprmf-from-beauty)
+            if r["model"] in studied or (yaml.safe_load((ROOT / recipe).read_text())
+                                         ["models"][0]["kind"] in studied):
                 continue
             rows.append((-r["test"]["ndcg@10"],
                          f"| {r['model']} ({p.stem}) | not tuned here: `{recipe}` | – | – | "
@@ -444,6 +446,7 @@ def table(dataset: str) -> str:
              "seeds | R@10 mean ± std [95% t-interval] | N@10 mean ± std [95% t-interval] | "
              "N@10 bootstrap 95% (users) |"), "|---" * 9 + "|"]
     return "\n".join(lines + [line for _, line in rows])
+
 
 if __name__ == "__main__":
     main()
