@@ -408,10 +408,13 @@ def table(dataset: str) -> str:
     Studies are the ``tuned-*.json`` files; a study kept without seeds (``--skip-seeds``, its
     recipe not yet run by a ``--compare``) goes last. A model seeded by a ``--compare`` run
     (``tuned-compare*.json``) without a study of its own on this dataset, e.g. a recipe carried
-    over from another dataset, gets a row naming its recipe file and the compare run."""
+    over from another dataset, gets a row naming its recipe file and the compare run. Seeds
+    kept only in a paired file of separate runs (``tuned-paired-*.json``) get a row naming the
+    file and the run folders, unless the same result is already listed."""
     folder = ROOT / "benchmarks" / "results" / dataset
     rows: list[tuple[float, str]] = []
     studied = set()
+    seeded = set()  # (kind, test NDCG@10 to 6 decimals) of every row with seeds
     for p in sorted(folder.glob("tuned-*.json")):
         if p.stem.startswith(("tuned-compare", "tuned-paired")):
             continue
@@ -427,6 +430,7 @@ def table(dataset: str) -> str:
         if r is None:
             rows.append((1.0, study + "– | – (study only) | – | – |"))
         else:
+            seeded.add((d["model"], round(r["test"]["ndcg@10"], 6)))
             rows.append((-r["test"]["ndcg@10"], study + _seeded_cells(r)))
     for p in sorted(folder.glob("tuned-compare*.json")):
         d = json.loads(p.read_text())
@@ -435,12 +439,33 @@ def table(dataset: str) -> str:
         for r, recipe in zip(d["results"], recipes, strict=True):
             # by name first (no file read), then by kind: a carried recipe is named after
             # its file (bprmf-from-beauty)
-            if r["model"] in studied or (yaml.safe_load((ROOT / recipe).read_text())
-                                         ["models"][0]["kind"] in studied):
+            if r["model"] in studied:
                 continue
+            kind = yaml.safe_load((ROOT / recipe).read_text())["models"][0]["kind"]
+            if kind in studied:
+                continue
+            seeded.add((kind, round(r["test"]["ndcg@10"], 6)))
             rows.append((-r["test"]["ndcg@10"],
                          f"| {r['model']} ({p.stem}) | not tuned here: `{recipe}` | – | – | "
                          f"{r['valid']['ndcg@10']:.4f} (mean) | " + _seeded_cells(r)))
+    # Seeds that exist only in a paired file of separate runs (--paired-runs): the file does
+    # not record which recipe its runs came from, so such a row names the file and its run
+    # folders and is never merged into a study's row. A result already listed (same model
+    # kind, same test NDCG@10) is not repeated, nor are runs listed by an earlier file.
+    listed_runs = set()
+    paired = [(p.stem, label, m) for p in sorted(folder.glob("tuned-paired-*.json"))
+              for label, m in json.loads(p.read_text())["models"].items()]
+    # a model's own file (tuned-paired-<label>) names its row before the files of others
+    paired.sort(key=lambda e: e[0] != f"tuned-paired-{e[1]}")
+    for stem, label, m in paired:
+        runs = tuple(Path(r["run"]).name for r in m["runs"])
+        if (m["model"], round(m["test"]["ndcg@10"], 6)) in seeded or runs in listed_runs:
+            continue
+        listed_runs.add(runs)
+        name = m["model"] + ("" if label == m["model"] else f" {label}")
+        rows.append((-m["test"]["ndcg@10"],
+                     f"| {name} ({stem}) | separate runs: {', '.join(runs)} | – | – | – | "
+                     + _seeded_cells(m)))
     rows.sort(key=lambda kr: kr[0])
     lines = [("| model | chosen on valid | trials (pruned) | study min | best valid N@10 | "
              "seeds | R@10 mean ± std [95% t-interval] | N@10 mean ± std [95% t-interval] | "

@@ -139,6 +139,28 @@ def test_table_lists_carried_recipes_from_compare_runs_with_their_files() -> Non
     assert ndcg == sorted(ndcg, reverse=True)
 
 
+def test_table_lists_seeds_kept_only_in_paired_files_once() -> None:
+    # The committed Yelp files: the SASRec and HSTU studies have no seeds of their own; their
+    # seeds are separate runs kept in tuned-paired-*.json files (SASRec's runs in three of
+    # them). Beauty's BERT4Rec has no study at all; its SASRec and EASE paired rows repeat
+    # the studies' seeded results and are not listed again.
+    rows = bench.table("yelp").splitlines()[2:]
+    paired = [r for r in rows if "separate runs:" in r]
+    assert [r.split(" | ")[0] for r in paired] == [
+        "| sasrec (tuned-paired-sasrec)", "| itemknn itemknn-wide (tuned-paired-itemknn-wide)",
+        "| hstu hstu-lowlr (tuned-paired-hstu-lowlr)", "| hstu (tuned-paired-hstu)"]
+    doc = json.loads((_ROOT / "benchmarks/results/yelp/tuned-paired-sasrec.json").read_text())
+    m = doc["models"]["sasrec"]
+    assert f"{m['test']['ndcg@10']:.4f} ± {m['test_std']['ndcg@10']:.4f}" in paired[0]
+    assert "sasrec-seed42, sasrec-seed43, sasrec-seed44 |" in paired[0]
+    assert sum("| sasrec" in r for r in rows) == 2  # the paired row and the study-only row
+    beauty = bench.table("amazon-beauty").splitlines()[2:]
+    assert [r.split(" | ")[0] for r in beauty if "separate runs:" in r] == [
+        "| bert4rec (tuned-paired-bert4rec)"]
+    ndcg = [float(r.split(" | ")[7].split()[0]) for r in beauty]
+    assert ndcg == sorted(ndcg, reverse=True)
+
+
 def test_compare_names_two_recipes_of_one_kind_by_their_files() -> None:
     """``--compare`` of two SASRec recipes (Yelp's carried and its study's choice) builds one
     valid run holding both, named after their files; a recipe's own name is kept."""
