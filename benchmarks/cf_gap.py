@@ -26,8 +26,8 @@ Usage::
     GENREC_DATA_DIR=../shared/datasets python benchmarks/cf_gap.py --dataset amazon-beauty \\
         --width-runs runs/bprmf-wide/dim512 runs/bprmf-wide/dim1024
 
-Writes ``benchmarks/results/<dataset>/cf-gap.json`` (``cf-width.json`` with ``--width-runs``)
-and prints the Markdown tables.
+Writes ``benchmarks/results/<dataset>/cf-gap.json`` (``cf-width.json`` with ``--width-runs``,
+or ``<--name>.json``) and prints the Markdown tables.
 """
 
 from __future__ import annotations
@@ -120,11 +120,14 @@ def main() -> None:
     ap.add_argument("--width-runs", nargs="+", metavar="RUN",
                     help="instead: break down these saved genrec run folders of one CF model "
                          "at other widths, beside EASE at the same rank (cf-width.json)")
+    ap.add_argument("--name", default="cf-width",
+                    help="output file stem of --width-runs (e.g. cf-lightgcn for the saved "
+                         "seeds of a model the gap run did not fit)")
     args = ap.parse_args()
     results = Path(args.results_dir or ROOT / "benchmarks" / "results" / args.dataset)
     if args.width_runs:
         width_runs(args.dataset, [Path(r) for r in args.width_runs], args.note, args.dry_run,
-                   results)
+                   results, args.name)
         return
     folder = ROOT / (args.recipe_dir or f"configs/{args.dataset}/tuned")
     # A recipe not in the tuned folder is taken from configs/<dataset>/ (ML-1M keeps its tuned
@@ -199,10 +202,11 @@ REPRODUCE_TOL = 1e-6
 """Largest difference allowed between a run's recorded test metric and its re-evaluation."""
 
 
-def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results: Path) -> None:
+def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results: Path,
+               name: str = "cf-width") -> None:
     """Reload saved runs of one CF model at several widths, break their test metrics down by
     user group, and set each beside EASE truncated to its rank (from ``results/cf-gap.json``;
-    the table goes to ``results/cf-width.json``)."""
+    the table goes to ``results/<name>.json``)."""
     gap = json.loads((results / "cf-gap.json").read_text())
     ease_rank = {e["rank"]: e for e in gap["ease_rank"]}
     edges = gap.get("group_edges", {})  # the gap run's buckets (files before them: the defaults)
@@ -237,12 +241,12 @@ def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results
     # The gap run's recipe of this model kind, whose own width the gap run measured. Matched
     # by kind, not name: a recipe is named after its file (Sports' bprmf-from-beauty).
     recipes = {m: load_config(ROOT / p) for m, p in gap["recipes"].items() if m in gap["models"]}
-    name = next((m for m, r in recipes.items() if r.models[0].kind == kind), None)
-    if name is not None:
-        recipe = recipes[name]  # its width and seed only
+    same = next((m for m, r in recipes.items() if r.models[0].kind == kind), None)
+    if same is not None:
+        recipe = recipes[same]  # its width and seed only
         dim = int(recipe.models[0].dim)  # type: ignore[attr-defined]
-        base = gap["models"][name]
-        rows.insert(0, {"run": gap["recipes"][name], "model": kind, "dim": dim,
+        base = gap["models"][same]
+        rows.insert(0, {"run": gap["recipes"][same], "model": kind, "dim": dim,
                         "seed": recipe.protocol.seed, "fit_seconds": base["fit_seconds"],
                         "epochs_run": None, "best_epoch": None,
                         "valid_ndcg@10": base["valid"]["ndcg@10"], "test": base["test"],
@@ -256,7 +260,7 @@ def width_runs(dataset: str, runs: list[Path], note: str, dry_run: bool, results
                          "environment": environment(1)}}
     print(width_markdown(doc))
     if not dry_run:
-        dest = results / "cf-width.json"
+        dest = results / f"{name}.json"
         atomic_write_text(dest, json.dumps(doc, indent=2) + "\n")
         print(f"-> {dest}")
 

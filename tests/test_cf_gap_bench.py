@@ -75,3 +75,11 @@ def test_width_runs_beside_ease_at_the_same_rank(tmp_path, data_dir, monkeypatch
     assert set(wide["by_group"]["history length"]) == {"len 0-50", "len >50"}  # the gap run's
     table = bench.width_markdown(doc)
     assert "| bprmf | 32 | 2 (" in table and "| ease (full) |" in table
+    # --name writes another file and leaves cf-width.json as it was
+    before = (results / "cf-width.json").read_text()
+    monkeypatch.setattr(sys, "argv", ["cf_gap.py", "--dataset", "ml-100k", "--width-runs",
+                                      str(tmp_path / "w32"), "--results-dir", str(results),
+                                      "--name", "cf-w32"])
+    bench.main()
+    assert (results / "cf-width.json").read_text() == before
+    assert json.loads((results / "cf-w32.json").read_text())["runs"] == doc["runs"]
