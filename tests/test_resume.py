@@ -91,6 +91,27 @@ def test_kill_and_resume_equals_uninterrupted(straight: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
+def test_rerun_without_resume_refuses_to_overwrite_an_unfinished_training(
+        straight: Path, tmp_path: Path, data_dir: Path) -> None:
+    from genrec.runs.experiment import unfinished_trainings
+
+    run = _copy(straight, tmp_path)
+    assert unfinished_trainings(run) == []  # finished: a rerun replaces it (with a warning)
+    # Killed before the end: no results.json, or a checkpoint newer than it.
+    (run / "results.json").unlink()
+    assert unfinished_trainings(run) == ["sasrec"]
+    ckpt = run / "checkpoints" / "sasrec"
+    before = {p.relative_to(ckpt): p.read_bytes() for p in ckpt.rglob("*") if p.is_file()}
+    line = _error_line(_run(run, data_dir))
+    assert "holds unfinished trainings (sasrec" in line and "--resume" in line
+    assert {p.relative_to(ckpt): p.read_bytes() for p in ckpt.rglob("*") if p.is_file()} == before
+    shutil.copy(straight / "results.json", run / "results.json")
+    t = (run / "results.json").stat().st_mtime
+    os.utime(ckpt / "latest.json", (t + 60, t + 60))  # a rerun of it, killed in its training
+    assert unfinished_trainings(run) == ["sasrec"]
+
+
+@pytest.mark.slow
 def test_resume_with_another_learning_rate_is_refused(straight: Path, tmp_path: Path,
                                                       data_dir: Path) -> None:
     run = _copy(straight, tmp_path)

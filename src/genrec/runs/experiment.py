@@ -47,12 +47,13 @@ from genrec.models.base import FitContext, ModelConfig, Recommender
 from genrec.models.registry import build_model, load_model
 from genrec.runs.seeds import fit_and_evaluate_seeds, seed_significance
 from genrec.runs.threads import apply_threads, thread_record
+from genrec.training.checkpoint import CheckpointError
 from genrec.training.loop import is_main_process
 
 __all__ = ["Prepared", "SavedRun", "cold_warm", "environment", "fit_and_evaluate",
            "fit_context", "fit_model", "load_data", "make_split", "open_run", "open_saved_model",
            "prepare", "results_document", "run_experiment", "training_record",
-           "validation_callback", "write_prepared", "write_results"]
+           "unfinished_trainings", "validation_callback", "write_prepared", "write_results"]
 
 _log = logging.getLogger(__name__)
 
@@ -133,6 +134,13 @@ def write_prepared(cfg: ExperimentConfig, data: Prepared) -> None:
     if not is_main_process():
         return
     out = Path(cfg.output)
+    if not cfg.resume and cfg.checkpoints and (killed := unfinished_trainings(out)):
+        # Starting afresh would overwrite the checkpoints of a training that never finished:
+        # hours of work, lost to a rerun of the same command without --resume.
+        raise CheckpointError(
+            f"{out} holds unfinished trainings ({', '.join(killed)}: checkpoints newer than "
+            "any results.json): resume: true (genrec run --resume) continues them; to start "
+            "afresh, delete the folder or give another output")
     if (out / "results.json").is_file() or any((out / "checkpoints").glob("*/latest.json")):
         if cfg.resume:
             _log.info("%s holds an earlier run: its trainings continue from their checkpoints "
@@ -145,6 +153,16 @@ def write_prepared(cfg: ExperimentConfig, data: Prepared) -> None:
     atomic_write_text(out / "config.yaml", yaml.safe_dump(_absolute_paths(
         cfg.model_dump(mode="json")), sort_keys=False))
     data.split.save(out / "split")
+
+
+def unfinished_trainings(out: Path) -> list[str]:
+    """The trainings in run folder ``out`` that were stopped before the run ended: the
+    checkpoint folders (``checkpoints/<name>``) whose ``latest.json`` is newer than the run's
+    ``results.json``, or all of them when there is none."""
+    done = out / "results.json"
+    finished = done.stat().st_mtime if done.is_file() else float("-inf")
+    return sorted(p.parent.name for p in (out / "checkpoints").glob("*/latest.json")
+                  if p.stat().st_mtime > finished)
 
 
 def _absolute_paths(dump: dict[str, Any]) -> dict[str, Any]:
