@@ -32,7 +32,10 @@ install-test: $(VENV)/.installed-test
 
 # The main job: EASE, SASRec and TIGER (semantic IDs from item text) on MovieLens-100K under
 # one protocol, then the holistic report with generative risks (see configs/demo-ml100k.yaml).
+# Each demo starts afresh: its output folder is its own, and genrec refuses to overwrite the
+# checkpoints of an interrupted run (a real experiment would continue it with --set resume=true).
 demo: install
+	rm -rf runs/demo-ml100k
 	$(BIN)/genrec compare configs/demo-ml100k.yaml
 
 # Two pytest-xdist workers (CI has 2 cores): each test file is one unit of work and the files

@@ -139,8 +139,8 @@ def write_prepared(cfg: ExperimentConfig, data: Prepared) -> None:
         # hours of work, lost to a rerun of the same command without --resume.
         raise CheckpointError(
             f"{out} holds unfinished trainings ({', '.join(killed)}: checkpoints newer than "
-            "any results.json): resume: true (genrec run --resume) continues them; to start "
-            "afresh, delete the folder or give another output")
+            "any results.json): resume: true (--resume, or --set resume=true) continues "
+            "them; to start afresh, delete the folder or give another output")
     if (out / "results.json").is_file() or any((out / "checkpoints").glob("*/latest.json")):
         if cfg.resume:
             _log.info("%s holds an earlier run: its trainings continue from their checkpoints "
