@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from genrec.runs.experiment import unfinished_trainings
+
 ARGS = ["--dataset", "ml-100k", "--models", "sasrec", "--quiet",
         "--set", "models.0.dim=16", "--set", "models.0.max_len=20",
         "--set", "models.0.train.epochs=4", "--set", "models.0.train.patience=null",
@@ -93,8 +95,6 @@ def test_kill_and_resume_equals_uninterrupted(straight: Path, tmp_path: Path,
 @pytest.mark.slow
 def test_rerun_without_resume_refuses_to_overwrite_an_unfinished_training(
         straight: Path, tmp_path: Path, data_dir: Path) -> None:
-    from genrec.runs.experiment import unfinished_trainings
-
     run = _copy(straight, tmp_path)
     assert unfinished_trainings(run) == []  # finished: a rerun replaces it (with a warning)
     # Killed before the end: no results.json, or a checkpoint newer than it.

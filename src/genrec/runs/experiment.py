@@ -114,6 +114,16 @@ def prepare(cfg: ExperimentConfig, *, write: bool = True) -> Prepared:
     """Set the threads, seed, load, preprocess and split; with ``write``, also write the
     resolved config and the split into ``cfg.output`` (:func:`write_prepared`)."""
     apply_threads(cfg.threads)
+    out = Path(cfg.output)
+    if write and not cfg.resume and cfg.checkpoints and (killed := unfinished_trainings(out)):
+        # Starting afresh would overwrite the checkpoints of a training that never finished:
+        # hours of work, lost to a rerun of the same command without --resume. Checked before
+        # the data load; `genrec tune` (which resumes its study by rerunning) writes through
+        # write_prepared and is not refused.
+        raise CheckpointError(
+            f"{out} holds unfinished trainings ({', '.join(killed)}: checkpoints newer than "
+            "any results.json): resume: true (--resume, or --set resume=true) continues "
+            "them; to start afresh, delete the folder or give another output")
     torch.manual_seed(cfg.protocol.seed)
     np.random.seed(cfg.protocol.seed)
     ds = load_data(cfg.dataset)
@@ -134,13 +144,6 @@ def write_prepared(cfg: ExperimentConfig, data: Prepared) -> None:
     if not is_main_process():
         return
     out = Path(cfg.output)
-    if not cfg.resume and cfg.checkpoints and (killed := unfinished_trainings(out)):
-        # Starting afresh would overwrite the checkpoints of a training that never finished:
-        # hours of work, lost to a rerun of the same command without --resume.
-        raise CheckpointError(
-            f"{out} holds unfinished trainings ({', '.join(killed)}: checkpoints newer than "
-            "any results.json): resume: true (--resume, or --set resume=true) continues "
-            "them; to start afresh, delete the folder or give another output")
     if (out / "results.json").is_file() or any((out / "checkpoints").glob("*/latest.json")):
         if cfg.resume:
             _log.info("%s holds an earlier run: its trainings continue from their checkpoints "
