@@ -405,24 +405,38 @@ def _seeded_cells(r: dict[str, Any]) -> str:
                else "– (separate seed runs) |"))
 
 
+def _same_result(kind: str, test: dict[str, float],
+                 seeded: list[tuple[str, dict[str, float]]]) -> bool:
+    """Whether a row of this model kind with these test metrics is already listed: same
+    Recall@10 and NDCG@10 within ``SAME_RESULT_TOL`` (a deterministic re-run whose ties broke
+    another way, or the same seeds kept in two files)."""
+    return any(k == kind and all(abs(t[m] - test[m]) <= SAME_RESULT_TOL
+                                 for m in ("recall@10", "ndcg@10"))
+               for k, t in seeded)
+
+
 def table(dataset: str) -> str:
     """Markdown rows of ``dataset``'s tuned and carried recipes, best test NDCG@10 first.
 
     Studies are the ``tuned-*.json`` files; a study kept without seeds (``--skip-seeds``, its
-    recipe not yet run by a ``--compare``) goes last. A model seeded by a ``--compare`` run
-    (``tuned-compare*.json``) without a study of its own on this dataset, e.g. a recipe carried
-    over from another dataset, gets a row naming its recipe file and the compare run. Seeds
+    recipe not yet run by a ``--compare``) goes last. A recipe seeded by a ``--compare`` run
+    (``tuned-compare*.json``) that is not a study's own (``--recipe``), e.g. one carried over
+    from another dataset, gets a row naming its recipe file and the compare run, unless it
+    repeats a seeded row of its model. Seeds
     kept only in a paired file of separate runs (``tuned-paired-*.json``) get a row naming the
     file and the run folders, unless the same result is already listed."""
     folder = ROOT / "benchmarks" / "results" / dataset
     rows: list[tuple[float, str]] = []
-    studied = set()
+    studied, study_recipes = set(), set()
     seeded: list[tuple[str, dict[str, float]]] = []  # (kind, test metrics) of rows with seeds
     for p in sorted(folder.glob("tuned-*.json")):
         if p.stem.startswith(("tuned-compare", "tuned-paired")):
             continue
         d = json.loads(p.read_text())
         studied.add(d["model"])
+        command = d.get("benchmark", {}).get("command", "").split()
+        if "--recipe" in command:
+            study_recipes.add(command[command.index("--recipe") + 1])
         st, r = d["study"], (d["results"] or [None])[0]
         chosen = ", ".join(f"{k.removeprefix('models.0.')}={v:.3g}" if isinstance(v, float)
                            else f"{k.removeprefix('models.0.')}={v}"
@@ -440,12 +454,14 @@ def table(dataset: str) -> str:
         # the run's rows are in the order of its recipes (compare_config)
         recipes = d["benchmark"]["command"].split("--compare", 1)[1].split()
         for r, recipe in zip(d["results"], recipes, strict=True):
-            # by name first (no file read), then by kind: a carried recipe is named after
-            # its file (bprmf-from-beauty)
-            if r["model"] in studied:
+            # A study's own recipe (its --recipe file) has its seeds in the study's row. Any
+            # other recipe of a studied model (carried from another dataset, another width)
+            # is listed unless it repeats a seeded row, so a study still without seeds does
+            # not hide the seeded recipes of its model.
+            if recipe in study_recipes:
                 continue
             kind = yaml.safe_load((ROOT / recipe).read_text())["models"][0]["kind"]
-            if kind in studied:
+            if kind in studied and _same_result(kind, r["test"], seeded):
                 continue
             seeded.append((kind, r["test"]))
             rows.append((-r["test"]["ndcg@10"],
@@ -464,10 +480,7 @@ def table(dataset: str) -> str:
     paired.sort(key=lambda e: e[0] != f"tuned-paired-{e[1]}")
     for stem, label, m in paired:
         runs = tuple(Path(r["run"]).name for r in m["runs"])
-        same = any(kind == m["model"] and all(abs(t[k] - m["test"][k]) <= SAME_RESULT_TOL
-                                              for k in ("recall@10", "ndcg@10"))
-                   for kind, t in seeded)
-        if same or runs in listed_runs:
+        if _same_result(m["model"], m["test"], seeded) or runs in listed_runs:
             continue
         listed_runs.add(runs)
         name = m["model"] + ("" if label == m["model"] else f" {label}")

@@ -143,6 +143,42 @@ def test_table_lists_carried_recipes_from_compare_runs_with_their_files() -> Non
     assert ndcg == sorted(ndcg, reverse=True)
 
 
+def test_a_study_without_seeds_does_not_hide_the_seeded_recipes_of_its_model(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sports' committed files plus a BPR-MF study kept without seeds (--skip-seeds, as the
+    # Sports BPR-MF study is while it runs): the two carried BPR-MF rows stay listed and the
+    # study goes last; once the study's seeds are the width-512 run's, that row is not repeated.
+    results = tmp_path / "benchmarks" / "results" / "amazon-sports"
+    results.mkdir(parents=True)
+    for f in (_ROOT / "benchmarks" / "results" / "amazon-sports").glob("tuned-*.json"):
+        (results / f.name).write_text(f.read_text())
+    for f in (_ROOT / "configs" / "amazon-sports" / "tuned").glob("*.yaml"):
+        dest = tmp_path / "configs" / "amazon-sports" / "tuned" / f.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_text(f.read_text())
+    study = {"model": "bprmf", "results": [], "benchmark": {"command": (
+        "python benchmarks/tuned.py --space configs/amazon-sports/tuned/bprmf-study.yaml "
+        "--dataset amazon-sports --skip-seeds --recipe configs/amazon-sports/tuned/bprmf.yaml")},
+        "study": {
+        "best_params": {"models.0.dim": 512, "models.0.l2": 0.01}, "n_trials": 6,
+        "n_pruned": 2, "wall_seconds": 5400.0, "best_valid": 0.0295}}
+    (results / "tuned-bprmf.json").write_text(json.dumps(study))
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    rows = bench.table("amazon-sports").splitlines()[2:]
+    names = [r.split(" | ")[0] for r in rows]
+    assert "| bprmf (tuned-compare-bprmf-wide)" in names
+    assert "| bprmf (tuned-compare-bprmf)" in names
+    assert names[-1] == "| bprmf" and "– (study only)" in rows[-1] and len(rows) == 8
+    wide = json.loads((results / "tuned-compare-bprmf-wide.json").read_text())["results"][2]
+    study["results"] = [wide]
+    (results / "tuned-bprmf.json").write_text(json.dumps(study))
+    rows = bench.table("amazon-sports").splitlines()[2:]
+    names = [r.split(" | ")[0] for r in rows]
+    assert "| bprmf (tuned-compare-bprmf-wide)" not in names
+    assert "| bprmf (tuned-compare-bprmf)" in names and len(rows) == 7
+    assert "dim=512, l2=0.01" in rows[names.index("| bprmf")]
+
+
 def test_table_lists_seeds_kept_only_in_paired_files_once() -> None:
     # The committed Yelp files: the SASRec and HSTU studies have no seeds of their own; their
     # seeds are separate runs kept in tuned-paired-*.json files (SASRec's runs in three of
