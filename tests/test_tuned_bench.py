@@ -137,6 +137,9 @@ def test_table_lists_carried_recipes_from_compare_runs_with_their_files() -> Non
     # with them repeats the study's result (NDCG@10 0.026675 vs 0.026665: ties) and is not listed
     assert sorted(names) == sorted(set(names)) and len(rows) == 7
     assert "| lightgcn (tuned-paired-lightgcn)" in names
+    lightgcn = rows[names.index("| lightgcn (tuned-paired-lightgcn)")]
+    assert "lightgcn-seed42, lightgcn-seed43, lightgcn-seed44 |" in lightgcn
+    assert " | 3 | " in lightgcn
     assert sum(n.startswith("| itemknn") for n in names) == 1
     # best test NDCG@10 first
     ndcg = [float(r.split(" | ")[7].split()[0]) for r in rows]
