@@ -149,40 +149,31 @@ def test_table_lists_carried_recipes_from_compare_runs_with_their_files() -> Non
     assert ndcg == sorted(ndcg, reverse=True)
 
 
-def test_a_study_without_seeds_does_not_hide_the_seeded_recipes_of_its_model(
+def test_a_seeded_study_hides_the_carried_row_it_repeats(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Sports' committed files plus a BPR-MF study kept without seeds (--skip-seeds, as the
-    # Sports BPR-MF study is while it runs): the two carried BPR-MF rows stay listed and the
-    # study goes last; once the study's seeds are the width-512 run's, that row is not repeated.
+    # Sports' committed files, with the BPR-MF study (committed without seeds: the test above
+    # lists it last, beside both carried BPR-MF rows) given the width-512 run's seeds: that
+    # carried row is then the study's own result and is not repeated; the width-128 one stays.
     results = tmp_path / "benchmarks" / "results" / "amazon-sports"
     results.mkdir(parents=True)
     for f in (_ROOT / "benchmarks" / "results" / "amazon-sports").glob("tuned-*.json"):
         (results / f.name).write_text(f.read_text())
+    configs = tmp_path / "configs" / "amazon-sports" / "tuned"
+    configs.mkdir(parents=True)
     for f in (_ROOT / "configs" / "amazon-sports" / "tuned").glob("*.yaml"):
-        dest = tmp_path / "configs" / "amazon-sports" / "tuned" / f.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_text(f.read_text())
-    study = {"model": "bprmf", "results": [], "benchmark": {"command": (
-        "python benchmarks/tuned.py --space configs/amazon-sports/tuned/bprmf-study.yaml "
-        "--dataset amazon-sports --skip-seeds --recipe configs/amazon-sports/tuned/bprmf.yaml")},
-        "study": {
-        "best_params": {"models.0.dim": 512, "models.0.l2": 0.01}, "n_trials": 6,
-        "n_pruned": 2, "wall_seconds": 5400.0, "best_valid": 0.0295}}
+        (configs / f.name).write_text(f.read_text())
+    study = json.loads((results / "tuned-bprmf.json").read_text())
+    assert study["results"] == []
+    study["results"] = [json.loads((results / "tuned-compare-bprmf-wide.json").read_text())
+                        ["results"][2]]
     (results / "tuned-bprmf.json").write_text(json.dumps(study))
     monkeypatch.setattr(bench, "ROOT", tmp_path)
     rows = bench.table("amazon-sports").splitlines()[2:]
     names = [r.split(" | ")[0] for r in rows]
-    assert "| bprmf (tuned-compare-bprmf-wide)" in names
-    assert "| bprmf (tuned-compare-bprmf)" in names
-    assert names[-1] == "| bprmf" and "– (study only)" in rows[-1] and len(rows) == 8
-    wide = json.loads((results / "tuned-compare-bprmf-wide.json").read_text())["results"][2]
-    study["results"] = [wide]
-    (results / "tuned-bprmf.json").write_text(json.dumps(study))
-    rows = bench.table("amazon-sports").splitlines()[2:]
-    names = [r.split(" | ")[0] for r in rows]
     assert "| bprmf (tuned-compare-bprmf-wide)" not in names
     assert "| bprmf (tuned-compare-bprmf)" in names and len(rows) == 7
-    assert "dim=512, l2=0.01" in rows[names.index("| bprmf")]
+    assert "(study only)" not in rows[names.index("| bprmf")]
+    assert "dim=512, l2=0.00308" in rows[names.index("| bprmf")]
 
 
 def test_table_lists_seeds_kept_only_in_paired_files_once() -> None:
