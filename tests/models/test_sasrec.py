@@ -118,14 +118,17 @@ def test_text_modes_train_save_and_reload(mode: str, tmp_path) -> None:
 def test_text_init_keeps_the_geometry_of_the_text_embeddings() -> None:
     from genrec.models._sequential import text_init
 
-    text = torch.randn(50, 32)
+    # A fixed generator: the global RNG's state depends on which tests ran first in the
+    # worker, and on some draws only 18-20% of nearest neighbours survive 8 components.
+    gen = torch.Generator().manual_seed(0)
+    text = torch.randn(50, 32, generator=gen)
     init = text_init(text, 8)
     assert init.shape == (50, 8) and abs(float(init.std()) - 0.02) < 1e-4
     # Items close in text stay close: the 8 components keep most pairwise structure.
     near = torch.cdist(text, text).argsort(1)[:, 1]
     near_init = torch.cdist(init, init).argsort(1)[:, 1]
     assert (near == near_init).float().mean() > 0.2
-    assert text_init(torch.randn(5, 3), 8).shape == (5, 8)  # fewer components than dim
+    assert text_init(torch.randn(5, 3, generator=gen), 8).shape == (5, 8)  # fewer components than dim
 
 
 def test_adaptor_scores_an_item_never_seen_in_training() -> None:
