@@ -86,7 +86,8 @@ def main() -> None:
     ap.add_argument("--seed-runs", nargs="+", metavar="RESULTS_JSON",
                     help="instead: fill tuned-<--name>.json's seeded row from separate one-seed "
                          "`genrec run` results of its recipe (seeds run side by side; no "
-                         "per-user bootstrap or paired tests then)")
+                         "per-user bootstrap or paired tests then); with --recipe and a --name "
+                         "starting tuned-seeds, a recipe run without a study (kept as that file)")
     ap.add_argument("--paired-runs", nargs="+", metavar="LABEL=RUN[,RUN...]",
                     help="instead: reload the saved models of separate one-seed runs (one "
                          "comma-separated list of run folders per model), re-evaluate them on "
@@ -109,7 +110,7 @@ def main() -> None:
     if args.seed_runs:
         if not args.name:
             ap.error("--seed-runs needs --name (the tuned JSON's stem, e.g. tuned-lightgcn)")
-        seed_runs(args.dataset, args.name, args.seed_runs)
+        seed_runs(args.dataset, args.name, args.seed_runs, recipe=args.recipe)
         return
     if args.compare:
         compare(args.dataset, args.compare, args.seeds, args.note, args.name or "tuned-compare",
@@ -269,29 +270,73 @@ def compare(dataset: str, recipes: list[str], seeds: int, note: str,
     print(f"paired tests of {len(cfgs)} tuned recipes on {dataset} -> {dest}")
 
 
-def seed_runs(dataset: str, name: str, paths: list[str]) -> None:
+def seed_runs(dataset: str, name: str, paths: list[str], *, recipe: str | None = None,
+              root: Path | None = None) -> dict:
     """The seeded row of ``<name>.json`` from one-seed runs of its recipe: mean, std and
-    t-interval over the seeds, as ``genrec run --set seeds=N`` computes them."""
-    dest = ROOT / "benchmarks" / "results" / dataset / f"{name}.json"
-    doc = json.loads(dest.read_text())
-    runs = []
+    t-interval over the seeds, as ``genrec run --set seeds=N`` computes them.
+
+    With ``recipe`` (and ``name`` starting ``tuned-seeds``) the file is written anew for a
+    recipe run without a study (e.g. a GPU recipe trained to patience on CPU, one process per
+    seed): it names the recipe, and ``study`` is null. The runs must be of that recipe's model
+    kind on one dataset, with one protocol apart from the seed and the same model parameters.
+    """
+    root = root or ROOT
+    dest = root / "benchmarks" / "results" / dataset / f"{name}.json"
+    if recipe is not None and not name.startswith("tuned-seeds"):
+        raise SystemExit("--seed-runs --recipe writes a file without a study: its --name must "
+                         "start with tuned-seeds (e.g. tuned-seeds-sasrec)")
+    if recipe is None:
+        doc = json.loads(dest.read_text())
+    else:
+        kind = yaml.safe_load((root / recipe).read_text())["models"][0]["kind"]
+        doc = {"model": kind, "study": None, "recipe": recipe}
+    runs, docs = [], []
     for path in paths:
-        res = json.loads((ROOT / path).read_text())
+        res = json.loads((root / path).read_text())
         r = res["results"][0]
         if r["model"] != doc["model"]:
             raise SystemExit(f"{path}: a {r['model']} run, not {doc['model']}")
-        runs.append({"seed": res["protocol"]["seed"], "valid": r["valid"], "test": r["test"],
-                     "fit_seconds": r["fit_seconds"], "eval_seconds": r["eval_seconds"]})
+        docs.append(res)
+        run = {"seed": res["protocol"]["seed"], "valid": r["valid"], "test": r["test"],
+               "fit_seconds": r["fit_seconds"], "eval_seconds": r["eval_seconds"]}
+        if r.get("training", {}).get("history"):
+            # A run resumed across processes records only its last process in fit_seconds;
+            # the epochs' own seconds add up over all of them.
+            t = r["training"]
+            run |= {"epochs_run": t["epochs_run"], "best_epoch": t["best_epoch"],
+                    "epoch_seconds": round(sum(h["seconds"] for h in t["history"]), 1)}
+        runs.append(run)
     if len({r["seed"] for r in runs}) != len(runs):
         raise SystemExit("--seed-runs: two runs share a seed")
+    if recipe is not None:
+        # No study file vouches for the runs here: they must be one experiment but the seed.
+        def same(res: dict) -> tuple:
+            return (res["dataset"]["name"], res["results"][0]["params"],
+                    {k: v for k, v in res["protocol"].items() if k != "seed"})
+        for path, res in zip(paths[1:], docs[1:], strict=True):
+            if same(res) != same(docs[0]):
+                raise SystemExit(f"--seed-runs: {path} differs from {paths[0]} in dataset, "
+                                 "protocol or model parameters (only the seed may differ)")
+        if docs[0]["dataset"]["name"] != dataset:
+            raise SystemExit(f"--seed-runs: the runs are on {docs[0]['dataset']['name']}, "
+                             f"not {dataset}")
+        first = min(docs, key=lambda d: d["protocol"]["seed"])
+        doc |= {"protocol": first["protocol"], "protocol_text": first["protocol_text"],
+                "dataset": first["dataset"], "environment": first["environment"],
+                "benchmark": {"command": " ".join(["python benchmarks/tuned.py --dataset",
+                                                   dataset, "--name", name, "--recipe", recipe,
+                                                   "--seed-runs", *paths]),
+                              "cpus": os.cpu_count(), "processor": platform.machine()}}
     runs.sort(key=lambda r: r["seed"])
     # The glue's aggregation (means, std, t-interval); no per-user bootstrap from here.
     doc["results"] = [seed_row(doc["model"], runs) | {"test_bootstrap_ci95": None}]
     doc["benchmark"]["seeds_from"] = paths
+    dest.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(dest, json.dumps(doc, indent=2) + "\n")
     r = doc["results"][0]
     print(f"{doc['model']} on {dataset}: {len(runs)} seeds, test ndcg@10 {r['test']['ndcg@10']:.4f}"
           f" ± {r['test_std']['ndcg@10']:.4f}, recall@10 {r['test']['recall@10']:.4f} -> {dest}")
+    return doc
 
 
 def _fingerprint(data) -> str:
@@ -366,7 +411,7 @@ def paired_runs(dataset: str, name: str, specs: list[str], note: str,
     assert first is not None
     table = pairwise_significance(per_model, list(PAIRED_METRICS))
     doc = {"dataset": dataset, "protocol_text": first["protocol_text"],
-           "test_users": int(len(next(iter(per_model.values()))["recall@10"])),
+           "test_users": len(next(iter(per_model.values()))["recall@10"]),
            "models": models,
            "significance": [{k: (round(v, 6) if isinstance(v, float) else v)
                              for k, v in r.items()} for r in table.to_dicts()],
@@ -422,7 +467,8 @@ def table(dataset: str) -> str:
     recipe not yet run by a ``--compare``) goes last. A recipe seeded by a ``--compare`` run
     (``tuned-compare*.json``) that is not a study's own (``--recipe``), e.g. one carried over
     from another dataset, gets a row naming its recipe file and the compare run, unless it
-    repeats a seeded row of its model. Seeds
+    repeats a seeded row of its model; so does a recipe seeded without a study by separate
+    one-seed runs (``tuned-seeds*.json``). Seeds
     kept only in a paired file of separate runs (``tuned-paired-*.json``) get a row naming the
     file and the run folders, unless the same result is already listed."""
     folder = ROOT / "benchmarks" / "results" / dataset
@@ -430,7 +476,7 @@ def table(dataset: str) -> str:
     studied, study_recipes = set(), set()
     seeded: list[tuple[str, dict[str, float]]] = []  # (kind, test metrics) of rows with seeds
     for p in sorted(folder.glob("tuned-*.json")):
-        if p.stem.startswith(("tuned-compare", "tuned-paired")):
+        if p.stem.startswith(("tuned-compare", "tuned-paired", "tuned-seeds")):
             continue
         d = json.loads(p.read_text())
         studied.add(d["model"])
@@ -467,6 +513,17 @@ def table(dataset: str) -> str:
             rows.append((-r["test"]["ndcg@10"],
                          f"| {r['model']} ({p.stem}) | not tuned here: `{recipe}` | – | – | "
                          f"{r['valid']['ndcg@10']:.4f} (mean) | " + _seeded_cells(r)))
+    # A recipe run over seeds without a study (--seed-runs --recipe): its file names the
+    # recipe; listed unless it repeats a seeded row of its model.
+    for p in sorted(folder.glob("tuned-seeds*.json")):
+        d = json.loads(p.read_text())
+        r = d["results"][0]
+        if _same_result(d["model"], r["test"], seeded):
+            continue
+        seeded.append((d["model"], r["test"]))
+        rows.append((-r["test"]["ndcg@10"],
+                     f"| {d['model']} ({p.stem}) | not tuned: `{d['recipe']}` | – | – | "
+                     f"{r['valid']['ndcg@10']:.4f} (mean) | " + _seeded_cells(r)))
     # Seeds that exist only in a paired file of separate runs (--paired-runs): the file does
     # not record which recipe its runs came from, so such a row names the file and its run
     # folders and is never merged into a study's row. A result already listed (same model

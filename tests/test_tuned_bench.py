@@ -242,3 +242,62 @@ def test_sigterm_stops_the_genrec_child_with_the_benchmark(tmp_path: Path) -> No
     assert proc.wait(timeout=30) == 128 + signal.SIGTERM
     with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
         os.kill(child, 0)
+
+
+def test_seed_runs_of_a_recipe_without_a_study(tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # The committed ML-1M SASRec runs (one process per seed, each resumed across sessions),
+    # kept as a recipe without a study: the mean and t-interval of the seeds, the epochs'
+    # own seconds (fit_seconds of a resumed run is its last process only), and a table row
+    # naming the recipe.
+    from genrec.evaluation.stats import t_interval
+
+    results = tmp_path / "benchmarks" / "results" / "ml-1m"
+    results.mkdir(parents=True)
+    (tmp_path / "configs" / "ml-1m").mkdir(parents=True)
+    (tmp_path / "configs" / "ml-1m" / "sasrec.yaml").write_text(
+        (_ROOT / "configs" / "ml-1m" / "sasrec.yaml").read_text())
+    runs = []
+    for seed in (42, 43):
+        src = _ROOT / "benchmarks" / "results" / "ml-1m" / f"sasrec-cpu-seed{seed}.json"
+        (results / src.name).write_text(src.read_text())
+        runs.append(json.loads(src.read_text()))
+    paths = [f"benchmarks/results/ml-1m/sasrec-cpu-seed{s}.json" for s in (42, 43)]
+    doc = bench.seed_runs("ml-1m", "tuned-seeds-sasrec", paths,
+                          recipe="configs/ml-1m/sasrec.yaml", root=tmp_path)
+    assert doc["study"] is None and doc["recipe"] == "configs/ml-1m/sasrec.yaml"
+    row = doc["results"][0]
+    hr = [r["results"][0]["test"]["recall@10"] for r in runs]
+    assert row["seeds"] == [42, 43]
+    assert row["test"]["recall@10"] == pytest.approx(sum(hr) / 2, abs=1e-6)
+    assert row["test_ci95"]["recall@10"] == pytest.approx(t_interval(hr), abs=1e-6)
+    history = runs[1]["results"][0]["training"]["history"]
+    assert row["per_seed"][1]["epochs_run"] == 155
+    assert row["per_seed"][1]["epoch_seconds"] == pytest.approx(
+        sum(h["seconds"] for h in history), abs=0.1)
+    assert row["per_seed"][1]["epoch_seconds"] > 10 * row["per_seed"][1]["fit_seconds"]
+    written = json.loads((results / "tuned-seeds-sasrec.json").read_text())
+    assert written["results"] == json.loads(json.dumps(doc["results"]))
+    assert "--recipe configs/ml-1m/sasrec.yaml --seed-runs" in written["benchmark"]["command"]
+
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    rows = bench.table("ml-1m").splitlines()[2:]
+    assert len(rows) == 1 and rows[0].startswith("| sasrec (tuned-seeds-sasrec) | not tuned: "
+                                                 "`configs/ml-1m/sasrec.yaml` |")
+    assert f"{row['test']['ndcg@10']:.4f} ± {row['test_std']['ndcg@10']:.4f}" in rows[0]
+
+    # Runs of another experiment than the first (here: another dropout) are refused, and so
+    # are a shared seed and a file name that would read as a study.
+    other = json.loads(json.dumps(runs[1]))
+    other["results"][0]["params"]["dropout"] = 0.5
+    (results / "other.json").write_text(json.dumps(other))
+    with pytest.raises(SystemExit, match="only the seed may differ"):
+        bench.seed_runs("ml-1m", "tuned-seeds-sasrec",
+                        [paths[0], "benchmarks/results/ml-1m/other.json"],
+                        recipe="configs/ml-1m/sasrec.yaml", root=tmp_path)
+    with pytest.raises(SystemExit, match="share a seed"):
+        bench.seed_runs("ml-1m", "tuned-seeds-sasrec", [paths[0], paths[0]],
+                        recipe="configs/ml-1m/sasrec.yaml", root=tmp_path)
+    with pytest.raises(SystemExit, match="must start with tuned-seeds"):
+        bench.seed_runs("ml-1m", "tuned-sasrec", paths, recipe="configs/ml-1m/sasrec.yaml",
+                        root=tmp_path)
