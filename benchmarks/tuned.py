@@ -475,6 +475,7 @@ def table(dataset: str) -> str:
     rows: list[tuple[float, str]] = []
     studied, study_recipes = set(), set()
     seeded: list[tuple[str, dict[str, float]]] = []  # (kind, test metrics) of rows with seeds
+    seed_tests: list[tuple[str, int, dict[str, float]]] = []  # (kind, seed, test) of their seeds
     for p in sorted(folder.glob("tuned-*.json")):
         if p.stem.startswith(("tuned-compare", "tuned-paired", "tuned-seeds")):
             continue
@@ -494,6 +495,7 @@ def table(dataset: str) -> str:
             rows.append((1.0, study + "– | – (study only) | – | – |"))
         else:
             seeded.append((d["model"], r["test"]))
+            seed_tests += [(d["model"], x["seed"], x["test"]) for x in r.get("per_seed", [])]
             rows.append((-r["test"]["ndcg@10"], study + _seeded_cells(r)))
     for p in sorted(folder.glob("tuned-compare*.json")):
         d = json.loads(p.read_text())
@@ -510,6 +512,7 @@ def table(dataset: str) -> str:
             if kind in studied and _same_result(kind, r["test"], seeded):
                 continue
             seeded.append((kind, r["test"]))
+            seed_tests += [(kind, x["seed"], x["test"]) for x in r.get("per_seed", [])]
             rows.append((-r["test"]["ndcg@10"],
                          f"| {r['model']} ({p.stem}) | not tuned here: `{recipe}` | – | – | "
                          f"{r['valid']['ndcg@10']:.4f} (mean) | " + _seeded_cells(r)))
@@ -521,6 +524,7 @@ def table(dataset: str) -> str:
         if _same_result(d["model"], r["test"], seeded):
             continue
         seeded.append((d["model"], r["test"]))
+        seed_tests += [(d["model"], x["seed"], x["test"]) for x in r["per_seed"]]
         rows.append((-r["test"]["ndcg@10"],
                      f"| {d['model']} ({p.stem}) | not tuned: `{d['recipe']}` | – | – | "
                      f"{r['valid']['ndcg@10']:.4f} (mean) | " + _seeded_cells(r)))
@@ -529,7 +533,7 @@ def table(dataset: str) -> str:
     # folders and is never merged into a study's row. A result already listed (same model
     # kind, test Recall@10 and NDCG@10 within SAME_RESULT_TOL: a deterministic baseline
     # re-run, whose ties may break another way) is not repeated, nor are runs listed by an
-    # earlier file.
+    # earlier file, nor runs that are some of the seeds of a listed row.
     listed_runs = set()
     paired = [(p.stem, label, m) for p in sorted(folder.glob("tuned-paired-*.json"))
               for label, m in json.loads(p.read_text())["models"].items()]
@@ -537,7 +541,12 @@ def table(dataset: str) -> str:
     paired.sort(key=lambda e: e[0] != f"tuned-paired-{e[1]}")
     for stem, label, m in paired:
         runs = tuple(Path(r["run"]).name for r in m["runs"])
-        if _same_result(m["model"], m["test"], seeded) or runs in listed_runs:
+        # runs that are some of the seeds of a listed row (the same seed and test metrics),
+        # e.g. the one seed whose saved model was left to pair with a baseline, add nothing
+        subset = all(_same_result(m["model"], x["test"],
+                                  [(k, t) for k, s, t in seed_tests if s == x["seed"]])
+                     for x in m["runs"])
+        if _same_result(m["model"], m["test"], seeded) or runs in listed_runs or subset:
             continue
         listed_runs.add(runs)
         name = m["model"] + ("" if label == m["model"] else f" {label}")

@@ -301,3 +301,18 @@ def test_seed_runs_of_a_recipe_without_a_study(tmp_path: Path,
     with pytest.raises(SystemExit, match="must start with tuned-seeds"):
         bench.seed_runs("ml-1m", "tuned-sasrec", paths, recipe="configs/ml-1m/sasrec.yaml",
                         root=tmp_path)
+
+
+def test_table_does_not_repeat_seeds_kept_in_a_paired_file() -> None:
+    # The committed ML-1M files: SASRec's 3 seeds as a recipe without a study, and its seed
+    # 44 (the one whose saved model survived) paired with EASE in tuned-paired-sasrec.json.
+    # That paired row is one of the seeds already listed, so it is not a row of its own.
+    rows = bench.table("ml-1m").splitlines()[2:]
+    names = [r.split(" | ")[0] for r in rows]
+    assert names[0] == "| sasrec (tuned-seeds-sasrec)"
+    assert " | 3 | " in rows[0] and "not tuned: `configs/ml-1m/sasrec.yaml`" in rows[0]
+    assert sum(n.startswith("| sasrec") for n in names) == 1
+    paired = json.loads((_ROOT / "benchmarks/results/ml-1m/tuned-paired-sasrec.json")
+                        .read_text())
+    assert paired["models"]["sasrec"]["seeds"] == [44]
+    assert sum(n.startswith("| ease") for n in names) == 1
