@@ -270,8 +270,7 @@ def compare(dataset: str, recipes: list[str], seeds: int, note: str,
     print(f"paired tests of {len(cfgs)} tuned recipes on {dataset} -> {dest}")
 
 
-def seed_runs(dataset: str, name: str, paths: list[str], *, recipe: str | None = None,
-              root: Path | None = None) -> dict:
+def seed_runs(dataset: str, name: str, paths: list[str], *, recipe: str | None = None) -> dict:
     """The seeded row of ``<name>.json`` from one-seed runs of its recipe: mean, std and
     t-interval over the seeds, as ``genrec run --set seeds=N`` computes them.
 
@@ -280,19 +279,18 @@ def seed_runs(dataset: str, name: str, paths: list[str], *, recipe: str | None =
     seed): it names the recipe, and ``study`` is null. The runs must be of that recipe's model
     kind on one dataset, with one protocol apart from the seed and the same model parameters.
     """
-    root = root or ROOT
-    dest = root / "benchmarks" / "results" / dataset / f"{name}.json"
+    dest = ROOT / "benchmarks" / "results" / dataset / f"{name}.json"
     if recipe is not None and not name.startswith("tuned-seeds"):
         raise SystemExit("--seed-runs --recipe writes a file without a study: its --name must "
                          "start with tuned-seeds (e.g. tuned-seeds-sasrec)")
     if recipe is None:
         doc = json.loads(dest.read_text())
     else:
-        kind = yaml.safe_load((root / recipe).read_text())["models"][0]["kind"]
+        kind = yaml.safe_load((ROOT / recipe).read_text())["models"][0]["kind"]
         doc = {"model": kind, "study": None, "recipe": recipe}
     runs, docs = [], []
     for path in paths:
-        res = json.loads((root / path).read_text())
+        res = json.loads((ROOT / path).read_text())
         r = res["results"][0]
         if r["model"] != doc["model"]:
             raise SystemExit(f"{path}: a {r['model']} run, not {doc['model']}")
@@ -476,6 +474,17 @@ def table(dataset: str) -> str:
     studied, study_recipes = set(), set()
     seeded: list[tuple[str, dict[str, float]]] = []  # (kind, test metrics) of rows with seeds
     seed_tests: list[tuple[str, int, dict[str, float]]] = []  # (kind, seed, test) of their seeds
+
+    def listed(kind: str, r: dict[str, Any]) -> None:
+        """Record a listed seeded row (its mean and its seeds), for the repeats below."""
+        seeded.append((kind, r["test"]))
+        seed_tests.extend((kind, x["seed"], x["test"]) for x in r.get("per_seed", []))
+
+    def recipe_row(r: dict[str, Any], label: str, source: str) -> tuple[float, str]:
+        """The row of a recipe seeded outside a study: its file, and where its seeds are."""
+        return (-r["test"]["ndcg@10"], f"| {label} | {source} | – | – | "
+                f"{r['valid']['ndcg@10']:.4f} (mean) | " + _seeded_cells(r))
+
     for p in sorted(folder.glob("tuned-*.json")):
         if p.stem.startswith(("tuned-compare", "tuned-paired", "tuned-seeds")):
             continue
@@ -494,8 +503,7 @@ def table(dataset: str) -> str:
         if r is None:
             rows.append((1.0, study + "– | – (study only) | – | – |"))
         else:
-            seeded.append((d["model"], r["test"]))
-            seed_tests += [(d["model"], x["seed"], x["test"]) for x in r.get("per_seed", [])]
+            listed(d["model"], r)
             rows.append((-r["test"]["ndcg@10"], study + _seeded_cells(r)))
     for p in sorted(folder.glob("tuned-compare*.json")):
         d = json.loads(p.read_text())
@@ -511,11 +519,8 @@ def table(dataset: str) -> str:
             kind = yaml.safe_load((ROOT / recipe).read_text())["models"][0]["kind"]
             if kind in studied and _same_result(kind, r["test"], seeded):
                 continue
-            seeded.append((kind, r["test"]))
-            seed_tests += [(kind, x["seed"], x["test"]) for x in r.get("per_seed", [])]
-            rows.append((-r["test"]["ndcg@10"],
-                         f"| {r['model']} ({p.stem}) | not tuned here: `{recipe}` | – | – | "
-                         f"{r['valid']['ndcg@10']:.4f} (mean) | " + _seeded_cells(r)))
+            listed(kind, r)
+            rows.append(recipe_row(r, f"{r['model']} ({p.stem})", f"not tuned here: `{recipe}`"))
     # A recipe run over seeds without a study (--seed-runs --recipe): its file names the
     # recipe; listed unless it repeats a seeded row of its model.
     for p in sorted(folder.glob("tuned-seeds*.json")):
@@ -523,11 +528,8 @@ def table(dataset: str) -> str:
         r = d["results"][0]
         if _same_result(d["model"], r["test"], seeded):
             continue
-        seeded.append((d["model"], r["test"]))
-        seed_tests += [(d["model"], x["seed"], x["test"]) for x in r["per_seed"]]
-        rows.append((-r["test"]["ndcg@10"],
-                     f"| {d['model']} ({p.stem}) | not tuned: `{d['recipe']}` | – | – | "
-                     f"{r['valid']['ndcg@10']:.4f} (mean) | " + _seeded_cells(r)))
+        listed(d["model"], r)
+        rows.append(recipe_row(r, f"{d['model']} ({p.stem})", f"not tuned: `{d['recipe']}`"))
     # Seeds that exist only in a paired file of separate runs (--paired-runs): the file does
     # not record which recipe its runs came from, so such a row names the file and its run
     # folders and is never merged into a study's row. A result already listed (same model

@@ -263,8 +263,8 @@ def test_seed_runs_of_a_recipe_without_a_study(tmp_path: Path,
         (results / src.name).write_text(src.read_text())
         runs.append(json.loads(src.read_text()))
     paths = [f"benchmarks/results/ml-1m/sasrec-cpu-seed{s}.json" for s in (42, 43)]
-    doc = bench.seed_runs("ml-1m", "tuned-seeds-sasrec", paths,
-                          recipe="configs/ml-1m/sasrec.yaml", root=tmp_path)
+    monkeypatch.setattr(bench, "ROOT", tmp_path)
+    doc = bench.seed_runs("ml-1m", "tuned-seeds-sasrec", paths, recipe="configs/ml-1m/sasrec.yaml")
     assert doc["study"] is None and doc["recipe"] == "configs/ml-1m/sasrec.yaml"
     row = doc["results"][0]
     hr = [r["results"][0]["test"]["recall@10"] for r in runs]
@@ -280,7 +280,6 @@ def test_seed_runs_of_a_recipe_without_a_study(tmp_path: Path,
     assert written["results"] == json.loads(json.dumps(doc["results"]))
     assert "--recipe configs/ml-1m/sasrec.yaml --seed-runs" in written["benchmark"]["command"]
 
-    monkeypatch.setattr(bench, "ROOT", tmp_path)
     rows = bench.table("ml-1m").splitlines()[2:]
     assert len(rows) == 1 and rows[0].startswith("| sasrec (tuned-seeds-sasrec) | not tuned: "
                                                  "`configs/ml-1m/sasrec.yaml` |")
@@ -294,13 +293,12 @@ def test_seed_runs_of_a_recipe_without_a_study(tmp_path: Path,
     with pytest.raises(SystemExit, match="only the seed may differ"):
         bench.seed_runs("ml-1m", "tuned-seeds-sasrec",
                         [paths[0], "benchmarks/results/ml-1m/other.json"],
-                        recipe="configs/ml-1m/sasrec.yaml", root=tmp_path)
+                        recipe="configs/ml-1m/sasrec.yaml")
     with pytest.raises(SystemExit, match="share a seed"):
         bench.seed_runs("ml-1m", "tuned-seeds-sasrec", [paths[0], paths[0]],
-                        recipe="configs/ml-1m/sasrec.yaml", root=tmp_path)
+                        recipe="configs/ml-1m/sasrec.yaml")
     with pytest.raises(SystemExit, match="must start with tuned-seeds"):
-        bench.seed_runs("ml-1m", "tuned-sasrec", paths, recipe="configs/ml-1m/sasrec.yaml",
-                        root=tmp_path)
+        bench.seed_runs("ml-1m", "tuned-sasrec", paths, recipe="configs/ml-1m/sasrec.yaml")
 
 
 def test_table_does_not_repeat_seeds_kept_in_a_paired_file() -> None:
